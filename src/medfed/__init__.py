@@ -1,0 +1,3 @@
+"""medfed: federated learning for medical image classification, built on Flower."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,331 @@
+"""The one configuration model of a medfed run.
+
+Precedence, lowest first: defaults < YAML file < ``.env`` < ``MEDFED_*`` environment < CLI flags.
+Nested keys in the environment use ``__``: ``MEDFED_FEDERATED__NUM_CLIENTS=8``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from medfed.errors import ConfigError
+
+STRATEGIES = (
+    "FedAvg",
+    "FedProx",
+    "FedMedian",
+    "FedTrimmedAvg",
+    "Krum",
+    "FedAdam",
+    "FedYogi",
+    "FedAvgM",
+)
+MODEL_NAMES = ("cancer_cnn", "resnet18", "resnet50")
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are errors, so typos do not pass silently."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(Section):
+    """Where a hospital's (or the central) images are and how they are prepared."""
+
+    path: Path = Path("data/demo")
+    layout: Literal["auto", "kaggle", "folders"] = "auto"
+    test_path: Path | None = Field(
+        default=None, description="held-out test set; default: PATH/test when it exists"
+    )
+    class_names: list[str] | None = Field(
+        default=None, description="declared classes; default: from the data"
+    )
+    image_size: int = Field(default=64, ge=8, le=1024)
+    channels: Literal[1, 3] = 1
+    rotation: float = Field(default=10.0, ge=0, le=180, description="max random rotation, deg")
+    hflip: bool = True
+    vflip: bool = False
+    normalize_mean: float = 0.5
+    normalize_std: float = Field(default=0.25, gt=0)
+    skip_bad: bool = False
+    cache_dir: Path | None = Field(default=None, description="default: HOME/cache")
+
+
+class ModelConfig(Section):
+    name: Literal["cancer_cnn", "resnet18", "resnet50"] = "resnet18"
+    norm: Literal["batch", "group"] = "batch"
+    pretrained_path: Path | None = None
+
+
+class TrainingConfig(Section):
+    """Local training: the centralized baseline's epochs, and each hospital's per round."""
+
+    epochs: int = Field(default=2, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    seed: int = 42
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores")
+
+
+class PartitionConfig(Section):
+    """How a dataset is split across simulated hospitals."""
+
+    scheme: Literal["iid", "dirichlet", "shards", "quantity"] = "iid"
+    alpha: float = Field(default=0.5, gt=0, description="Dirichlet concentration")
+    classes_per_client: int = Field(default=1, ge=1, description="for scheme=shards")
+    seed: int = 42
+
+
+class FederatedConfig(Section):
+    server_address: str = Field(default="127.0.0.1:8000", description="SuperLink address")
+    num_clients: int = Field(default=4, ge=1, description="hospitals (simulated or expected)")
+    strategy: Literal[
+        "FedAvg", "FedProx", "FedMedian", "FedTrimmedAvg", "Krum", "FedAdam", "FedYogi", "FedAvgM"
+    ] = "FedAvg"
+    rounds: int = Field(default=5, ge=1)
+    local_epochs: int = Field(default=1, ge=1)
+    fraction_train: float = Field(default=1.0, gt=0, le=1)
+    fraction_evaluate: float = Field(default=1.0, ge=0, le=1)
+    min_train_clients: int = Field(default=2, ge=1)
+    min_evaluate_clients: int = Field(default=2, ge=1)
+    min_available_clients: int = Field(default=2, ge=1)
+    proximal_mu: float = Field(default=0.01, ge=0, description="FedProx")
+    trim_beta: float = Field(default=0.2, gt=0, lt=0.5, description="FedTrimmedAvg")
+    num_malicious_clients: int = Field(default=0, ge=0, description="Krum")
+    server_learning_rate: float = Field(default=0.1, gt=0, description="FedAdam/Yogi, FedAvgM")
+    server_momentum: float = Field(default=0.9, ge=0, lt=1, description="FedAvgM")
+    tau: float = Field(default=1e-3, gt=0, description="FedAdam/Yogi adaptivity")
+    bn: Literal["average", "local"] = Field(
+        default="average", description="local = FedBN: BatchNorm stays at each hospital"
+    )
+    round_timeout: float = Field(default=600, gt=0, description="seconds to wait for replies")
+    checkpoint_every: int = Field(default=1, ge=1)
+
+    @model_validator(mode="after")
+    def _minimums_fit(self) -> FederatedConfig:
+        for key in ("min_train_clients", "min_evaluate_clients", "min_available_clients"):
+            if getattr(self, key) > self.num_clients:
+                raise ValueError(
+                    f"{key}={getattr(self, key)} exceeds num_clients={self.num_clients}; "
+                    f"lower {key} or raise num_clients"
+                )
+        return self
+
+
+class MysqlConfig(Section):
+    host: str = "localhost"
+    port: int = 3306
+    username: str = "root"
+    password: str = ""
+    database: str = "medfed"
+
+
+class DatabaseConfig(Section):
+    backend: Literal["sqlite", "mysql", "postgresql"] = "sqlite"
+    url: str | None = Field(default=None, description="SQLAlchemy URL; overrides backend")
+    mysql: MysqlConfig = MysqlConfig()
+    redis_url: str | None = Field(default=None, description="event bus; default in-database")
+
+    def resolved_url(self, home: Path) -> str:
+        """The SQLAlchemy URL this configuration points at."""
+        if self.url:
+            return self.url
+        if self.backend == "mysql":
+            m = self.mysql
+            return f"mysql+pymysql://{m.username}:{m.password}@{m.host}:{m.port}/{m.database}"
+        if self.backend == "postgresql":
+            raise ValueError("database.backend=postgresql needs database.url")
+        return f"sqlite:///{(home / 'medfed.db').resolve()}"
+
+
+class PrivacyConfig(Section):
+    """Differential privacy: sample-level at each hospital, client-level on the server."""
+
+    mode: Literal["none", "sample", "client"] = "none"
+    noise_multiplier: float | None = Field(default=None, ge=0)
+    target_epsilon: float | None = Field(default=None, gt=0)
+    delta: float = Field(default=1e-5, gt=0, lt=1)
+    max_grad_norm: float = Field(default=1.0, gt=0, description="per-sample / per-client clip")
+    clipping: Literal["fixed", "adaptive"] = "fixed"
+    clip_side: Literal["server", "client"] = "server"
+    epsilon_budget: float | None = Field(default=None, gt=0, description="stop a hospital past it")
+
+
+class CompressionConfig(Section):
+    """Codec for model updates between hospitals and server."""
+
+    topk: float | None = Field(default=None, gt=0, le=1, description="fraction of entries kept")
+    quant_bits: Literal[4, 8] | None = None
+    error_feedback: bool = True
+    lossless: bool = False
+    downlink: Literal["fp32", "fp16", "int8"] = "fp32"
+
+
+class ApiConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    secret_key: str | None = None
+
+
+class MedfedConfig(BaseSettings):
+    """Everything a run needs. The YAML file, CLI flags and dashboard form are views of it."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MEDFED_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    name: str = "medfed-run"
+    home: Path = Field(default=Path(".medfed"), description="database, models, cache, logs")
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    partition: PartitionConfig = PartitionConfig()
+    federated: FederatedConfig = FederatedConfig()
+    database: DatabaseConfig = DatabaseConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
+    compression: CompressionConfig = CompressionConfig()
+    api: ApiConfig = ApiConfig()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        yaml_source = _YamlSource(settings_cls, _YAML_PATH.get("path"))
+        return (init_settings, env_settings, dotenv_settings, yaml_source)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.resolved_url(self.home)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data.cache_dir or self.home / "cache"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict, as stored with a run and sent to Flower."""
+        return self.model_dump(mode="json")
+
+
+_YAML_PATH: dict[str, Path | None] = {"path": None}
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file given to :func:`load_config`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], path: Path | None):
+        super().__init__(settings_cls)
+        self.path = path
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        if self.path is None:
+            return {}
+        return read_yaml(self.path)
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """Load a YAML mapping, with a ConfigError naming the file on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {path} not found: copy config_template.yml to {path} or pass --config"
+        )
+    try:
+        content = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({exc.__class__.__name__})") from None
+    if not isinstance(content, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(content)}")
+    return content
+
+
+def describe_validation_error(exc: ValidationError, source: str = "config") -> str:
+    """One line per bad key: the dotted key, the value given and what is allowed."""
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        value = err.get("input")
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (check the spelling against config_template.yml)"
+            lines.append(f"{source}: {key}: {msg}")
+            continue
+        shown = value if not isinstance(value, dict) else "{...}"
+        lines.append(f"{source}: {key} = {shown!r}: {msg}")
+    return "\n".join(lines)
+
+
+def load_config(
+    path: Path | str | None = None, overrides: dict[str, Any] | None = None
+) -> MedfedConfig:
+    """Build the configuration from defaults, YAML, .env, environment and ``overrides``.
+
+    ``overrides`` are CLI flags as a nested dict (``{"federated": {"rounds": 3}}``) or
+    dotted keys (``{"federated.rounds": 3}``).
+    """
+    nested = nest_dotted(overrides or {})
+    _YAML_PATH["path"] = Path(path) if path is not None else None
+    source = str(path) if path is not None else "config"
+    try:
+        if path is not None:
+            read_yaml(Path(path))  # clear error for a missing or malformed file first
+        return MedfedConfig(**nested)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from None
+    except ValueError as exc:  # e.g. a malformed MEDFED_* environment value
+        raise ConfigError(f"{source}: {exc}") from None
+    finally:
+        _YAML_PATH["path"] = None
+
+
+def config_from_dict(values: dict[str, Any], source: str = "config") -> MedfedConfig:
+    """Validate a full config dict (e.g. stored with a run, or posted by the dashboard).
+
+    Only ``values`` and defaults count here: no YAML, ``.env`` or environment.
+    """
+    try:
+        return MedfedConfig.model_validate(values, context=None)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, source)) from None
+
+
+def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1, "c": {"d": 2}}`` -> ``{"a": {"b": 1}, "c": {"d": 2}}``; None values dropped."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        if isinstance(value, dict) and isinstance(node.get(parts[-1]), dict):
+            node[parts[-1]].update(value)
+        else:
+            node[parts[-1]] = value
+    return out
