@@ -1,0 +1,446 @@
+"""Compact binary codec for model updates (uplink) and global weights (downlink).
+
+Uplink: a hospital sends the *delta* between its trained weights and the global weights it
+received, as one list of numpy arrays (one per ``state_dict`` tensor, in order). The delta can be
+
+- sparsified: top-k by magnitude, **per tensor** (``k = max(1, round(topk * size))``). Update
+  magnitudes differ by orders of magnitude between layers (classifier, convolutions, norm
+  parameters, biases); one global threshold would starve whole small layers for many rounds,
+  while per-tensor selection moves every layer each round and gives each tensor its own
+  quantization range. Kept indices are sorted and stored as gaps in LEB128 varints
+  (about 1-2 bytes per index instead of 4);
+- quantized: stochastic uniform quantization to 8 or 4 bits (two 4-bit codes per byte) with a
+  per-tensor offset and step; rounding up or down at random makes the decoded value unbiased and
+  the error of each entry at most one step, ``(max - min) / (2**bits - 1)``;
+- error feedback: what was not sent (sparsified away or rounding error) is returned as a residual
+  that the caller adds to the next round's update (:class:`ResidualStore` keeps it across
+  processes);
+- losslessly compressed with zlib (kept only when it makes the payload smaller).
+
+Non-float tensors (e.g. BatchNorm ``num_batches_tracked``) always pass through exactly.
+
+Payloads are self-describing (dtypes, shapes, indices, scales), never pickle:
+``MAGIC | flags:u8 | body`` where body (zlib-compressed when flag bit 0 is set) is
+``count:u32`` then one record per tensor:
+``kind:u8 | dtype_len:u8 dtype:ascii | ndim:u8 shape:u32*ndim | data``;
+kind 0 = raw bytes, kind 1 = dense values block, kind 2 = sparse:
+``k:u64 | index_len:u64 index_varints | values block``; a values block is
+``bits:u8`` (32 = float32, 16 = float16, 8 or 4 = quantized with ``offset:f32 step:f32``)
+followed by the packed values.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+MAGIC = b"MFC1"
+_FLAG_ZLIB = 1
+_RAW, _DENSE, _SPARSE = 0, 1, 2
+_FLOAT32_BITS, _FLOAT16_BITS = 32, 16
+_ZLIB_LEVEL = 6
+
+Precision = Literal["fp32", "fp16", "int8"]
+
+
+class CodecError(ValueError):
+    """A payload cannot be decoded (truncated, corrupted or not a medfed payload)."""
+
+
+@dataclass(frozen=True)
+class CodecSpec:
+    """How an update is compressed; built from ``CompressionConfig`` with :meth:`from_config`."""
+
+    topk: float | None = None
+    quant_bits: Literal[4, 8] | None = None
+    error_feedback: bool = True
+    lossless: bool = False
+
+    def __post_init__(self) -> None:
+        if self.topk is not None and not 0 < self.topk <= 1:
+            raise ValueError(f"compression.topk={self.topk}: must be in (0, 1]")
+        if self.quant_bits not in (None, 4, 8):
+            raise ValueError(f"compression.quant_bits={self.quant_bits}: must be 4, 8 or None")
+
+    @classmethod
+    def from_config(cls, cfg: object) -> CodecSpec:
+        """Build from a ``CompressionConfig`` (or anything with the same attributes)."""
+        return cls(
+            topk=cfg.topk,  # type: ignore[attr-defined]
+            quant_bits=cfg.quant_bits,  # type: ignore[attr-defined]
+            error_feedback=cfg.error_feedback,  # type: ignore[attr-defined]
+            lossless=cfg.lossless,  # type: ignore[attr-defined]
+        )
+
+    @property
+    def is_lossy(self) -> bool:
+        """True when decoded updates differ from the input (top-k or quantization)."""
+        return self.topk is not None or self.quant_bits is not None
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def encode_update(
+    arrays: list[np.ndarray],
+    spec: CodecSpec,
+    *,
+    residual: list[np.ndarray] | None = None,
+    rng: np.random.Generator | None = None,
+) -> tuple[bytes, list[np.ndarray] | None]:
+    """Encode a model update; return ``(payload, new_residual)``.
+
+    ``residual`` (from the previous round, or None) is added to the update first when
+    ``spec.error_feedback`` is on; the returned residual is what this payload did not carry
+    (``update + residual - decode_update(payload)``), one float32 array per tensor, or None
+    when error feedback is off. ``rng`` drives stochastic rounding (seed it for reproducibility).
+    """
+    rng = rng if rng is not None else np.random.default_rng()
+    use_feedback = spec.error_feedback and spec.is_lossy
+    if use_feedback and residual is not None:
+        _check_same_shapes(arrays, residual)
+    records: list[bytes] = []
+    new_residual: list[np.ndarray] = []
+    for index, array in enumerate(arrays):
+        array = np.asarray(array)
+        if not spec.is_lossy or not _is_float(array):
+            records.append(_raw_record(array))
+            new_residual.append(np.zeros(array.shape, np.float32))
+            continue
+        target = array.astype(np.float32)
+        if use_feedback and residual is not None:
+            target = target + residual[index].astype(np.float32)
+        record, sent = _lossy_record(target, array.dtype, spec, rng)
+        records.append(record)
+        new_residual.append(target - sent)
+    payload = _pack(records, spec.lossless)
+    return payload, (new_residual if use_feedback else None)
+
+
+def decode_update(payload: bytes) -> list[np.ndarray]:
+    """Decode a payload of :func:`encode_update` (or :func:`encode_weights`) into arrays."""
+    body = _unpack(payload)
+    reader = _Reader(body)
+    count = reader.unpack("<I")[0]
+    arrays = [_read_record(reader) for _ in range(count)]
+    if reader.remaining:
+        raise CodecError(f"payload has {reader.remaining} unexpected trailing bytes")
+    return arrays
+
+
+def encode_weights(arrays: list[np.ndarray], precision: Precision = "fp32") -> bytes:
+    """Encode the global weights for broadcast: fp32 exact, fp16, or int8 (per-tensor affine).
+
+    int8 rounds to the nearest level (deterministic), so every hospital receives the same model.
+    """
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"compression.downlink={precision!r}: use fp32, fp16 or int8")
+    records = []
+    for array in arrays:
+        array = np.asarray(array)
+        if precision == "fp32" or not _is_float(array):
+            records.append(_raw_record(array))
+            continue
+        values = array.astype(np.float32).ravel()
+        if precision == "fp16":
+            block, _ = _values_block(values, _FLOAT16_BITS, None)
+        else:
+            block, _ = _values_block(values, 8, None)
+        records.append(_header(_DENSE, array.dtype, array.shape) + block)
+    return _pack(records, lossless=False)
+
+
+def decode_weights(payload: bytes) -> list[np.ndarray]:
+    """Decode a payload of :func:`encode_weights`."""
+    return decode_update(payload)
+
+
+class ResidualStore:
+    """A hospital's error-feedback residual, kept in one ``.npz`` file between rounds.
+
+    Each round runs in a fresh process, so the residual lives on disk. The file remembers the
+    run it belongs to: :meth:`load` returns None for another run's residual (a new run starts
+    from zero). Writes are atomic (temporary file + rename), so a crash never leaves half a file.
+    """
+
+    def __init__(self, path: Path, run_id: str | int):
+        self.path = Path(path)
+        self.run_id = str(run_id)
+
+    def load(self) -> list[np.ndarray] | None:
+        """The residual saved for this run, or None (no file, another run, unreadable file)."""
+        try:
+            with np.load(self.path, allow_pickle=False) as data:
+                if str(data["run_id"]) != self.run_id:
+                    return None
+                count = int(data["count"])
+                return [data[f"r{i}"] for i in range(count)]
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+            return None
+
+    def save(self, residual: list[np.ndarray] | None) -> None:
+        """Replace the stored residual atomically; None deletes it."""
+        if residual is None:
+            self.clear()
+            return
+        buffer = io.BytesIO()
+        arrays = {f"r{i}": np.asarray(r) for i, r in enumerate(residual)}
+        np.savez(buffer, run_id=np.str_(self.run_id), count=np.int64(len(residual)), **arrays)
+        _atomic_write(self.path, buffer.getvalue())
+
+    def clear(self) -> None:
+        """Forget the stored residual."""
+        self.path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _is_float(array: np.ndarray) -> bool:
+    return np.issubdtype(array.dtype, np.floating)
+
+
+def _check_same_shapes(arrays: list[np.ndarray], residual: list[np.ndarray]) -> None:
+    if len(arrays) != len(residual) or any(
+        np.shape(a) != np.shape(r) for a, r in zip(arrays, residual, strict=False)
+    ):
+        raise ValueError(
+            "the residual does not match the update's tensors (model changed?): "
+            "clear the ResidualStore or pass residual=None"
+        )
+
+
+def _header(kind: int, dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    dtype_str = np.dtype(dtype).str.encode("ascii")
+    return (
+        struct.pack("<BB", kind, len(dtype_str))
+        + dtype_str
+        + struct.pack(f"<B{len(shape)}I", len(shape), *shape)
+    )
+
+
+def _raw_record(array: np.ndarray) -> bytes:
+    return _header(_RAW, array.dtype, array.shape) + np.ascontiguousarray(array).tobytes()
+
+
+def _lossy_record(
+    target: np.ndarray, dtype: np.dtype, spec: CodecSpec, rng: np.random.Generator
+) -> tuple[bytes, np.ndarray]:
+    """Encode one float tensor; return the record and the float32 values the decoder will see."""
+    flat = target.ravel()
+    bits = spec.quant_bits or _FLOAT32_BITS
+    if spec.topk is None:
+        block, sent = _values_block(flat, bits, rng)
+        return _header(_DENSE, dtype, target.shape) + block, sent.reshape(target.shape)
+    indices = _topk_indices(flat, spec.topk)
+    block, sent_values = _values_block(flat[indices], bits, rng)
+    index_bytes = _varint_encode(np.diff(indices, prepend=0).astype(np.uint64))
+    record = (
+        _header(_SPARSE, dtype, target.shape)
+        + struct.pack("<QQ", indices.size, len(index_bytes))
+        + index_bytes
+        + block
+    )
+    sent = np.zeros(flat.size, np.float32)
+    sent[indices] = sent_values
+    return record, sent.reshape(target.shape)
+
+
+def _topk_indices(flat: np.ndarray, fraction: float) -> np.ndarray:
+    """Sorted indices of the ``max(1, round(fraction * n))`` entries largest in magnitude."""
+    k = min(flat.size, max(1, round(fraction * flat.size)))
+    if k == flat.size:
+        return np.arange(flat.size, dtype=np.int64)
+    return np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :]).astype(np.int64)
+
+
+def _values_block(
+    values: np.ndarray, bits: int, rng: np.random.Generator | None
+) -> tuple[bytes, np.ndarray]:
+    """Encode float32 values; ``rng`` None rounds to nearest, otherwise stochastically."""
+    if bits == _FLOAT32_BITS:
+        values = values.astype(np.float32)
+        return struct.pack("<B", bits) + values.tobytes(), values
+    if bits == _FLOAT16_BITS:
+        half = values.astype(np.float16)
+        return struct.pack("<B", bits) + half.tobytes(), half.astype(np.float32)
+    codes, offset, step = _quantize(values, bits, rng)
+    sent = (offset + codes.astype(np.float32) * step).astype(np.float32)
+    packed = _pack_nibbles(codes) if bits == 4 else codes
+    return struct.pack("<Bff", bits, offset, step) + packed.tobytes(), sent
+
+
+def _quantize(
+    values: np.ndarray, bits: int, rng: np.random.Generator | None
+) -> tuple[np.ndarray, np.float32, np.float32]:
+    """Uniform quantization on [min, max] with ``2**bits`` levels; unbiased when stochastic."""
+    levels = (1 << bits) - 1
+    if values.size == 0:
+        return np.zeros(0, np.uint8), np.float32(0), np.float32(0)
+    low, high = np.float32(values.min()), np.float32(values.max())
+    step = np.float32((high - low) / levels)
+    if step == 0 or not np.isfinite(step):
+        return np.zeros(values.size, np.uint8), low, np.float32(0)
+    scaled = (values - low) / step
+    noise = 0.5 if rng is None else rng.random(values.size, dtype=np.float32)
+    codes = np.clip(np.floor(scaled + noise), 0, levels).astype(np.uint8)
+    return codes, low, step
+
+
+def _pack_nibbles(codes: np.ndarray) -> np.ndarray:
+    if codes.size % 2:
+        codes = np.append(codes, np.uint8(0))
+    return (codes[0::2] | (codes[1::2] << 4)).astype(np.uint8)
+
+
+def _unpack_nibbles(packed: np.ndarray, count: int) -> np.ndarray:
+    codes = np.empty(packed.size * 2, np.uint8)
+    codes[0::2] = packed & 0x0F
+    codes[1::2] = packed >> 4
+    return codes[:count]
+
+
+def _varint_encode(values: np.ndarray) -> bytes:
+    """LEB128: 7 bits per byte, high bit set on every byte but the last of a value."""
+    values = values.astype(np.uint64)
+    if values.size == 0:
+        return b""
+    widths = np.ones(values.size, np.int64)
+    for shift in (7, 14, 21, 28, 35, 42, 49, 56, 63):
+        widths += values >= (np.uint64(1) << np.uint64(shift))
+    starts = np.cumsum(widths) - widths
+    out = np.empty(int(widths.sum()), np.uint8)
+    for byte in range(int(widths.max())):
+        has = widths > byte
+        chunk = (values[has] >> np.uint64(7 * byte)) & np.uint64(0x7F)
+        more = (widths[has] > byte + 1).astype(np.uint64) << np.uint64(7)
+        out[starts[has] + byte] = (chunk | more).astype(np.uint8)
+    return out.tobytes()
+
+
+def _varint_decode(data: bytes, count: int) -> np.ndarray:
+    raw = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(raw < 0x80)
+    if ends.size != count or (raw.size and ends[-1] != raw.size - 1):
+        raise CodecError(f"index block holds {ends.size} varints, expected {count}")
+    if count == 0:
+        return np.zeros(0, np.uint64)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    position = np.arange(raw.size) - np.repeat(starts, ends - starts + 1)
+    parts = (raw & 0x7F).astype(np.uint64) << (np.uint64(7) * position.astype(np.uint64))
+    return np.add.reduceat(parts, starts)
+
+
+def _pack(records: list[bytes], lossless: bool) -> bytes:
+    body = struct.pack("<I", len(records)) + b"".join(records)
+    if lossless:
+        compressed = zlib.compress(body, _ZLIB_LEVEL)
+        if len(compressed) < len(body):
+            return MAGIC + struct.pack("<B", _FLAG_ZLIB) + compressed
+    return MAGIC + struct.pack("<B", 0) + body
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _unpack(payload: bytes) -> bytes:
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise CodecError(f"payload must be bytes, not {type(payload).__name__}")
+    payload = bytes(payload)
+    if len(payload) < len(MAGIC) + 1 or not payload.startswith(MAGIC):
+        raise CodecError("not a medfed codec payload (bad magic bytes)")
+    flags = payload[len(MAGIC)]
+    body = payload[len(MAGIC) + 1 :]
+    if flags & _FLAG_ZLIB:
+        try:
+            return zlib.decompress(body)
+        except zlib.error as exc:
+            raise CodecError(f"corrupted compressed payload: {exc}") from None
+    return body
+
+
+class _Reader:
+    """Sequential reader over a payload body, with clear errors on truncation."""
+
+    def __init__(self, data: bytes):
+        self.view = memoryview(data)
+        self.offset = 0
+
+    @property
+    def remaining(self) -> int:
+        return len(self.view) - self.offset
+
+    def take(self, size: int) -> memoryview:
+        if size < 0 or size > self.remaining:
+            raise CodecError(f"truncated payload: need {size} bytes, {self.remaining} left")
+        chunk = self.view[self.offset : self.offset + size]
+        self.offset += size
+        return chunk
+
+    def unpack(self, fmt: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+
+def _read_record(reader: _Reader) -> np.ndarray:
+    kind, dtype_len = reader.unpack("<BB")
+    try:
+        dtype = np.dtype(bytes(reader.take(dtype_len)).decode("ascii"))
+    except (TypeError, UnicodeDecodeError) as exc:
+        raise CodecError(f"bad dtype in payload: {exc}") from None
+    (ndim,) = reader.unpack("<B")
+    shape = reader.unpack(f"<{ndim}I")
+    size = int(np.prod(shape, dtype=np.int64))
+    if kind == _RAW:
+        data = reader.take(size * dtype.itemsize)
+        return np.frombuffer(data, dtype).reshape(shape).copy()
+    if kind == _DENSE:
+        return _read_values(reader, size).astype(dtype).reshape(shape)
+    if kind == _SPARSE:
+        k, index_len = reader.unpack("<QQ")
+        if k > size:
+            raise CodecError(f"sparse tensor keeps {k} entries of {size}")
+        indices = np.cumsum(_varint_decode(bytes(reader.take(index_len)), k)).astype(np.int64)
+        if k and indices[-1] >= size:
+            raise CodecError(f"sparse index {indices[-1]} out of range for {size} entries")
+        dense = np.zeros(size, np.float32)
+        dense[indices] = _read_values(reader, k)
+        return dense.astype(dtype).reshape(shape)
+    raise CodecError(f"unknown record kind {kind}")
+
+
+def _read_values(reader: _Reader, count: int) -> np.ndarray:
+    (bits,) = reader.unpack("<B")
+    if bits == _FLOAT32_BITS:
+        return np.frombuffer(reader.take(4 * count), "<f4").astype(np.float32)
+    if bits == _FLOAT16_BITS:
+        return np.frombuffer(reader.take(2 * count), "<f2").astype(np.float32)
+    if bits not in (4, 8):
+        raise CodecError(f"unsupported value width {bits} bits")
+    offset, step = reader.unpack("<ff")
+    nbytes = count if bits == 8 else (count + 1) // 2
+    packed = np.frombuffer(reader.take(nbytes), np.uint8)
+    codes = packed if bits == 8 else _unpack_nibbles(packed, count)
+    return (np.float32(offset) + codes.astype(np.float32) * np.float32(step)).astype(np.float32)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
