@@ -1,0 +1,670 @@
+"""The run store: every run's progress, per-hospital results, checkpoints and events."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import PurePath
+from typing import Any
+
+from sqlalchemy import Select, case, delete, func, or_, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from medfed.errors import StoreError
+from medfed.store import models as m
+from medfed.store.database import create_store_engine, migrate_schema, redact, unreachable
+from medfed.store.events import EventBus
+from medfed.store.passwords import hash_password, verify_password
+from medfed.store.records import (
+    AuditRecord,
+    CheckpointRecord,
+    ClientResultRecord,
+    EventRecord,
+    HospitalRecord,
+    RoundRecord,
+    RunRecord,
+    TemplateRecord,
+    UserRecord,
+)
+
+MODES = ("simulation", "deployment")
+RUN_STATUSES = ("pending", "running", "finished", "failed", "stopped")
+FINAL_STATUSES = ("finished", "failed", "stopped")
+PHASES = ("train", "evaluate")
+RESULT_STATUSES = ("ok", "failed")
+ROLES = ("admin", "viewer")
+MIN_PASSWORD_LENGTH = 8
+SORT_KEYS = ("created_at", "started_at", "finished_at", "name", "status", "strategy", "num_rounds")
+
+
+class RunStore:
+    """Repository over the run database (SQLite, MySQL/MariaDB or PostgreSQL by URL).
+
+    Returns plain records; with ``redis_url`` events are also published on Redis so readers
+    waiting in :meth:`wait_for_events` wake at once.
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True, redis_url: str | None = None):
+        self.url = url
+        self.engine = create_store_engine(url)
+        try:
+            if migrate:
+                migrate_schema(self.engine)
+            else:
+                with self.engine.connect():
+                    pass
+        except DBAPIError as exc:
+            self.engine.dispose()
+            raise unreachable(url, exc) from None
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self.bus = EventBus(redis_url)
+
+    def __repr__(self) -> str:
+        return f"RunStore({redact(self.url)!r})"
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release database connections and the Redis client."""
+        self.bus.close()
+        self.engine.dispose()
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """One transaction; database failures become StoreErrors naming the URL."""
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except IntegrityError:
+            raise
+        except DBAPIError as exc:
+            raise unreachable(self.url, exc) from None
+
+    # runs ---------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        name: str,
+        config: dict[str, Any],
+        *,
+        mode: str,
+        strategy: str,
+        num_rounds: int,
+        created_by: str | None = None,
+        run_id: str | None = None,
+    ) -> str:
+        """Record a new pending run; returns its id (a uuid hex unless ``run_id`` is given)."""
+        _check_choice("mode", mode, MODES)
+        run_id = run_id or uuid.uuid4().hex
+        run = m.Run(
+            id=run_id,
+            name=name,
+            mode=mode,
+            status="pending",
+            strategy=strategy,
+            num_rounds=num_rounds,
+            config=jsonable(config, "config"),
+            created_by=created_by,
+        )
+        try:
+            with self._session() as session:
+                session.add(run)
+        except IntegrityError:
+            raise StoreError(f"a run with id {run_id} already exists; pick another id") from None
+        return run_id
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
+        """Set the status; 'running' stamps started_at, a final status stamps finished_at."""
+        _check_choice("status", status, RUN_STATUSES)
+        with self._session() as session:
+            run = self._run(session, run_id)
+            run.status = status
+            run.error = error
+            if status == "running":
+                run.started_at = run.started_at or m.utcnow()
+                run.finished_at = None
+            elif status in FINAL_STATUSES:
+                run.finished_at = m.utcnow()
+
+    def set_flower_run_id(self, run_id: str, flower_run_id: int) -> None:
+        with self._session() as session:
+            self._run(session, run_id).flower_run_id = int(flower_run_id)
+
+    def set_final_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:
+        with self._session() as session:
+            self._run(session, run_id).final_metrics = jsonable(metrics, "final_metrics")
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """The run, or a StoreError pointing at ``medfed runs list``."""
+        with self._session() as session:
+            run = self._run(session, run_id)
+            return _run_record(run, _round_summaries(session, [run.id]))
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """The full id of the one run whose id starts with ``prefix`` (as shown shortened)."""
+        with self._session() as session:
+            ids = session.scalars(
+                select(m.Run.id).where(m.Run.id.startswith(prefix.lower(), autoescape=True))
+            ).all()
+        if len(ids) == 1:
+            return ids[0]
+        if not ids or not prefix:
+            raise StoreError(f"no run {prefix}; `medfed runs list` shows the runs")
+        raise StoreError(f"{len(ids)} runs start with {prefix}; give more of the id")
+
+    def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        strategy: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        search: str | None = None,
+        sort: str = "-created_at",
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[RunRecord], int]:
+        """One page of runs matching the filters, and how many match in all.
+
+        ``sort`` is a column name, ``-`` first for descending; ``search`` matches name or id.
+        """
+        query = select(m.Run)
+        if status:
+            _check_choice("status", status, RUN_STATUSES)
+            query = query.where(m.Run.status == status)
+        if strategy:
+            query = query.where(m.Run.strategy == strategy)
+        if since:
+            query = query.where(m.Run.created_at >= since)
+        if until:
+            query = query.where(m.Run.created_at < until)
+        if search:
+            needle = search.lower()
+            query = query.where(
+                or_(
+                    func.lower(m.Run.name).contains(needle, autoescape=True),
+                    m.Run.id.startswith(needle, autoescape=True),
+                )
+            )
+        with self._session() as session:
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            page = session.scalars(_sorted(query, sort).limit(limit).offset(offset)).all()
+            summaries = _round_summaries(session, [run.id for run in page])
+            return [_run_record(run, summaries) for run in page], total
+
+    # rounds, hospitals' results, checkpoints ---------------------------------------------
+
+    def record_round(
+        self,
+        run_id: str,
+        round: int,
+        *,
+        metrics: dict[str, Any],
+        duration_s: float,
+        bytes_up: int = 0,
+        bytes_down: int = 0,
+        train_metrics: dict[str, Any] | None = None,
+        evaluate_metrics: dict[str, Any] | None = None,
+        epsilon: float | None = None,
+        num_clients_ok: int = 0,
+        num_clients_failed: int = 0,
+    ) -> None:
+        """Record a finished round; recording the same round again replaces it."""
+        values = {
+            "metrics": jsonable(metrics, "metrics"),
+            "train_metrics": jsonable(train_metrics, "train_metrics"),
+            "evaluate_metrics": jsonable(evaluate_metrics, "evaluate_metrics"),
+            "duration_s": float(duration_s),
+            "bytes_up": int(bytes_up),
+            "bytes_down": int(bytes_down),
+            "epsilon": _finite_or_none(epsilon),
+            "num_clients_ok": int(num_clients_ok),
+            "num_clients_failed": int(num_clients_failed),
+            "finished_at": m.utcnow(),
+        }
+        with self._writing(run_id) as session:
+            existing = session.scalar(
+                select(m.Round).where(m.Round.run_id == run_id, m.Round.round == round)
+            )
+            if existing is None:
+                session.add(m.Round(run_id=run_id, round=round, **values))
+            else:
+                for key, value in values.items():
+                    setattr(existing, key, value)
+
+    def record_client_result(
+        self,
+        run_id: str,
+        round: int,
+        *,
+        hospital: str,
+        phase: str,
+        status: str,
+        num_examples: int = 0,
+        metrics: dict[str, Any] | None = None,
+        duration_s: float | None = None,
+        bytes_up: int = 0,
+        bytes_down: int = 0,
+        epsilon: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Record one hospital's reply (or failure) in one phase of a round."""
+        _check_choice("phase", phase, PHASES)
+        _check_choice("status", status, RESULT_STATUSES)
+        result = m.ClientResult(
+            run_id=run_id,
+            round=round,
+            hospital=str(hospital),
+            phase=phase,
+            status=status,
+            num_examples=int(num_examples),
+            metrics=jsonable(metrics, "metrics"),
+            duration_s=None if duration_s is None else float(duration_s),
+            bytes_up=int(bytes_up),
+            bytes_down=int(bytes_down),
+            epsilon=_finite_or_none(epsilon),
+            error=error,
+        )
+        with self._writing(run_id) as session:
+            session.add(result)
+
+    def record_checkpoint(
+        self,
+        run_id: str,
+        round: int,
+        path: str,
+        *,
+        metric_name: str,
+        metric_value: float | None,
+        size_bytes: int,
+    ) -> None:
+        """Record a saved model artifact (see :class:`medfed.store.ArtifactStore`)."""
+        checkpoint = m.Checkpoint(
+            run_id=run_id,
+            round=round,
+            path=str(path),
+            metric_name=metric_name,
+            metric_value=_finite_or_none(metric_value),
+            size_bytes=int(size_bytes),
+        )
+        with self._writing(run_id) as session:
+            session.add(checkpoint)
+
+    def rounds(self, run_id: str) -> list[RoundRecord]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(m.Round).where(m.Round.run_id == run_id).order_by(m.Round.round)
+            ).all()
+            return [_round_record(row) for row in rows]
+
+    def client_results(self, run_id: str, round: int | None = None) -> list[ClientResultRecord]:
+        """Hospitals' results of a run (of one round when given), by round, then arrival."""
+        query = select(m.ClientResult).where(m.ClientResult.run_id == run_id)
+        if round is not None:
+            query = query.where(m.ClientResult.round == round)
+        with self._session() as session:
+            rows = session.scalars(query.order_by(m.ClientResult.round, m.ClientResult.id)).all()
+            return [_client_result_record(row) for row in rows]
+
+    def checkpoints(self, run_id: str) -> list[CheckpointRecord]:
+        with self._session() as session:
+            rows = session.scalars(
+                select(m.Checkpoint)
+                .where(m.Checkpoint.run_id == run_id)
+                .order_by(m.Checkpoint.round, m.Checkpoint.id)
+            ).all()
+            return [_checkpoint_record(row) for row in rows]
+
+    def latest_checkpoint(self, run_id: str) -> CheckpointRecord | None:
+        """The checkpoint of the highest round (the newest of them), or None."""
+        with self._session() as session:
+            row = session.scalar(
+                select(m.Checkpoint)
+                .where(m.Checkpoint.run_id == run_id)
+                .order_by(m.Checkpoint.round.desc(), m.Checkpoint.id.desc())
+                .limit(1)
+            )
+            return None if row is None else _checkpoint_record(row)
+
+    def last_completed_round(self, run_id: str) -> int:
+        """The highest recorded round of the run, 0 when none."""
+        with self._session() as session:
+            return session.scalar(
+                select(func.coalesce(func.max(m.Round.round), 0)).where(m.Round.run_id == run_id)
+            )
+
+    def delete_rounds_after(self, run_id: str, round: int) -> None:
+        """Forget rounds, results and checkpoints past ``round`` (a resumed run redoes them)."""
+        with self._session() as session:
+            for table in (m.Round, m.ClientResult, m.Checkpoint):
+                session.execute(delete(table).where(table.run_id == run_id, table.round > round))
+
+    # events -------------------------------------------------------------------------------
+
+    def publish(self, run_id: str, type: str, payload: dict[str, Any]) -> int:
+        """Append an event to the run's history (and Redis when configured); its id."""
+        event = m.Event(run_id=run_id, type=type, payload=jsonable(payload, "payload"))
+        with self._writing(run_id) as session:
+            session.add(event)
+            session.flush()
+            record = _event_record(event)
+        self.bus.publish(record)
+        return record.id
+
+    def events(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[EventRecord]:
+        """The run's events with id above ``after_id``, oldest first."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(m.Event)
+                .where(m.Event.run_id == run_id, m.Event.id > after_id)
+                .order_by(m.Event.id)
+                .limit(limit)
+            ).all()
+            return [_event_record(row) for row in rows]
+
+    def wait_for_events(
+        self, run_id: str, after_id: int, timeout_s: float, limit: int = 1000
+    ) -> list[EventRecord]:
+        """Events after ``after_id`` as soon as there are some; [] after ``timeout_s``."""
+        return self.bus.wait(run_id, lambda: self.events(run_id, after_id, limit), timeout_s)
+
+    # users, audit log, templates, hospitals -----------------------------------------------
+
+    def add_user(self, name: str, password: str, role: str) -> UserRecord:
+        """Create a user with a scrypt-hashed password."""
+        _check_choice("role", role, ROLES)
+        if not name.strip():
+            raise StoreError("a user name cannot be empty")
+        if len(password) < MIN_PASSWORD_LENGTH:
+            raise StoreError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        user = m.User(name=name, password_hash=hash_password(password), role=role)
+        try:
+            with self._session() as session:
+                session.add(user)
+                session.flush()
+                return _user_record(user)
+        except IntegrityError:
+            raise StoreError(f"user {name!r} already exists; pick another name") from None
+
+    def verify_user(self, name: str, password: str) -> UserRecord | None:
+        """The user when the password is right, else None (same time either way)."""
+        with self._session() as session:
+            user = session.scalar(select(m.User).where(m.User.name == name))
+        if verify_password(password, user.password_hash if user else None) and user:
+            return _user_record(user)
+        return None
+
+    def get_user(self, name: str) -> UserRecord | None:
+        with self._session() as session:
+            user = session.scalar(select(m.User).where(m.User.name == name))
+            return None if user is None else _user_record(user)
+
+    def list_users(self) -> list[UserRecord]:
+        with self._session() as session:
+            return [_user_record(u) for u in session.scalars(select(m.User).order_by(m.User.name))]
+
+    def audit(
+        self,
+        user: str | None,
+        action: str,
+        target: str | None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append who did what to which target to the audit log."""
+        entry = m.AuditEntry(
+            user=user, action=action, target=target, detail=jsonable(detail, "detail")
+        )
+        with self._session() as session:
+            session.add(entry)
+
+    def audit_log(self, limit: int = 100, offset: int = 0) -> list[AuditRecord]:
+        """Audit entries, newest first."""
+        with self._session() as session:
+            rows = session.scalars(
+                select(m.AuditEntry)
+                .order_by(m.AuditEntry.at.desc(), m.AuditEntry.id.desc())
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            return [_audit_record(row) for row in rows]
+
+    def save_template(
+        self, name: str, config: dict[str, Any], created_by: str | None = None
+    ) -> TemplateRecord:
+        """Save a named run configuration, replacing one of the same name."""
+        config = jsonable(config, "config")
+        with self._session() as session:
+            template = session.scalar(select(m.ConfigTemplate).where(m.ConfigTemplate.name == name))
+            if template is None:
+                template = m.ConfigTemplate(name=name, config=config, created_by=created_by)
+                session.add(template)
+            else:
+                template.config = config
+                template.created_by = created_by
+            session.flush()
+            return _template_record(template)
+
+    def list_templates(self) -> list[TemplateRecord]:
+        with self._session() as session:
+            rows = session.scalars(select(m.ConfigTemplate).order_by(m.ConfigTemplate.name))
+            return [_template_record(row) for row in rows]
+
+    def get_template(self, name: str) -> TemplateRecord:
+        with self._session() as session:
+            row = session.scalar(select(m.ConfigTemplate).where(m.ConfigTemplate.name == name))
+            if row is None:
+                names = session.scalars(select(m.ConfigTemplate.name)).all()
+                known = ", ".join(sorted(names)) or "none yet"
+                raise StoreError(f"no config template {name!r}; saved templates: {known}")
+            return _template_record(row)
+
+    def touch_hospital(self, name: str, info: dict[str, Any] | None = None) -> None:
+        """Mark a hospital as seen now; ``info`` (when given) replaces what was known."""
+        name = str(name)
+        with self._session() as session:
+            hospital = session.scalar(select(m.Hospital).where(m.Hospital.name == name))
+            if hospital is None:
+                session.add(m.Hospital(name=name, info=jsonable(info, "info")))
+                return
+            hospital.last_seen = m.utcnow()
+            if info is not None:
+                hospital.info = jsonable(info, "info")
+
+    def list_hospitals(self) -> list[HospitalRecord]:
+        """Known hospitals with the number of runs each took part in."""
+        runs_joined = (
+            select(
+                m.ClientResult.hospital,
+                func.count(func.distinct(m.ClientResult.run_id)).label("runs"),
+            )
+            .group_by(m.ClientResult.hospital)
+            .subquery()
+        )
+        query = (
+            select(m.Hospital, func.coalesce(runs_joined.c.runs, 0))
+            .outerjoin(runs_joined, runs_joined.c.hospital == m.Hospital.name)
+            .order_by(m.Hospital.name)
+        )
+        with self._session() as session:
+            return [
+                HospitalRecord(h.name, h.last_seen, h.info, int(runs))
+                for h, runs in session.execute(query)
+            ]
+
+    # helpers ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self, run_id: str) -> Iterator[Session]:
+        """A transaction adding rows of a run; an unknown run is a clear StoreError."""
+        try:
+            with self._session() as session:
+                yield session
+        except IntegrityError:
+            if not self._run_exists(run_id):
+                raise _no_run(run_id) from None
+            raise
+
+    def _run_exists(self, run_id: str) -> bool:
+        with self._session() as session:
+            return session.get(m.Run, run_id) is not None
+
+    @staticmethod
+    def _run(session: Session, run_id: str) -> m.Run:
+        run = session.get(m.Run, run_id)
+        if run is None:
+            raise _no_run(run_id)
+        return run
+
+
+def _no_run(run_id: str) -> StoreError:
+    return StoreError(f"no run {run_id}; `medfed runs list` shows the runs")
+
+
+def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise StoreError(f"{key} {value!r} is not one of {', '.join(allowed)}")
+
+
+def _sorted(query: Select[Any], sort: str) -> Select[Any]:
+    key = sort.removeprefix("-")
+    if key not in SORT_KEYS:
+        raise StoreError(f"cannot sort runs by {sort!r}; use one of {', '.join(SORT_KEYS)}")
+    column = getattr(m.Run, key)
+    nulls_last = case((column.is_(None), 1), else_=0)
+    ordered = column.desc() if sort.startswith("-") else column.asc()
+    return query.order_by(nulls_last, ordered, m.Run.id)
+
+
+def _round_summaries(session: Session, run_ids: list[str]) -> dict[str, tuple[int, float | None]]:
+    """Per run: rounds recorded and the best global accuracy among them."""
+    summaries: dict[str, tuple[int, float | None]] = {}
+    if not run_ids:
+        return summaries
+    rows = session.execute(
+        select(m.Round.run_id, m.Round.metrics).where(m.Round.run_id.in_(run_ids))
+    )
+    for run_id, metrics in rows:
+        done, best = summaries.get(run_id, (0, None))
+        accuracy = (metrics or {}).get("accuracy")
+        if isinstance(accuracy, int | float) and (best is None or accuracy > best):
+            best = float(accuracy)
+        summaries[run_id] = (done + 1, best)
+    return summaries
+
+
+def jsonable(value: Any, key: str) -> Any:
+    """``value`` as plain JSON: numpy scalars/arrays become numbers/lists, NaN becomes None."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v, f"{key}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple | set):
+        return [jsonable(v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, PurePath):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy and torch scalars and arrays
+        return jsonable(value.tolist(), key)
+    raise StoreError(f"{key}: a {type(value).__name__} cannot be stored as JSON")
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _run_record(run: m.Run, summaries: dict[str, tuple[int, float | None]]) -> RunRecord:
+    done, best = summaries.get(run.id, (0, None))
+    return RunRecord(
+        id=run.id,
+        name=run.name,
+        mode=run.mode,
+        status=run.status,
+        strategy=run.strategy,
+        num_rounds=run.num_rounds,
+        config=run.config,
+        created_at=run.created_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        error=run.error,
+        flower_run_id=run.flower_run_id,
+        created_by=run.created_by,
+        final_metrics=run.final_metrics,
+        rounds_done=done,
+        best_accuracy=best,
+    )
+
+
+def _round_record(row: m.Round) -> RoundRecord:
+    return RoundRecord(
+        run_id=row.run_id,
+        round=row.round,
+        metrics=row.metrics,
+        train_metrics=row.train_metrics,
+        evaluate_metrics=row.evaluate_metrics,
+        duration_s=row.duration_s,
+        bytes_up=row.bytes_up,
+        bytes_down=row.bytes_down,
+        epsilon=row.epsilon,
+        num_clients_ok=row.num_clients_ok,
+        num_clients_failed=row.num_clients_failed,
+        finished_at=row.finished_at,
+    )
+
+
+def _client_result_record(row: m.ClientResult) -> ClientResultRecord:
+    return ClientResultRecord(
+        id=row.id,
+        run_id=row.run_id,
+        round=row.round,
+        hospital=row.hospital,
+        phase=row.phase,
+        status=row.status,
+        num_examples=row.num_examples,
+        metrics=row.metrics,
+        duration_s=row.duration_s,
+        bytes_up=row.bytes_up,
+        bytes_down=row.bytes_down,
+        epsilon=row.epsilon,
+        error=row.error,
+        created_at=row.created_at,
+    )
+
+
+def _checkpoint_record(row: m.Checkpoint) -> CheckpointRecord:
+    return CheckpointRecord(
+        id=row.id,
+        run_id=row.run_id,
+        round=row.round,
+        path=row.path,
+        metric_name=row.metric_name,
+        metric_value=row.metric_value,
+        size_bytes=row.size_bytes,
+        created_at=row.created_at,
+    )
+
+
+def _event_record(row: m.Event) -> EventRecord:
+    return EventRecord(row.id, row.run_id, row.type, row.payload, row.created_at)
+
+
+def _user_record(row: m.User) -> UserRecord:
+    return UserRecord(row.name, row.role, row.created_at)
+
+
+def _audit_record(row: m.AuditEntry) -> AuditRecord:
+    return AuditRecord(row.id, row.at, row.user, row.action, row.target, row.detail)
+
+
+def _template_record(row: m.ConfigTemplate) -> TemplateRecord:
+    return TemplateRecord(row.name, row.config, row.created_by, row.created_at)
