@@ -1,0 +1,1 @@
+"""Plain PyTorch training and evaluation (no Flower): trainer, metrics, central baseline."""
