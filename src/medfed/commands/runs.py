@@ -1,0 +1,265 @@
+"""``medfed runs list|show`` (run history) and ``medfed users add|list`` (dashboard users)."""
+
+from __future__ import annotations
+
+import getpass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from medfed.config import load_config
+from medfed.store import (
+    ROLES,
+    RUN_STATUSES,
+    CheckpointRecord,
+    ClientResultRecord,
+    RoundRecord,
+    RunRecord,
+    RunStore,
+)
+
+runs_app = typer.Typer(
+    help="Run history: list runs, show one run's rounds, hospitals and checkpoints.",
+    no_args_is_help=True,
+)
+users_app = typer.Typer(help="Users of the dashboard.", no_args_is_help=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="medfed YAML config (database section)")
+]
+DbOption = Annotated[
+    str | None, typer.Option("--db", help="database URL; overrides the config's database")
+]
+STATUS_STYLES = {
+    "pending": "dim",
+    "running": "bold cyan",
+    "finished": "green",
+    "failed": "bold red",
+    "stopped": "yellow",
+}
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(runs_app, name="runs")
+    app.add_typer(users_app, name="users")
+
+
+def open_store(config: Path | None, db: str | None) -> RunStore:
+    """The run store at ``--db``, or at the configuration's database URL."""
+    return RunStore(db or load_config(config).database_url)
+
+
+@runs_app.command("list")
+def list_runs(
+    status: Annotated[
+        str | None, typer.Option(click_type=click.Choice(RUN_STATUSES), help="only this status")
+    ] = None,
+    strategy: Annotated[str | None, typer.Option(help="only this strategy, e.g. FedAvg")] = None,
+    search: Annotated[str | None, typer.Option(help="part of the name or id")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="newest runs shown")] = 20,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """List runs, newest first."""
+    with open_store(config, db) as store:
+        runs, total = store.list_runs(status=status, strategy=strategy, search=search, limit=limit)
+    table = Table(title="medfed runs", caption=f"{len(runs)} of {total} runs")
+    for column in ("id", "name", "mode", "strategy", "status", "rounds", "best acc"):
+        table.add_column(column, justify="right" if column in ("rounds", "best acc") else "left")
+    table.add_column("started (UTC)")
+    table.add_column("duration", justify="right")
+    for run in runs:
+        table.add_row(
+            run.id[:8],
+            run.name,
+            run.mode,
+            run.strategy,
+            _status(run.status),
+            f"{run.rounds_done}/{run.num_rounds}",
+            _percent(run.best_accuracy),
+            _when(run.started_at),
+            _duration(run.duration_s),
+        )
+    Console().print(table)
+
+
+@runs_app.command("show")
+def show_run(
+    run_id: Annotated[str, typer.Argument(help="run id, or its first characters")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Show a run: settings, every round, each hospital's last results and the checkpoints."""
+    with open_store(config, db) as store:
+        run = store.get_run(store.resolve_run_id(run_id))
+        rounds = store.rounds(run.id)
+        last = rounds[-1].round if rounds else None
+        results = store.client_results(run.id, last) if last is not None else []
+        checkpoints = store.checkpoints(run.id)
+    console = Console()
+    console.print(_run_summary(run))
+    console.print(_rounds_table(rounds))
+    if results:
+        console.print(_results_table(last, results))
+    if checkpoints:
+        console.print(_checkpoints_table(checkpoints))
+
+
+@users_app.command("add")
+def add_user(
+    name: Annotated[str, typer.Argument(help="login name")],
+    role: Annotated[
+        str, typer.Option(click_type=click.Choice(ROLES), help="admin runs things; viewer watches")
+    ] = "viewer",
+    password: Annotated[str | None, typer.Option(help="asked for (hidden) when not given")] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Add a dashboard user."""
+    if password is None:
+        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    with open_store(config, db) as store:
+        user = store.add_user(name, password, role)
+        store.audit(f"cli:{getpass.getuser()}", "user.add", user.name, {"role": user.role})
+    Console().print(f"user [bold]{user.name}[/] added with role {user.role}")
+
+
+@users_app.command("list")
+def list_users(config: ConfigOption = None, db: DbOption = None) -> None:
+    """List dashboard users."""
+    with open_store(config, db) as store:
+        users = store.list_users()
+    table = Table(title="medfed users")
+    for column in ("name", "role", "created"):
+        table.add_column(column)
+    for user in users:
+        table.add_row(user.name, user.role, _when(user.created_at))
+    Console().print(table)
+
+
+def _run_summary(run: RunRecord) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows: list[tuple[str, str]] = [
+        ("run", f"{run.name} ({run.id})"),
+        ("status", _status(run.status)),
+        ("mode", run.mode),
+        ("strategy", run.strategy),
+        ("rounds", f"{run.rounds_done}/{run.num_rounds}"),
+        ("best accuracy", _percent(run.best_accuracy)),
+        ("created", f"{_when(run.created_at)} by {run.created_by or '-'}"),
+        ("started", _when(run.started_at)),
+        ("finished", _when(run.finished_at)),
+        ("duration", _duration(run.duration_s)),
+    ]
+    if run.flower_run_id is not None:
+        rows.append(("flower run", str(run.flower_run_id)))
+    if run.final_metrics:
+        rows.append(("final", _metrics_line(run.final_metrics)))
+    if run.error:
+        rows.append(("error", f"[red]{run.error}[/]"))
+    for key, value in rows:
+        grid.add_row(key, value)
+    return grid
+
+
+def _rounds_table(rounds: list[RoundRecord]) -> Table:
+    table = Table(title="rounds", caption=None if rounds else "no round finished yet")
+    for column in ("round", "loss", "acc", "F1", "AUC", "time", "up", "down", "ε", "clients"):
+        table.add_column(column, justify="right")
+    for r in rounds:
+        table.add_row(
+            str(r.round),
+            _number(r.metrics.get("loss")),
+            _percent(r.metrics.get("accuracy")),
+            _number(r.metrics.get("f1")),
+            _number(r.metrics.get("auc")),
+            _duration(r.duration_s),
+            _bytes(r.bytes_up),
+            _bytes(r.bytes_down),
+            _number(r.epsilon, 2),
+            _clients(r.num_clients_ok, r.num_clients_failed),
+        )
+    return table
+
+
+def _results_table(round_number: int | None, results: list[ClientResultRecord]) -> Table:
+    table = Table(title=f"hospitals in round {round_number}")
+    for column in ("hospital", "phase", "status", "examples", "metrics", "time", "up", "down"):
+        table.add_column(column, justify="right" if column in ("examples", "time") else "left")
+    table.add_column("ε", justify="right")
+    for res in results:
+        outcome = _metrics_line(res.metrics or {}) if res.status == "ok" else f"[red]{res.error}[/]"
+        table.add_row(
+            res.hospital,
+            res.phase,
+            _status("finished" if res.status == "ok" else "failed", res.status),
+            str(res.num_examples),
+            outcome,
+            _duration(res.duration_s),
+            _bytes(res.bytes_up),
+            _bytes(res.bytes_down),
+            _number(res.epsilon, 2),
+        )
+    return table
+
+
+def _checkpoints_table(checkpoints: list[CheckpointRecord]) -> Table:
+    table = Table(title="checkpoints")
+    for column in ("round", "metric", "size", "path"):
+        table.add_column(column, justify="right" if column in ("round", "size") else "left")
+    for c in checkpoints:
+        metric = f"{c.metric_name}={_number(c.metric_value)}"
+        table.add_row(str(c.round), metric, _bytes(c.size_bytes), c.path)
+    return table
+
+
+def _status(status: str, text: str | None = None) -> str:
+    return f"[{STATUS_STYLES.get(status, '')}]{text or status}[/]"
+
+
+def _metrics_line(metrics: dict[str, Any]) -> str:
+    shown = [f"{k}={_number(v)}" for k, v in metrics.items() if isinstance(v, int | float)]
+    return " ".join(shown) or "-"
+
+
+def _number(value: Any, digits: int = 4) -> str:
+    return "-" if not isinstance(value, int | float) else f"{value:.{digits}g}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.1f}%"
+
+
+def _when(moment: datetime | None) -> str:
+    return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m" if hours else f"{minutes}m {secs:02d}s"
+
+
+def _bytes(size: int | None) -> str:
+    if not size:
+        return "-"
+    units = ("B", "KB", "MB", "GB")
+    value, unit = float(size), 0
+    while value >= 1024 and unit < len(units) - 1:
+        value, unit = value / 1024, unit + 1
+    return f"{size} B" if unit == 0 else f"{value:.1f} {units[unit]}"
+
+
+def _clients(ok: int, failed: int) -> str:
+    return f"{ok} ok, [red]{failed} failed[/]" if failed else f"{ok} ok"
