@@ -1,0 +1,88 @@
+"""Dependencies injected into the routes: the store, the settings and the current user."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+
+from medfed.api.schemas import UserOut
+from medfed.api.security import SESSION_COOKIE, InvalidToken, Session, TokenSigner
+from medfed.config import MedfedConfig
+from medfed.store import RunStore
+
+ADMIN = "admin"
+
+bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/auth/login")
+cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False)
+
+
+def get_store(request: Request) -> RunStore:
+    """The run store the app was created with."""
+    return request.app.state.store
+
+
+def get_config(request: Request) -> MedfedConfig:
+    """The server's configuration (also the defaults every posted run config is merged over)."""
+    return request.app.state.cfg
+
+
+def get_signer(request: Request) -> TokenSigner:
+    """The token signer holding the server secret."""
+    return request.app.state.signer
+
+
+StoreDep = Annotated[RunStore, Depends(get_store)]
+ConfigDep = Annotated[MedfedConfig, Depends(get_config)]
+SignerDep = Annotated[TokenSigner, Depends(get_signer)]
+
+
+def _unauthorized(detail: str) -> HTTPException:
+    return HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail=detail,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def current_session(
+    signer: SignerDep,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+    cookie: Annotated[str | None, Depends(cookie_scheme)],
+) -> Session:
+    """The session of the request's Bearer token, or else of its session cookie; 401 if none."""
+    token = bearer.credentials if bearer is not None else cookie
+    if not token:
+        raise _unauthorized("not authenticated: log in at POST /api/auth/login")
+    try:
+        return signer.verify(token)
+    except InvalidToken as exc:
+        raise _unauthorized(str(exc)) from None
+
+
+SessionDep = Annotated[Session, Depends(current_session)]
+
+
+def require_user(session: SessionDep, store: StoreDep) -> UserOut:
+    """The logged-in user as the store knows them now (a deleted user's token stops working)."""
+    user = store.get_user(session.user)
+    if user is None:
+        raise _unauthorized(f"user {session.user!r} no longer exists")
+    return UserOut(name=user.name, role=user.role)
+
+
+CurrentUser = Annotated[UserOut, Depends(require_user)]
+
+
+def require_admin(user: CurrentUser) -> UserOut:
+    """The logged-in user if they are an admin; 403 otherwise."""
+    if user.role != ADMIN:
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail=f"user {user.name!r} has role {user.role!r}; this needs role 'admin'",
+        )
+    return user
+
+
+AdminUser = Annotated[UserOut, Depends(require_admin)]

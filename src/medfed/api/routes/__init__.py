@@ -1,0 +1,1 @@
+"""REST routes, one router per resource."""

@@ -1,0 +1,152 @@
+"""Request and response bodies of the REST API (see the routes for what returns which)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+RUN_CONFIG_SECTIONS = (
+    "data",
+    "model",
+    "training",
+    "partition",
+    "federated",
+    "privacy",
+    "compression",
+)
+
+
+class UserOut(BaseModel):
+    name: str
+    role: str
+
+
+class LoginIn(BaseModel):
+    username: str = Field(min_length=1)
+    password: str = Field(min_length=1)
+
+
+class LoginOut(BaseModel):
+    token: str
+    user: UserOut
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+
+
+class RunCreate(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    config: dict[str, Any] = Field(
+        default_factory=dict,
+        description="partial MedfedConfig (sections "
+        + ", ".join(RUN_CONFIG_SECTIONS)
+        + ") merged over the server's defaults",
+    )
+    start: bool = True
+
+
+class RunSummary(BaseModel):
+    id: str
+    name: str
+    mode: str
+    status: str
+    strategy: str
+    model: str | None
+    num_rounds: int
+    rounds_done: int
+    best_accuracy: float | None
+    final_accuracy: float | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration_s: float | None
+    created_by: str | None
+    error: str | None
+
+
+class RunDetail(RunSummary):
+    config: dict[str, Any]
+    final_metrics: dict[str, Any] | None
+    flower_run_id: int | None
+
+
+class RunPage(BaseModel):
+    items: list[RunSummary]
+    total: int
+    page: int
+    page_size: int
+
+
+class RoundOut(BaseModel):
+    round: int
+    metrics: dict[str, Any]
+    train_metrics: dict[str, Any] | None
+    evaluate_metrics: dict[str, Any] | None
+    duration_s: float
+    bytes_up: int
+    bytes_down: int
+    epsilon: float | None
+    num_clients_ok: int
+    num_clients_failed: int
+    finished_at: datetime
+
+
+class ClientResultOut(BaseModel):
+    round: int
+    hospital: str
+    phase: str
+    status: str
+    num_examples: int
+    metrics: dict[str, Any] | None
+    duration_s: float | None
+    bytes_up: int
+    bytes_down: int
+    epsilon: float | None
+    error: str | None
+    created_at: datetime
+
+
+class CheckpointOut(BaseModel):
+    round: int
+    metric_name: str
+    metric_value: float | None
+    size_bytes: int
+    created_at: datetime
+
+
+class HospitalOut(BaseModel):
+    name: str
+    last_seen: datetime
+    runs: list[str]
+    status: Literal["online", "offline"]
+
+
+class TemplateIn(BaseModel):
+    name: str = Field(min_length=1, max_length=200)
+    config: dict[str, Any] = Field(description="partial MedfedConfig, as in POST /api/runs")
+
+
+class TemplateOut(BaseModel):
+    name: str
+    config: dict[str, Any]
+    created_by: str | None
+    created_at: datetime
+
+
+class AuditEntryOut(BaseModel):
+    at: datetime
+    user: str | None
+    action: str
+    target: str | None
+    detail: dict[str, Any] | None
+
+
+class AuditPage(BaseModel):
+    items: list[AuditEntryOut]
+    total: int
+    page: int
+    page_size: int

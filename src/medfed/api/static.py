@@ -1,0 +1,45 @@
+"""The built web UI (Vite output copied to ``api/static``) with single-page-app fallback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter, HTTPException, status
+from fastapi.responses import FileResponse, HTMLResponse, Response
+
+STATIC_DIR = Path(__file__).parent / "static"
+
+NOT_BUILT_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>medfed</title></head>
+<body style="font-family: sans-serif; max-width: 40em; margin: 4em auto">
+<h1>medfed</h1>
+<p>The web UI is not built. Run <code>make demo</code> (or <code>make setup</code>) to build it,
+then reload this page.</p>
+<p>The REST API is up: see <a href="/api/docs">/api/docs</a>.</p>
+</body></html>
+"""
+
+router = APIRouter(include_in_schema=False)
+
+
+def _static_file(path: str, root: Path) -> Path | None:
+    """The file under ``root`` that ``path`` names, never one outside it."""
+    base = root.resolve()
+    candidate = (base / path).resolve()
+    if candidate.is_file() and candidate.is_relative_to(base):
+        return candidate
+    return None
+
+
+@router.get("/{path:path}")
+def web_ui(path: str) -> Response:
+    """A file of the built UI, else its index.html (client-side routes); /api/* stays 404."""
+    if path == "api" or path.startswith("api/"):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no API route /{path}")
+    index = STATIC_DIR / "index.html"
+    if not index.is_file():
+        return HTMLResponse(NOT_BUILT_PAGE)
+    found = _static_file(path, STATIC_DIR) if path else None
+    if found is None:
+        return FileResponse(index, headers={"Cache-Control": "no-cache"})
+    return FileResponse(found)
