@@ -112,6 +112,11 @@ class FederatedConfig(Section):
     )
     round_timeout: float = Field(default=600, gt=0, description="seconds to wait for replies")
     checkpoint_every: int = Field(default=1, ge=1)
+    simulated_failures: list[str] = Field(
+        default_factory=list,
+        description="simulation fault drills: 'hospital-1@2' fails in round 2, "
+        "'hospital-1@2:hang' stops answering in round 2",
+    )
 
     @model_validator(mode="after")
     def _minimums_fit(self) -> FederatedConfig:

@@ -1,0 +1,196 @@
+"""Federated commands: ``medfed run``, ``medfed client`` and ``medfed demo``."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import sys
+import threading
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+
+from medfed.config import MedfedConfig, load_config
+from medfed.errors import FederationError
+from medfed.store import RunStore
+
+console = Console()
+
+DEMO_SETTINGS = {
+    "name": "demo-br35h",
+    "data.image_size": 64,
+    "data.channels": 1,
+    "model.name": "resnet18",
+    "training.batch_size": 32,
+    "training.learning_rate": 1e-3,
+    "training.epochs": 1,
+    "partition.scheme": "dirichlet",
+    "partition.alpha": 0.5,
+    "federated.num_clients": 4,
+    "federated.min_train_clients": 3,
+    "federated.min_evaluate_clients": 3,
+    "federated.min_available_clients": 4,
+    "federated.strategy": "FedAvg",
+    "federated.rounds": 6,
+    "federated.local_epochs": 1,
+}
+
+
+def _open_store(cfg: MedfedConfig) -> RunStore:
+    Path(cfg.home).mkdir(parents=True, exist_ok=True)
+    return RunStore(cfg.database_url, redis_url=cfg.database.redis_url)
+
+
+def _finish(store: RunStore, run_id: str, status: str) -> None:
+    from medfed.federation.follow import rounds_table
+
+    console.print(rounds_table(store, run_id))
+    run = store.get_run(run_id)
+    if status != "finished":
+        raise FederationError(f"run {run_id} {status}: {run.error or 'see medfed runs show'}")
+    checkpoint = store.latest_checkpoint(run_id)
+    final = run.final_metrics or {}
+    lines = [
+        f"run [bold]{run_id}[/] finished: test accuracy [bold green]"
+        f"{final.get('accuracy', float('nan')):.3f}[/], AUC {final.get('auc') or float('nan'):.3f}",
+        f"model checkpoint (encrypted): {checkpoint.path if checkpoint else '-'}",
+        f"details: medfed runs show {run_id[:8]}   report: medfed report {run_id[:8]}",
+    ]
+    console.print(Panel("\n".join(lines), title="medfed", expand=False))
+
+
+def run_command(
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config file"),
+    rounds: int | None = typer.Option(None, help="federated.rounds"),
+    strategy: str | None = typer.Option(None, help="federated.strategy"),
+    num_clients: int | None = typer.Option(None, "--clients", help="federated.num_clients"),
+    data: Path | None = typer.Option(None, help="data.path"),
+    resume: str | None = typer.Option(None, help="continue run ID from its last checkpoint"),
+    detach: bool = typer.Option(False, help="start the run and return at once"),
+) -> None:
+    """Start a federated run with simulated hospitals and follow it live."""
+    from medfed.federation.follow import follow_run
+    from medfed.federation.runner import start_run, worker_alive
+
+    overrides = {
+        "federated.rounds": rounds,
+        "federated.strategy": strategy,
+        "federated.num_clients": num_clients,
+        "data.path": data,
+    }
+    cfg = load_config(config, overrides)
+    store = _open_store(cfg)
+    if resume:
+        run_id = store.resolve_run_id(resume)
+        run = store.get_run(run_id)
+        if run.status == "finished" or worker_alive(Path(run.config["home"]), run_id):
+            raise FederationError(
+                f"run {run_id} is {run.status}: only a stopped, failed or interrupted run resumes"
+            )
+        cfg = MedfedConfig.model_validate(run.config)
+        start_run(cfg, store, run_id=run_id, resume=True)
+    else:
+        run_id = start_run(cfg, store)
+    console.print(
+        f"run [bold]{run_id}[/] started ({cfg.federated.num_clients} simulated hospitals)"
+    )
+    if detach:
+        return
+    _finish(store, run_id, follow_run(store, run_id, console))
+
+
+def client_command(
+    client_id: int = typer.Option(..., "--client-id", help="this hospital's number"),
+    data: Path = typer.Option(..., "--data", help="the hospital's dataset folder"),
+    server: str | None = typer.Option(None, help="SuperLink HOST:PORT"),
+    config: Path | None = typer.Option(None, "--config", "-c"),
+    name: str | None = typer.Option(None, help="hospital name shown in the dashboard"),
+    port: int | None = typer.Option(None, help="local ClientApp port (one per client)"),
+) -> None:
+    """Connect this hospital to a medfed server; its images never leave this machine."""
+    from medfed.data.datasets import load_image_set
+    from medfed.federation.deployment import run_supernode
+
+    cfg = load_config(config, {"federated.server_address": server})
+    data_set = load_image_set(data, cfg.data, cfg.cache_dir, progress=True)
+    console.print(
+        f"hospital {name or client_id}: {len(data_set.labels)} images "
+        f"({', '.join(data_set.class_names)}) ready; connecting to {cfg.federated.server_address}"
+    )
+    code = run_supernode(cfg, client_id=client_id, data_path=data, name=name, port=port)
+    raise typer.Exit(code)
+
+
+def demo_command(
+    data_dir: Path = typer.Option(Path("data/demo"), help="where the demo images are written"),
+    rounds: int = typer.Option(DEMO_SETTINGS["federated.rounds"], help="federated rounds"),
+    port: int = typer.Option(8080, help="dashboard port"),
+    dashboard: bool = typer.Option(True, help="serve the dashboard while the demo runs"),
+    keep_serving: bool | None = typer.Option(
+        None, help="keep the dashboard up after the run (default: when run in a terminal)"
+    ),
+) -> None:
+    """Real brain-MRI images, 4 simulated hospitals, live in the dashboard."""
+    from medfed.data.demo import write_demo_dataset
+    from medfed.federation.follow import follow_run
+    from medfed.federation.runner import start_run
+
+    console.rule("[bold]medfed demo")
+    summary = write_demo_dataset(data_dir, progress=True)
+    console.print(f"demo data: {summary}")
+    cfg = load_config(
+        None, {**DEMO_SETTINGS, "data.path": data_dir, "federated.rounds": rounds, "api.port": port}
+    )
+    store = _open_store(cfg)
+    server = None
+    if dashboard:
+        server = _serve_dashboard(cfg, store)
+    run_id = start_run(cfg, store, created_by="demo")
+    if server:
+        console.print(
+            f"watch it live: [bold cyan]http://{cfg.api.host}:{cfg.api.port}/runs/{run_id}[/]"
+        )
+    _finish(store, run_id, follow_run(store, run_id, console))
+    keep = sys.stdin.isatty() if keep_serving is None else keep_serving
+    if server and keep:
+        console.print("dashboard still running; press Ctrl-C to stop")
+        with contextlib.suppress(KeyboardInterrupt):
+            server.join()
+
+
+def _serve_dashboard(cfg: MedfedConfig, store: RunStore) -> threading.Thread | None:
+    """The dashboard in a background thread, with a demo admin login printed once."""
+    try:
+        import uvicorn
+
+        from medfed.api.app import create_app
+    except ImportError:
+        return None
+    secret = Path(cfg.home) / "demo-login.txt"
+    if store.get_user("demo") is None or not secret.is_file():
+        password = secrets.token_urlsafe(9)
+        if store.get_user("demo") is None:
+            store.add_user("demo", password, "admin")
+        else:
+            password = None
+        if password:
+            secret.write_text(password)
+            secret.chmod(0o600)
+    password = secret.read_text().strip() if secret.is_file() else "(unknown)"
+    login = f"user [bold]demo[/], password [bold]{password}[/]"
+    app = create_app(cfg, store)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, daemon=True, name="dashboard")
+    thread.start()
+    console.print(f"dashboard: [bold cyan]http://{cfg.api.host}:{cfg.api.port}/[/]  login: {login}")
+    return thread
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run_command)
+    app.command("client")(client_command)
+    app.command("demo")(demo_command)

@@ -1,0 +1,127 @@
+"""The Flower ClientApp: a hospital trains and evaluates the global model on its own images."""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from medfed.config import MedfedConfig
+from medfed.errors import FederationError
+from medfed.federation import wire
+from medfed.federation.codec import CodecSpec
+from medfed.federation.hospital import (
+    build_run_model,
+    evaluate_locally,
+    hash_name,
+    open_hospital,
+    train_locally,
+)
+from medfed.federation.runtime import RunSettings
+
+
+def _round_inputs(
+    msg: Message, context: Context, fixed: RunSettings | None
+) -> tuple[RunSettings, MedfedConfig, list[str], int, dict[str, torch.Tensor], int]:
+    settings = fixed or RunSettings.from_run_config(dict(context.run_config))
+    cfg = settings.cfg
+    threads = int(context.node_config.get("threads", cfg.training.threads or 0))
+    if threads:
+        torch.set_num_threads(threads)
+    config = msg.content[wire.CONFIG_KEY]
+    class_names = str(config["class-names"]).split("\n")
+    server_round = int(config["server-round"])
+    keys = list(build_run_model(cfg, len(class_names)).state_dict().keys())
+    record = msg.content[wire.ARRAYS_KEY]
+    bytes_down = wire.record_nbytes(record)
+    global_state = wire.unpack_global(record, keys)
+    return settings, cfg, class_names, server_round, global_state, bytes_down
+
+
+def simulate_failure(cfg: MedfedConfig, hospital: str, server_round: int, context: Context) -> None:
+    """Fault drills of simulated runs (``federated.simulated_failures``)."""
+    if "partition-id" not in context.node_config:
+        return
+    for drill in cfg.federated.simulated_failures:
+        target, _, mode = drill.partition(":")
+        if target == f"{hospital}@{server_round}":
+            if mode == "hang":
+                time.sleep(cfg.federated.round_timeout + 2)
+            raise FederationError(f"{hospital}: simulated failure in round {server_round}")
+
+
+def handle_train(msg: Message, context: Context, fixed: RunSettings | None = None) -> Message:
+    """Local training from the received global model; replies with the encoded update."""
+    start = time.perf_counter()
+    settings, cfg, class_names, server_round, global_state, bytes_down = _round_inputs(
+        msg, context, fixed
+    )
+    hospital = open_hospital(cfg, dict(context.node_config), settings.run_id, class_names)
+    simulate_failure(cfg, hospital.name, server_round, context)
+    update = train_locally(hospital, cfg, global_state, len(class_names), server_round)
+    record, bytes_up = wire.pack_update(
+        global_state,
+        update.state,
+        CodecSpec.from_config(cfg.compression),
+        hospital.state_dir / "residual.npz",
+        settings.run_id,
+        seed=cfg.training.seed + server_round + hash_name(hospital.name),
+    )
+    metrics = MetricRecord(
+        {
+            "num-examples": hospital.num_train,
+            **update.metrics,
+            "bytes-up": bytes_up,
+            "bytes-down": bytes_down,
+            "seconds": time.perf_counter() - start,
+            "class-counts": hospital.class_counts(len(class_names)),
+        }
+    )
+    info = ConfigRecord({"hospital": hospital.name})
+    return Message(
+        RecordDict({wire.ARRAYS_KEY: record, "metrics": metrics, "info": info}), reply_to=msg
+    )
+
+
+def handle_evaluate(msg: Message, context: Context, fixed: RunSettings | None = None) -> Message:
+    """The global model on the hospital's local validation images."""
+    start = time.perf_counter()
+    settings, cfg, class_names, _, global_state, bytes_down = _round_inputs(msg, context, fixed)
+    hospital = open_hospital(cfg, dict(context.node_config), settings.run_id, class_names)
+    result = evaluate_locally(hospital, cfg, global_state, len(class_names))
+    metrics = MetricRecord(
+        {
+            "num-examples": int(result["num_examples"]),
+            "loss": float(result["loss"]),
+            "accuracy": float(result["accuracy"]),
+            "precision": float(result["precision"]),
+            "recall": float(result["recall"]),
+            "f1": float(result["f1"]),
+            "auc": float(result["auc"]) if result.get("auc") is not None else -1.0,
+            "confusion-matrix": [int(v) for row in result["confusion_matrix"] for v in row],
+            "bytes-down": bytes_down,
+            "seconds": time.perf_counter() - start,
+        }
+    )
+    info = ConfigRecord({"hospital": hospital.name})
+    return Message(RecordDict({"metrics": metrics, "info": info}), reply_to=msg)
+
+
+def make_client_app(fixed: RunSettings | None = None) -> ClientApp:
+    """A ClientApp; ``fixed`` settings (simulation) or the run config (deployment)."""
+    client_app = ClientApp()
+
+    @client_app.train()
+    def _train(msg: Message, context: Context) -> Message:
+        return handle_train(msg, context, fixed)
+
+    @client_app.evaluate()
+    def _evaluate(msg: Message, context: Context) -> Message:
+        return handle_evaluate(msg, context, fixed)
+
+    return client_app
+
+
+app = make_client_app()

@@ -1,0 +1,98 @@
+"""Follow a run through the store's events: a live progress bar, then a summary table."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from medfed.store import RunStore
+
+END_EVENTS = {"run_finished", "run_failed", "run_stopped"}
+
+
+def follow_run(store: RunStore, run_id: str, console: Console, idle_timeout: float = 0) -> str:
+    """Show the run's rounds as they finish; returns its final status.
+
+    ``idle_timeout`` > 0 gives up (returning the current status) when nothing happens that long.
+    """
+    run = store.get_run(run_id)
+    last_id, last_event = 0, time.monotonic()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("round {task.completed:.0f}/{task.total:.0f}"),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(run.name, total=run.num_rounds, status="waiting for hospitals")
+        while True:
+            events = store.wait_for_events(run_id, last_id, 1.0)
+            for event in events:
+                last_id, last_event = event.id, time.monotonic()
+                status = _describe(event.type, event.payload)
+                if event.type == "run_started":
+                    progress.update(task, completed=event.payload.get("first_round", 1) - 1)
+                if event.type == "round_finished":
+                    progress.update(task, completed=event.payload["round"])
+                if status:
+                    progress.update(task, status=status)
+                if event.type in END_EVENTS:
+                    return store.get_run(run_id).status
+            if not events and store.get_run(run_id).status not in ("pending", "running"):
+                return store.get_run(run_id).status
+            if idle_timeout and time.monotonic() - last_event > idle_timeout:
+                return store.get_run(run_id).status
+
+
+def _describe(kind: str, payload: dict) -> str:
+    if kind == "round_started":
+        return f"round {payload['round']}: hospitals training"
+    if kind == "round_finished":
+        m = payload.get("metrics") or {}
+        if "accuracy" in m:
+            return f"test accuracy {m['accuracy']:.3f}  loss {m.get('loss', 0):.3f}"
+        return f"round {payload['round']} done"
+    if kind == "client_failed":
+        return f"[yellow]{payload['hospital']} failed ({payload['phase']})[/]"
+    if kind == "run_failed":
+        return f"[red]failed: {payload.get('error', '')[:80]}[/]"
+    return ""
+
+
+def rounds_table(store: RunStore, run_id: str) -> Table:
+    """One row per completed round: global test metrics, time and traffic."""
+    table = Table(title="Rounds (global model on the held-out test set)")
+    for name in (
+        "round",
+        "loss",
+        "accuracy",
+        "F1",
+        "AUC",
+        "seconds",
+        "up MB",
+        "down MB",
+        "ok/failed",
+    ):
+        table.add_column(name, justify="right")
+    for r in store.rounds(run_id):
+        m = r.metrics or {}
+        table.add_row(
+            str(r.round),
+            _fmt(m.get("loss")),
+            _fmt(m.get("accuracy")),
+            _fmt(m.get("f1")),
+            _fmt(m.get("auc")),
+            f"{r.duration_s:.1f}",
+            f"{r.bytes_up / 1e6:.2f}",
+            f"{r.bytes_down / 1e6:.2f}",
+            f"{r.num_clients_ok}/{r.num_clients_failed}",
+        )
+    return table
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

@@ -1,0 +1,191 @@
+"""One hospital's side of a round: its local data, state kept between rounds, train and evaluate.
+
+Plain Python on top of the data and learning layers; ``client_app.py`` wraps it for Flower.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from medfed.data.loader import ArrayLoader
+from medfed.data.partition import partition_indices
+from medfed.data.transforms import eval_transform, train_transform
+
+from medfed.config import MedfedConfig
+from medfed.data.datasets import ImageSet, load_image_set
+from medfed.errors import DataError
+from medfed.learning.trainer import evaluate, make_optimizer, set_seed, train
+from medfed.models import bn_state_keys, build_model
+
+LOCAL_VALIDATION_FRACTION = 0.15
+
+
+@dataclass
+class Hospital:
+    """A hospital's local data for one run, and where it keeps state between rounds."""
+
+    name: str
+    data: ImageSet
+    train_idx: np.ndarray
+    val_idx: np.ndarray
+    state_dir: Path
+
+    @property
+    def num_train(self) -> int:
+        return int(len(self.train_idx))
+
+    def class_counts(self, num_classes: int) -> list[int]:
+        return np.bincount(self.data.labels[self.train_idx], minlength=num_classes).tolist()
+
+
+def open_hospital(
+    cfg: MedfedConfig, node_config: dict[str, Any], run_id: str, class_names: list[str]
+) -> Hospital:
+    """The hospital this ClientApp serves.
+
+    Deployment: ``node_config["data-path"]`` is the hospital's own dataset.
+    Simulation: ``partition-id`` of ``num-partitions`` selects its share of ``cfg.data.path``.
+    """
+    home = Path(str(node_config.get("home", cfg.home)))
+    cache_dir = cfg.data.cache_dir or home / "cache"
+    if "data-path" in node_config:
+        name = str(node_config.get("hospital", f"hospital-{node_config.get('client-id', 0)}"))
+        data = load_image_set(
+            Path(str(node_config["data-path"])), cfg.data, cache_dir, class_names=class_names
+        )
+        indices = np.arange(len(data.labels))
+    else:
+        pid = int(node_config.get("partition-id", 0))
+        num = int(node_config.get("num-partitions", 1))
+        name = f"hospital-{pid}"
+        data = load_image_set(cfg.data.path, cfg.data, cache_dir, class_names=class_names)
+        p = cfg.partition
+        parts = partition_indices(
+            data.labels,
+            num,
+            p.scheme,
+            alpha=p.alpha,
+            classes_per_client=p.classes_per_client,
+            seed=p.seed,
+        )
+        indices = parts[pid]
+    train_idx, val_idx = split_local(indices, cfg.training.seed)
+    state_dir = home / "hospitals" / name / run_id
+    state_dir.mkdir(parents=True, exist_ok=True)
+    return Hospital(name, data, train_idx, val_idx, state_dir)
+
+
+def split_local(indices: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded split of a hospital's samples into local training and local validation."""
+    rng = np.random.default_rng(seed)
+    shuffled = rng.permutation(indices)
+    n_val = int(round(len(shuffled) * LOCAL_VALIDATION_FRACTION))
+    if len(shuffled) - n_val < 1:
+        raise DataError(f"a hospital has {len(shuffled)} images: too few to train on")
+    return np.sort(shuffled[n_val:]), np.sort(shuffled[:n_val])
+
+
+def build_run_model(cfg: MedfedConfig, num_classes: int) -> torch.nn.Module:
+    m = cfg.model
+    return build_model(m.name, cfg.data.channels, num_classes, norm=m.norm)
+
+
+@dataclass
+class LocalUpdate:
+    state: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+
+
+def train_locally(
+    hospital: Hospital,
+    cfg: MedfedConfig,
+    global_state: dict[str, torch.Tensor],
+    num_classes: int,
+    server_round: int,
+) -> LocalUpdate:
+    """Local epochs from the global model; FedProx adds mu/2 ||w - w_global||^2 to the loss."""
+    seed = cfg.training.seed + 1000 * server_round + hash_name(hospital.name)
+    set_seed(seed)
+    model = build_run_model(cfg, num_classes)
+    model.load_state_dict(global_state)
+    restore_local_bn(model, hospital, cfg)
+    loader = ArrayLoader(
+        hospital.data.images,
+        hospital.data.labels,
+        indices=hospital.train_idx,
+        batch_size=cfg.training.batch_size,
+        shuffle=True,
+        seed=seed,
+        transform=train_transform(cfg.data, seed),
+    )
+    mu = cfg.federated.proximal_mu if cfg.federated.strategy == "FedProx" else 0.0
+    global_params = [p.detach().clone() for p in model.parameters()]
+    optimizer = make_optimizer(model, cfg.training)
+    start = time.perf_counter()
+    result = train(
+        model,
+        loader,
+        cfg.federated.local_epochs,
+        optimizer,
+        proximal_mu=mu,
+        global_params=global_params,
+    )
+    keep_local_bn(model, hospital, cfg)
+    metrics = {
+        "train_loss": float(result.loss),
+        "train_accuracy": float(result.accuracy),
+        "train_seconds": time.perf_counter() - start,
+    }
+    return LocalUpdate(state=model.state_dict(), metrics=metrics)
+
+
+def evaluate_locally(
+    hospital: Hospital, cfg: MedfedConfig, global_state: dict[str, torch.Tensor], num_classes: int
+) -> dict[str, Any]:
+    """The global model (with this hospital's BatchNorm under FedBN) on the local validation set."""
+    model = build_run_model(cfg, num_classes)
+    model.load_state_dict(global_state)
+    restore_local_bn(model, hospital, cfg)
+    idx = hospital.val_idx if len(hospital.val_idx) else hospital.train_idx
+    loader = ArrayLoader(
+        hospital.data.images,
+        hospital.data.labels,
+        indices=idx,
+        batch_size=max(cfg.training.batch_size, 64),
+        transform=eval_transform(cfg.data),
+    )
+    return evaluate(model, loader)
+
+
+def restore_local_bn(model: torch.nn.Module, hospital: Hospital, cfg: MedfedConfig) -> None:
+    """FedBN: put this hospital's own BatchNorm statistics and affine weights back."""
+    path = hospital.state_dir / "bn.pt"
+    if cfg.federated.bn == "local" and path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True), strict=False)
+
+
+def keep_local_bn(model: torch.nn.Module, hospital: Hospital, cfg: MedfedConfig) -> None:
+    if cfg.federated.bn != "local":
+        return
+    keys = bn_state_keys(model)
+    state = {k: v for k, v in model.state_dict().items() if k in keys}
+    tmp = hospital.state_dir / "bn.pt.tmp"
+    torch.save(state, tmp)
+    tmp.replace(hospital.state_dir / "bn.pt")
+
+
+def hash_name(name: str) -> int:
+    """A stable small integer from a hospital name (Python's hash() is salted per process)."""
+    return sum(ord(c) * (i + 1) for i, c in enumerate(name)) % 997
+
+
+def save_json(path: Path, values: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(values))
+    tmp.replace(path)

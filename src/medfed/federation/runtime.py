@@ -1,0 +1,89 @@
+"""What a ServerApp or ClientApp needs to know about its medfed run, and Flower's environment."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medfed.config import MedfedConfig, config_from_dict
+
+# Sections a hospital needs; database and API settings (credentials) never leave the platform.
+HOSPITAL_SECTIONS = (
+    "name",
+    "data",
+    "model",
+    "training",
+    "partition",
+    "federated",
+    "privacy",
+    "compression",
+)
+
+FLOWER_ENV = {
+    "FLWR_TELEMETRY_ENABLED": "0",
+    "FLWR_DISABLE_UPDATE_CHECK": "1",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
+    "RAY_DEDUP_LOGS": "0",
+}
+
+
+def quiet_flower_env(home: Path) -> dict[str, str]:
+    """Telemetry and update checks off, Flower's home inside medfed's; also set in os.environ."""
+    env = dict(FLOWER_ENV, FLWR_HOME=str((home / "flwr").resolve()))
+    os.environ.update(env)
+    (home / "flwr").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+@dataclass
+class RunSettings:
+    """A run as seen from inside Flower: medfed run id, config, and (server side) the store."""
+
+    run_id: str
+    config: dict[str, Any]
+    store_url: str = ""
+    home: str = ".medfed"
+    resume: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> MedfedConfig:
+        return config_from_dict(self.config, source=f"run {self.run_id} config")
+
+    def hospital_view(self) -> RunSettings:
+        """The same run without the platform's secrets, as sent to hospitals."""
+        config = {k: v for k, v in self.config.items() if k in HOSPITAL_SECTIONS}
+        return RunSettings(run_id=self.run_id, config=config)
+
+    def to_run_config(self) -> dict[str, str | bool]:
+        """Flower run-config keys (``flwr run --run-config``) carrying these settings.
+
+        Flower forwards the run config to every hospital, so it holds only the hospital view;
+        the ServerApp on the platform host finds the store through ``MEDFED_STORE_URL``.
+        """
+        return {
+            "medfed-run-id": self.run_id,
+            "medfed-config": json.dumps(self.hospital_view().config),
+            "medfed-resume": self.resume,
+        }
+
+    @classmethod
+    def from_run_config(cls, run_config: dict[str, Any]) -> RunSettings:
+        """Inverse of :meth:`to_run_config` (a Flower ``context.run_config``)."""
+        if "medfed-run-id" not in run_config:
+            from medfed.errors import FederationError
+
+            raise FederationError(
+                "this Flower run carries no medfed settings: submit runs with `medfed run`"
+            )
+        return cls(
+            run_id=str(run_config["medfed-run-id"]),
+            config=json.loads(str(run_config["medfed-config"])),
+            store_url=os.environ.get("MEDFED_STORE_URL", ""),
+            home=os.environ.get("MEDFED_HOME", ".medfed"),
+            resume=bool(run_config.get("medfed-resume", False)),
+        )

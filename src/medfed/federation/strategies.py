@@ -1,0 +1,113 @@
+"""Flower strategies by name, built from the run configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp import strategy as fl
+
+from medfed.config import MedfedConfig
+from medfed.errors import ConfigError
+
+SUMMED_KEYS = {"bytes-up", "bytes-down", "confusion-matrix", "class-counts"}
+MAX_KEYS = {"seconds", "train_seconds"}
+
+
+def aggregate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
+    """Weighted means of the hospitals' metrics; counts, bytes and confusion matrices summed."""
+    metric_records = [next(iter(r.metric_records.values())) for r in records]
+    weights = [float(m[weight_key]) for m in metric_records]
+    total = sum(weights) or 1.0
+    out: dict[str, int | float | list[int] | list[float]] = {weight_key: int(total)}
+    keys = [k for k in metric_records[0] if k != weight_key]
+    for key in keys:
+        values = [m[key] for m in metric_records]
+        if key in SUMMED_KEYS:
+            if isinstance(values[0], list):
+                out[key] = [sum(col) for col in zip(*values, strict=True)]
+            else:
+                out[key] = sum(values)
+        elif key in MAX_KEYS:
+            out[key] = max(values)
+        elif key == "auc":
+            valid = [(v, w) for v, w in zip(values, weights, strict=True) if v >= 0]
+            weight = sum(w for _, w in valid)
+            out[key] = sum(v * w for v, w in valid) / weight if weight else -1.0
+        else:
+            out[key] = sum(float(v) * w for v, w in zip(values, weights, strict=True)) / total
+    return MetricRecord(out)
+
+
+def _fedadam(common: dict, cfg: MedfedConfig) -> fl.Strategy:
+    f = cfg.federated
+    return fl.FedAdam(**common, eta=f.server_learning_rate, tau=f.tau)
+
+
+def _fedyogi(common: dict, cfg: MedfedConfig) -> fl.Strategy:
+    f = cfg.federated
+    return fl.FedYogi(**common, eta=f.server_learning_rate, tau=f.tau)
+
+
+BUILDERS: dict[str, Callable[[dict, MedfedConfig], fl.Strategy]] = {
+    "FedAvg": lambda common, cfg: fl.FedAvg(**common),
+    "FedProx": lambda common, cfg: fl.FedProx(**common, proximal_mu=cfg.federated.proximal_mu),
+    "FedMedian": lambda common, cfg: fl.FedMedian(**common),
+    "FedTrimmedAvg": lambda common, cfg: fl.FedTrimmedAvg(**common, beta=cfg.federated.trim_beta),
+    "Krum": lambda common, cfg: fl.Krum(
+        **common, num_malicious_nodes=cfg.federated.num_malicious_clients
+    ),
+    "FedAdam": _fedadam,
+    "FedYogi": _fedyogi,
+    "FedAvgM": lambda common, cfg: fl.FedAvgM(
+        **common,
+        server_learning_rate=cfg.federated.server_learning_rate,
+        server_momentum=cfg.federated.server_momentum,
+    ),
+}
+
+
+def build_strategy(cfg: MedfedConfig) -> fl.Strategy:
+    """The configured Flower strategy, wrapped for client-level DP when asked."""
+    f = cfg.federated
+    if f.strategy not in BUILDERS:
+        raise ConfigError(f"federated.strategy = {f.strategy!r}: not one of {', '.join(BUILDERS)}")
+    common = {
+        "fraction_train": f.fraction_train,
+        "fraction_evaluate": f.fraction_evaluate,
+        "min_train_nodes": f.min_train_clients,
+        "min_evaluate_nodes": f.min_evaluate_clients if f.fraction_evaluate > 0 else 0,
+        "min_available_nodes": f.min_available_clients,
+        "train_metrics_aggr_fn": aggregate_metrics,
+        "evaluate_metrics_aggr_fn": aggregate_metrics,
+    }
+    strategy = BUILDERS[f.strategy](common, cfg)
+    if cfg.privacy.mode == "client":
+        strategy = wrap_client_dp(strategy, cfg)
+    return strategy
+
+
+def clients_per_round(cfg: MedfedConfig) -> int:
+    f = cfg.federated
+    return max(int(f.num_clients * f.fraction_train), f.min_train_clients)
+
+
+def wrap_client_dp(strategy: fl.Strategy, cfg: MedfedConfig) -> fl.Strategy:
+    """Client-level DP with Flower's wrappers: fixed or adaptive clipping, server or client side."""
+    p = cfg.privacy
+    if p.noise_multiplier is None:
+        raise ConfigError("privacy.mode = 'client' needs privacy.noise_multiplier (e.g. 1.0)")
+    sampled = clients_per_round(cfg)
+    if p.clipping == "fixed":
+        cls = (
+            fl.DifferentialPrivacyServerSideFixedClipping
+            if p.clip_side == "server"
+            else fl.DifferentialPrivacyClientSideFixedClipping
+        )
+        return cls(strategy, p.noise_multiplier, p.max_grad_norm, sampled)
+    cls = (
+        fl.DifferentialPrivacyServerSideAdaptiveClipping
+        if p.clip_side == "server"
+        else fl.DifferentialPrivacyClientSideAdaptiveClipping
+    )
+    return cls(strategy, p.noise_multiplier, sampled, initial_clipping_norm=p.max_grad_norm)
