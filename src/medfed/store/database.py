@@ -22,6 +22,7 @@ URL_EXAMPLES = (
     "sqlite:///path/to/medfed.db, mysql+pymysql://user:password@host:3306/medfed "
     "or postgresql+psycopg://user@host:5432/medfed"
 )
+URL_SETTING = "database.url in the config, or --db"
 DRIVER_EXTRAS = {"mysql": "mysql", "mariadb": "mysql", "postgresql": "postgres"}
 MIGRATION_LOCK = "medfed_migrate"
 MIGRATION_LOCK_ID = 0x6D6564666564  # "medfed" as the PostgreSQL advisory lock key
@@ -41,8 +42,7 @@ def parse_url(url: str) -> URL:
         return make_url(url)
     except ArgumentError:
         raise StoreError(
-            f"database URL {redact(url)!r} is not valid; use e.g. {URL_EXAMPLES} "
-            "(database.url in the config, or --db)"
+            f"database URL {redact(url)!r} is not valid; use e.g. {URL_EXAMPLES} ({URL_SETTING})"
         ) from None
 
 
@@ -56,7 +56,9 @@ def create_store_engine(url: str) -> Engine:
     except (NoSuchModuleError, ModuleNotFoundError) as exc:
         extra = DRIVER_EXTRAS.get(parsed.get_backend_name())
         hint = f"install it with pip install 'medfed[{extra}]'" if extra else f"use {URL_EXAMPLES}"
-        raise StoreError(f"no database driver for {redact(url)} ({exc}); {hint}") from None
+        raise StoreError(
+            f"no database driver for {redact(url)} ({exc}); {hint} ({URL_SETTING})"
+        ) from None
 
 
 def _sqlite_engine(url: URL) -> Engine:
@@ -84,8 +86,7 @@ def unreachable(url: str, exc: DBAPIError) -> StoreError:
     reason = str(exc.orig).strip().splitlines()[0] if exc.orig else exc.__class__.__name__
     return StoreError(
         f"cannot use the database at {redact(url)}: {reason}. Check that the server is "
-        "running, the database exists and the user may use it, or fix the URL "
-        "(database.url in the config, or --db)"
+        f"running, the database exists and the user may use it, or fix the URL ({URL_SETTING})"
     )
 
 

@@ -38,6 +38,7 @@ PHASES = ("train", "evaluate")
 RESULT_STATUSES = ("ok", "failed")
 ROLES = ("admin", "viewer")
 MIN_PASSWORD_LENGTH = 8
+TEXT_SORT_KEYS = ("name", "status", "strategy")
 SORT_KEYS = ("created_at", "started_at", "finished_at", "name", "status", "strategy", "num_rounds")
 
 
@@ -539,7 +540,8 @@ def _sorted(query: Select[Any], sort: str) -> Select[Any]:
         raise StoreError(f"cannot sort runs by {sort!r}; use one of {', '.join(SORT_KEYS)}")
     column = getattr(m.Run, key)
     nulls_last = case((column.is_(None), 1), else_=0)
-    ordered = column.desc() if sort.startswith("-") else column.asc()
+    value = func.lower(column) if key in TEXT_SORT_KEYS else column  # same order on every DB
+    ordered = value.desc() if sort.startswith("-") else value.asc()
     return query.order_by(nulls_last, ordered, m.Run.id)
 
 
