@@ -153,3 +153,30 @@ def test_empty_loader_is_a_data_error():
         train(model, [], 1, make_optimizer(model, TrainingConfig()))
     with pytest.raises(DataError, match="no evaluation examples"):
         evaluate(model, [])
+
+
+def test_one_epoch_on_tiny_tiff_set_beats_chance(kaggle_dataset, tmp_path):
+    from medfed.config import DataConfig
+    from medfed.data.datasets import load_image_set
+    from medfed.data.loader import ArrayLoader
+    from medfed.data.transforms import eval_transform, train_transform
+
+    cfg = DataConfig(path=kaggle_dataset, image_size=32)
+    train_set = load_image_set(kaggle_dataset, cfg, tmp_path / "cache")
+    test_set = load_image_set(
+        kaggle_dataset / "test", cfg, tmp_path / "cache", class_names=train_set.class_names
+    )
+    model = fresh_model(0)
+    loader = ArrayLoader(
+        train_set.images,
+        train_set.labels,
+        batch_size=8,
+        shuffle=True,
+        transform=train_transform(cfg, seed=0),
+    )
+    result = train(model, loader, 1, make_optimizer(model, TrainingConfig(learning_rate=3e-3)))
+    assert result.num_examples == len(train_set) == 32
+    test_loader = ArrayLoader(test_set.images, test_set.labels, transform=eval_transform(cfg))
+    metrics = evaluate(model, test_loader)
+    assert metrics["num_examples"] == 12
+    assert metrics["accuracy"] > 0.5
