@@ -1,0 +1,240 @@
+/** ECharts set-up (only the parts used) and the option builders of the dashboard's charts. */
+import { use } from 'echarts/core'
+import { BarChart, HeatmapChart, LineChart } from 'echarts/charts'
+import {
+  DataZoomComponent,
+  GridComponent,
+  LegendComponent,
+  TitleComponent,
+  TooltipComponent,
+  VisualMapComponent,
+} from 'echarts/components'
+import { CanvasRenderer } from 'echarts/renderers'
+
+use([
+  BarChart,
+  HeatmapChart,
+  LineChart,
+  DataZoomComponent,
+  GridComponent,
+  LegendComponent,
+  TitleComponent,
+  TooltipComponent,
+  VisualMapComponent,
+  CanvasRenderer,
+])
+
+export const PALETTE = [
+  '#0f766e',
+  '#2563eb',
+  '#d97706',
+  '#db2777',
+  '#7c3aed',
+  '#059669',
+  '#dc2626',
+  '#0891b2',
+  '#65a30d',
+  '#9333ea',
+]
+
+const AXIS_LABEL = { color: '#475569' }
+const SPLIT_LINE = { lineStyle: { color: '#e2e8f0' } }
+
+function baseGrid(extra = {}) {
+  return { left: 56, right: 24, top: 44, bottom: 52, containLabel: false, ...extra }
+}
+
+function roundAxis(name = 'Round') {
+  return {
+    type: 'value',
+    name,
+    nameLocation: 'middle',
+    nameGap: 30,
+    minInterval: 1,
+    min: 1,
+    axisLabel: AXIS_LABEL,
+    splitLine: { show: false },
+  }
+}
+
+function valueAxis(name, { percent = false, min } = {}) {
+  return {
+    type: 'value',
+    name,
+    nameLocation: 'middle',
+    nameGap: 42,
+    min,
+    max: percent ? 1 : undefined,
+    axisLabel: {
+      ...AXIS_LABEL,
+      formatter: percent ? (v) => `${Math.round(v * 100)}%` : undefined,
+    },
+    splitLine: SPLIT_LINE,
+  }
+}
+
+/**
+ * A metric-per-round line chart.
+ * series: [{name, points: [[round, value], ...], dashed?, color?}]
+ */
+export function metricLineOption({ title, metric, series, percent = false, maxRound }) {
+  const digits = percent ? 3 : 4
+  return {
+    color: PALETTE,
+    title: { text: title, left: 8, top: 6, textStyle: { fontSize: 14, fontWeight: 600 } },
+    tooltip: {
+      trigger: 'axis',
+      valueFormatter: (v) => (v == null ? '—' : Number(v).toFixed(digits)),
+    },
+    legend: { type: 'scroll', top: 8, left: 'center', right: 16, itemWidth: 18 },
+    grid: baseGrid(),
+    xAxis: { ...roundAxis(), max: maxRound ? Math.max(maxRound, 1) : undefined },
+    yAxis: valueAxis(metric, { percent, min: percent ? 0 : undefined }),
+    series: series.map((s) => ({
+      name: s.name,
+      type: 'line',
+      data: s.points,
+      showSymbol: true,
+      symbolSize: s.dashed ? 5 : 7,
+      connectNulls: true,
+      color: s.color,
+      lineStyle: { width: s.dashed ? 1.5 : 3, type: s.dashed ? 'dashed' : 'solid' },
+      emphasis: { focus: 'series' },
+      z: s.dashed ? 2 : 3,
+    })),
+  }
+}
+
+/** Duration (bars, left axis) and traffic (bars, right axis) per round. */
+export function roundCostOption(rounds) {
+  const mb = (b) => (b == null ? null : Number((b / 1024 / 1024).toFixed(3)))
+  return {
+    color: ['#0f766e', '#2563eb', '#93c5fd'],
+    title: {
+      text: 'Duration and traffic per round',
+      left: 8,
+      top: 6,
+      textStyle: { fontSize: 14, fontWeight: 600 },
+    },
+    tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' } },
+    legend: { top: 8, left: 'center' },
+    grid: baseGrid({ right: 64 }),
+    xAxis: {
+      type: 'category',
+      name: 'Round',
+      nameLocation: 'middle',
+      nameGap: 30,
+      data: rounds.map((r) => r.round),
+      axisLabel: AXIS_LABEL,
+    },
+    yAxis: [
+      valueAxis('Duration (s)', { min: 0 }),
+      { ...valueAxis('Traffic (MB)', { min: 0 }), position: 'right', nameGap: 46, splitLine: { show: false } },
+    ],
+    series: [
+      {
+        name: 'Duration (s)',
+        type: 'bar',
+        data: rounds.map((r) => (r.duration_s == null ? null : Number(r.duration_s.toFixed(2)))),
+        barMaxWidth: 28,
+      },
+      {
+        name: 'Uplink (MB)',
+        type: 'bar',
+        yAxisIndex: 1,
+        stack: 'traffic',
+        data: rounds.map((r) => mb(r.bytes_up)),
+        barMaxWidth: 28,
+      },
+      {
+        name: 'Downlink (MB)',
+        type: 'bar',
+        yAxisIndex: 1,
+        stack: 'traffic',
+        data: rounds.map((r) => mb(r.bytes_down)),
+        barMaxWidth: 28,
+      },
+    ],
+  }
+}
+
+/** Privacy spent so far (epsilon) after each round. */
+export function epsilonOption(rounds, budget) {
+  const option = metricLineOption({
+    title: 'Privacy budget spent (ε)',
+    metric: 'ε',
+    series: [
+      {
+        name: 'ε',
+        points: rounds.filter((r) => r.epsilon != null).map((r) => [r.round, r.epsilon]),
+        color: '#7c3aed',
+      },
+    ],
+  })
+  if (budget) {
+    option.series[0].markLine = {
+      symbol: 'none',
+      label: { formatter: `budget ${budget}` },
+      lineStyle: { color: '#dc2626', type: 'dashed' },
+      data: [{ yAxis: budget }],
+    }
+  }
+  return option
+}
+
+/** Confusion-matrix heatmap: rows are true classes, columns predicted classes. */
+export function confusionOption(matrix, classNames) {
+  const n = matrix.length
+  const names = Array.from({ length: n }, (_, i) => classNames?.[i] ?? `class ${i}`)
+  const data = []
+  let max = 1
+  matrix.forEach((row, i) =>
+    row.forEach((count, j) => {
+      data.push([j, i, count])
+      max = Math.max(max, count)
+    }),
+  )
+  return {
+    tooltip: {
+      formatter: (p) => `true <b>${names[p.value[1]]}</b><br/>predicted <b>${names[p.value[0]]}</b>: ${p.value[2]}`,
+    },
+    grid: { left: 96, right: 24, top: 16, bottom: 88 },
+    xAxis: {
+      type: 'category',
+      data: names,
+      name: 'Predicted',
+      nameLocation: 'middle',
+      nameGap: 30,
+      axisLabel: AXIS_LABEL,
+      splitArea: { show: true },
+    },
+    yAxis: {
+      type: 'category',
+      data: names,
+      name: 'True',
+      nameLocation: 'middle',
+      nameGap: 72,
+      inverse: true,
+      axisLabel: AXIS_LABEL,
+      splitArea: { show: true },
+    },
+    visualMap: {
+      min: 0,
+      max,
+      calculable: true,
+      orient: 'horizontal',
+      left: 'center',
+      bottom: 4,
+      itemHeight: 120,
+      inRange: { color: ['#f0fdfa', '#5eead4', '#0f766e', '#134e4a'] },
+    },
+    series: [
+      {
+        type: 'heatmap',
+        data,
+        label: { show: true, fontSize: 14, fontWeight: 600 },
+        emphasis: { itemStyle: { shadowBlur: 8, shadowColor: 'rgba(0,0,0,0.3)' } },
+      },
+    ],
+  }
+}
