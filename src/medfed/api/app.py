@@ -62,6 +62,7 @@ def create_app(cfg: MedfedConfig, store: RunStore | None = None) -> FastAPI:
     app.state.cfg = cfg
     app.state.store = run_store
     app.state.signer = TokenSigner(load_secret(cfg))
+    app.state.static_dir = static.STATIC_DIR
     app.add_exception_handler(MedfedError, _medfed_error)
     app.include_router(_api_router())
     app.include_router(static.router)

@@ -11,9 +11,9 @@ from starlette.concurrency import run_in_threadpool
 
 from medfed.store import RunStore
 from medfed.store.records import EventRecord
+from medfed.store.repository import FINAL_STATUSES
 
 TERMINAL_EVENTS = frozenset({"run_finished", "run_failed", "run_stopped"})
-TERMINAL_STATUSES = frozenset({"finished", "failed", "stopped"})
 HEARTBEAT_S = 15.0
 WAIT_S = 5.0
 
@@ -29,20 +29,18 @@ async def run_events(
     store: RunStore,
     run_id: str,
     after_id: int = 0,
-    *,
-    heartbeat_s: float = HEARTBEAT_S,
-    wait_s: float = WAIT_S,
 ) -> AsyncIterator[str]:
     """Replay the run's events after ``after_id``, then relay new ones as they are published.
 
     Ends after a terminal event, when the client goes away, or when the run's row already
-    said it ended and no event came within ``wait_s`` (a run killed without an end event).
+    said it ended and no event came within ``WAIT_S`` (a run killed without an end event).
+    A comment line every ``HEARTBEAT_S`` of silence keeps proxies from closing the stream.
     """
     last_id = after_id
     last_sent = time.monotonic()
     while True:
         ended = await _run_over(store, run_id)
-        batch = await run_in_threadpool(store.wait_for_events, run_id, last_id, wait_s)
+        batch = await run_in_threadpool(store.wait_for_events, run_id, last_id, WAIT_S)
         for event in batch:
             yield format_event(event)
             last_id = event.id
@@ -51,11 +49,11 @@ async def run_events(
                 return
         if (not batch and ended) or await request.is_disconnected():
             return
-        if time.monotonic() - last_sent >= heartbeat_s:
+        if time.monotonic() - last_sent >= HEARTBEAT_S:
             yield ": heartbeat\n\n"
             last_sent = time.monotonic()
 
 
 async def _run_over(store: RunStore, run_id: str) -> bool:
     run = await run_in_threadpool(store.get_run, run_id)
-    return run.status in TERMINAL_STATUSES
+    return run.status in FINAL_STATUSES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -32,14 +32,15 @@ def _static_file(path: str, root: Path) -> Path | None:
 
 
 @router.get("/{path:path}")
-def web_ui(path: str) -> Response:
+def web_ui(path: str, request: Request) -> Response:
     """A file of the built UI, else its index.html (client-side routes); /api/* stays 404."""
     if path == "api" or path.startswith("api/"):
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no API route /{path}")
-    index = STATIC_DIR / "index.html"
+    root: Path = request.app.state.static_dir
+    index = root / "index.html"
     if not index.is_file():
         return HTMLResponse(NOT_BUILT_PAGE)
-    found = _static_file(path, STATIC_DIR) if path else None
+    found = _static_file(path, root) if path else None
     if found is None:
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
     return FileResponse(found)
