@@ -1,0 +1,90 @@
+"""Build a run's evaluation report from the run store: HTML, PDF, or both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from medfed.errors import MedfedError, StoreError
+from medfed.reports.content import ReportContent, gather_content
+from medfed.reports.html import render_html
+from medfed.reports.pdf import write_pdf
+from medfed.reports.roc import RocData, roc_of_checkpoint
+from medfed.store import RunStore
+from medfed.store.artifacts import KEY_FILE
+
+FORMATS = ("html", "pdf")
+
+
+def build_report(
+    store: RunStore,
+    run_id: str,
+    out_dir: Path,
+    fmt: Literal["html", "pdf"] = "html",
+    *,
+    roc: RocData | None = None,
+    artifacts_root: Path | None = None,
+) -> Path:
+    """Write the report of run ``run_id`` into ``out_dir`` and return the file's path.
+
+    Without ``roc`` the ROC curve is computed from the run's latest checkpoint (decrypted from
+    ``artifacts_root``, default ``HOME/artifacts`` of the run's config) on the config's held-out
+    test set (``artifacts_root``, when given, is tried before the run's own home); when either
+    is missing the report says why in place of the curve.
+    """
+    if fmt not in FORMATS:
+        raise StoreError(f"report format {fmt!r} is not known: use html or pdf")
+    content = report_content(store, run_id, roc=roc, artifacts_root=artifacts_root)
+    return write_report(content, out_dir, fmt)
+
+
+def report_content(
+    store: RunStore,
+    run_id: str,
+    *,
+    roc: RocData | None = None,
+    artifacts_root: Path | None = None,
+) -> ReportContent:
+    """Read everything the report shows about ``run_id`` (a StoreError when it is unknown)."""
+    run = store.get_run(run_id)
+    checkpoint = store.latest_checkpoint(run.id)
+    roc_note = ""
+    if roc is None:
+        roc, roc_note = _roc_of_run(run, checkpoint, artifacts_root)
+    return gather_content(
+        run, store.rounds(run.id), store.client_results(run.id), checkpoint, roc, roc_note
+    )
+
+
+def write_report(content: ReportContent, out_dir: Path, fmt: Literal["html", "pdf"]) -> Path:
+    """Write already gathered content as ``out_dir/medfed-report-<run id>.<fmt>``."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"report folder {out_dir} cannot be created: {exc.strerror}") from None
+    path = out_dir / f"medfed-report-{content.run_id}.{fmt}"
+    try:
+        if fmt == "html":
+            path.write_text(render_html(content), encoding="utf-8")
+        else:
+            write_pdf(content, path)
+    except OSError as exc:
+        raise StoreError(f"report {path} cannot be written: {exc.strerror}") from None
+    return path
+
+
+def _roc_of_run(
+    run: Any, checkpoint: Any | None, artifacts_root: Path | None
+) -> tuple[RocData | None, str]:
+    """The ROC of the run's latest checkpoint, or None and the reason it is not available."""
+    if checkpoint is None:
+        return None, "No model checkpoint is stored for this run, so the model cannot be scored."
+    roots = [Path(run.config.get("home", ".medfed")) / "artifacts"]
+    if artifacts_root is not None:
+        roots.insert(0, Path(artifacts_root))
+    root = next((r for r in roots if (r.parent / KEY_FILE).is_file()), roots[0])
+    try:
+        return roc_of_checkpoint(run.config, Path(checkpoint.path), root), ""
+    except MedfedError as exc:
+        return None, f"The round-{checkpoint.round} checkpoint could not be scored: {exc}"
