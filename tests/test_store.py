@@ -396,6 +396,7 @@ def test_audit_log_newest_first(store: RunStore) -> None:
     assert entries[1].detail == {"strategy": "FedAvg"} and entries[1].user == "ada"
     assert entries[0].user is None and _close_to_now(entries[0].at)
     assert [e.action for e in store.audit_log(limit=1, offset=1)] == ["run.create"]
+    assert store.count_audit() == 3
 
 
 def test_templates_save_replace_and_get(store: RunStore) -> None:
@@ -414,11 +415,13 @@ def test_hospitals_seen_and_runs_joined(store: RunStore) -> None:
     store.touch_hospital("hospital-2")
     first_seen = store.list_hospitals()[0].last_seen
     store.touch_hospital("hospital-1")
-    for run_id in (_run(store), _run(store)):
+    run_ids = [_run(store, "first"), _run(store, "second")]
+    for run_id in reversed(run_ids):
         for r in (1, 2):
             store.record_client_result(run_id, r, hospital="hospital-1", phase="train", status="ok")
     hospitals = store.list_hospitals()
     assert [(h.name, h.runs_joined) for h in hospitals] == [("hospital-1", 2), ("hospital-2", 0)]
+    assert hospitals[0].run_ids == tuple(run_ids) and hospitals[1].run_ids == ()
     assert hospitals[0].info == {"num_examples": 120}  # kept when not given
     assert hospitals[0].last_seen >= first_seen and hospitals[1].info is None
     store.touch_hospital("hospital-1", {"num_examples": 80})

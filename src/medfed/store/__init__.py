@@ -14,6 +14,7 @@ from medfed.store.records import (
     UserRecord,
 )
 from medfed.store.repository import (
+    FINAL_STATUSES,
     MODES,
     PHASES,
     ROLES,
@@ -22,6 +23,7 @@ from medfed.store.repository import (
 )
 
 __all__ = [
+    "FINAL_STATUSES",
     "MODES",
     "PHASES",
     "ROLES",

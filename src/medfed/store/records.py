@@ -127,4 +127,8 @@ class HospitalRecord:
     name: str
     last_seen: datetime
     info: dict[str, Any] | None
-    runs_joined: int = 0
+    run_ids: tuple[str, ...] = ()
+
+    @property
+    def runs_joined(self) -> int:
+        return len(self.run_ids)

@@ -437,6 +437,11 @@ class RunStore:
             ).all()
             return [_audit_record(row) for row in rows]
 
+    def count_audit(self) -> int:
+        """How many entries the audit log holds."""
+        with self._session() as session:
+            return session.scalar(select(func.count()).select_from(m.AuditEntry)) or 0
+
     def save_template(
         self, name: str, config: dict[str, Any], created_by: str | None = None
     ) -> TemplateRecord:
@@ -480,24 +485,21 @@ class RunStore:
                 hospital.info = jsonable(info, "info")
 
     def list_hospitals(self) -> list[HospitalRecord]:
-        """Known hospitals with the number of runs each took part in."""
-        runs_joined = (
-            select(
-                m.ClientResult.hospital,
-                func.count(func.distinct(m.ClientResult.run_id)).label("runs"),
-            )
-            .group_by(m.ClientResult.hospital)
-            .subquery()
-        )
-        query = (
-            select(m.Hospital, func.coalesce(runs_joined.c.runs, 0))
-            .outerjoin(runs_joined, runs_joined.c.hospital == m.Hospital.name)
-            .order_by(m.Hospital.name)
+        """Known hospitals, each with the runs it sent results to (oldest run first)."""
+        joined = (
+            select(m.ClientResult.hospital, m.ClientResult.run_id)
+            .join(m.Run, m.Run.id == m.ClientResult.run_id)
+            .group_by(m.ClientResult.hospital, m.ClientResult.run_id, m.Run.created_at)
+            .order_by(m.Run.created_at, m.ClientResult.run_id)
         )
         with self._session() as session:
+            run_ids: dict[str, list[str]] = {}
+            for hospital, run_id in session.execute(joined):
+                run_ids.setdefault(hospital, []).append(run_id)
+            hospitals = session.scalars(select(m.Hospital).order_by(m.Hospital.name)).all()
             return [
-                HospitalRecord(h.name, h.last_seen, h.info, int(runs))
-                for h, runs in session.execute(query)
+                HospitalRecord(h.name, h.last_seen, h.info, tuple(run_ids.get(h.name, ())))
+                for h in hospitals
             ]
 
     # helpers ------------------------------------------------------------------------------
