@@ -89,10 +89,7 @@ def demo_source() -> Path:
         raise DataError(
             f"the demo images (Python package {DEMO_PACKAGE}) are missing: {INSTALL_HINT}"
         )
-    source = Path(next(iter(spec.submodule_search_locations))) / "br35h"
-    if not all((source / name).is_dir() for name in DEMO_CLASSES):
-        raise DataError(f"{source} does not hold the Br35H images: reinstall with {INSTALL_HINT}")
-    return source
+    return Path(next(iter(spec.submodule_search_locations))) / "br35h"
 
 
 def write_demo_dataset(
@@ -130,6 +127,8 @@ def write_demo_dataset(
 
 def _source_files(source: Path, limit: int | None) -> list[tuple[Path, int]]:
     """(file, label) of each source image, sorted by class then file name."""
+    if not all((source / name).is_dir() for name in DEMO_CLASSES):
+        raise DataError(f"{source} does not hold the Br35H images (no/, yes/): {INSTALL_HINT}")
     files = []
     for label, name in enumerate(DEMO_CLASSES):
         names = sorted(p for p in (source / name).iterdir() if p.is_file() and p.name[0] != ".")

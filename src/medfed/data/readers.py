@@ -139,21 +139,27 @@ def scan_dataset(
     return DataManifest(root, layout, scan.class_names, scan.samples, scan.problems, infos)
 
 
-def describe_problems(root: Path, problems: list[Problem], advice: bool = True) -> str:
-    """Count each kind of problem, name the first offenders and (``advice``) say what to do."""
+def describe_problems(root: Path, problems: list[Problem]) -> str:
+    """Count each kind of problem, name the first offenders and say what to do."""
+    return "\n".join(
+        [
+            f"{root}: {len(problems)} problem(s) in the dataset:",
+            *_problem_lines(problems),
+            "Fix or remove these items (`medfed data check PATH` lists them), "
+            "or pass --skip-bad (data.skip_bad: true) to leave them out.",
+        ]
+    )
+
+
+def _problem_lines(problems: list[Problem]) -> list[str]:
     counts = Counter(p.kind for p in problems)
-    lines = [f"{root}: {len(problems)} problem(s) in the dataset:"]
+    lines = []
     for kind, label in PROBLEM_KINDS.items():
         if counts[kind]:
             shown = [p.text for p in problems if p.kind == kind][:SHOWN_OFFENDERS]
             more = "; ..." if counts[kind] > SHOWN_OFFENDERS else ""
             lines.append(f"  {counts[kind]} {label}: " + "; ".join(shown) + more)
-    if advice:
-        lines.append(
-            "Fix or remove these items (`medfed data check PATH` lists them), "
-            "or pass --skip-bad (data.skip_bad: true) to leave them out."
-        )
-    return "\n".join(lines)
+    return lines
 
 
 def read_class_names(root: Path) -> list[str] | None:
@@ -343,9 +349,10 @@ def _check_images(scan: _Scan) -> list[ImageInfo]:
 def _check_usable(root: Path, scan: _Scan, min_classes: int) -> None:
     if not scan.samples:
         if scan.problems:
+            lines = _problem_lines(scan.problems)
             raise DataError(
-                "no usable images remain after skipping the bad items; "
-                + describe_problems(root, scan.problems, advice=False)
+                f"{root}: no usable images remain after leaving out {len(scan.problems)} bad "
+                "item(s):\n" + "\n".join(lines)
             )
         raise DataError(
             f"{root}: the dataset is empty (no images found); add images in the Kaggle "
