@@ -425,3 +425,39 @@ def test_report_format_is_validated(
     response = client.get(f"/api/runs/{run_id}/report?format=docx", headers=viewer)
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "format"]
+
+
+@pytest.mark.parametrize(
+    ("fmt", "media_type", "magic"),
+    [("html", "text/html", b"<"), ("pdf", "application/pdf", b"%PDF")],
+)
+def test_report_download_is_built_and_audited(
+    client: TestClient,
+    store: RunStore,
+    cfg: MedfedConfig,
+    viewer: dict[str, str],
+    fmt: str,
+    media_type: str,
+    magic: bytes,
+) -> None:
+    run_id = seed_run(store, cfg, "reported run", status="running")
+    for rnd, accuracy in ((1, 0.7), (2, 0.8)):
+        store.record_round(
+            run_id, rnd, metrics={"loss": 1 - accuracy, "accuracy": accuracy}, duration_s=1.0
+        )
+    store.set_final_metrics(run_id, {"accuracy": 0.8, "loss": 0.2})
+    store.set_status(run_id, "finished")
+    response = client.get(f"/api/runs/{run_id}/report?format={fmt}", headers=viewer)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith(media_type)
+    assert response.content.lstrip().startswith(magic)
+    assert f"reported_run-{run_id[:8]}-report.{fmt}" in response.headers["content-disposition"]
+    if fmt == "html":
+        assert "reported run" in response.text
+    entry = store.audit_log(limit=1)[0]
+    assert (entry.user, entry.action, entry.target, entry.detail) == (
+        "victor",
+        "report.download",
+        run_id,
+        {"format": fmt},
+    )
