@@ -104,7 +104,13 @@ def test_per_example_clipping_bounds_each_step() -> None:
     before = torch.cat([p.detach().flatten().clone() for p in model.parameters()])
     cfg = sample_cfg(noise_multiplier=0.0, max_grad_norm=clip)
     with prepare_dp_training(
-        model, sgd(model, lr), image_dataset(x, y), batch_size=16, cfg=cfg, seed=0
+        model,
+        sgd(model, lr),
+        image_dataset(x, y),
+        batch_size=16,
+        cfg=cfg,
+        batch_transform=to_unit,
+        seed=0,
     ) as dp:
         batch = next(iter(dp.loader))
         dp.optimizer.zero_grad()
