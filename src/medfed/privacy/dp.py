@@ -54,7 +54,7 @@ def image_dataset(images: np.ndarray, labels: np.ndarray) -> TensorDataset:
 
 class BatchTransformLoader:
     """Applies a batch transform (e.g. augmentation + normalisation of uint8 images) to each
-    ``(x, y)`` of a loader, and converts labels to int64. Keeps ``len()``.
+    ``(x, y)`` of a loader (default: ``x / 255``), and converts labels to int64. Keeps ``len()``.
 
     Empty batches (possible under Poisson sampling) are passed on as empty float tensors, so the
     optimizer still takes its noisy step.
@@ -69,8 +69,10 @@ class BatchTransformLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self.loader:
-            if len(x) == 0 or self.transform is None:
+            if len(x) == 0:
                 yield x.float(), y.long()
+            elif self.transform is None:
+                yield x.float() / 255, y.long()
             else:
                 yield self.transform(x), y.long()
 
