@@ -41,7 +41,13 @@ const AXIS_LABEL = { color: '#475569' }
 const SPLIT_LINE = { lineStyle: { color: '#e2e8f0' } }
 
 function baseGrid(extra = {}) {
-  return { left: 56, right: 24, top: 44, bottom: 52, containLabel: false, ...extra }
+  return { left: 60, right: 24, top: 48, bottom: 78, containLabel: false, ...extra }
+}
+
+const TITLE_STYLE = { fontSize: 14, fontWeight: 600, color: '#0f172a' }
+
+function legend() {
+  return { type: 'scroll', bottom: 4, left: 'center', itemWidth: 18, itemHeight: 10 }
 }
 
 function roundAxis(name = 'Round') {
@@ -81,12 +87,12 @@ export function metricLineOption({ title, metric, series, percent = false, maxRo
   const digits = percent ? 3 : 4
   return {
     color: PALETTE,
-    title: { text: title, left: 8, top: 6, textStyle: { fontSize: 14, fontWeight: 600 } },
+    title: { text: title, left: 4, top: 4, textStyle: TITLE_STYLE },
     tooltip: {
       trigger: 'axis',
       valueFormatter: (v) => (v == null ? '—' : Number(v).toFixed(digits)),
     },
-    legend: { type: 'scroll', top: 8, left: 'center', right: 16, itemWidth: 18 },
+    legend: legend(),
     grid: baseGrid(),
     xAxis: { ...roundAxis(), max: maxRound ? Math.max(maxRound, 1) : undefined },
     yAxis: valueAxis(metric, { percent, min: percent ? 0 : undefined }),
@@ -110,15 +116,9 @@ export function roundCostOption(rounds) {
   const mb = (b) => (b == null ? null : Number((b / 1024 / 1024).toFixed(3)))
   return {
     color: ['#0f766e', '#2563eb', '#93c5fd'],
-    title: {
-      text: 'Duration and traffic per round',
-      left: 8,
-      top: 6,
-      textStyle: { fontSize: 14, fontWeight: 600 },
-    },
     tooltip: { trigger: 'axis', axisPointer: { type: 'shadow' } },
-    legend: { top: 8, left: 'center' },
-    grid: baseGrid({ right: 64 }),
+    legend: legend(),
+    grid: baseGrid({ right: 64, top: 24 }),
     xAxis: {
       type: 'category',
       name: 'Round',
@@ -198,7 +198,7 @@ export function confusionOption(matrix, classNames) {
     tooltip: {
       formatter: (p) => `true <b>${names[p.value[1]]}</b><br/>predicted <b>${names[p.value[0]]}</b>: ${p.value[2]}`,
     },
-    grid: { left: 96, right: 24, top: 16, bottom: 88 },
+    grid: { left: 96, right: 96, top: 16, bottom: 56 },
     xAxis: {
       type: 'category',
       data: names,
@@ -222,10 +222,10 @@ export function confusionOption(matrix, classNames) {
       min: 0,
       max,
       calculable: true,
-      orient: 'horizontal',
-      left: 'center',
-      bottom: 4,
-      itemHeight: 120,
+      orient: 'vertical',
+      right: 8,
+      top: 'middle',
+      itemHeight: 160,
       inRange: { color: ['#f0fdfa', '#5eead4', '#0f766e', '#134e4a'] },
     },
     series: [

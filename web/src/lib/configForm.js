@@ -62,10 +62,15 @@ export const SCHEME_NOTES = {
   quantity: 'Same class balance, very different dataset sizes per hospital.',
 }
 
+/** A deep copy of plain JSON data (also of Vue reactive proxies, which structuredClone refuses). */
+function copyJson(value) {
+  return value === undefined ? undefined : JSON.parse(JSON.stringify(value))
+}
+
 /** The dashboard-editable part of a full configuration, deep-copied. */
 export function pickSections(config) {
   const out = {}
-  for (const section of FORM_SECTIONS) out[section] = structuredClone(config?.[section] ?? {})
+  for (const section of FORM_SECTIONS) out[section] = copyJson(config?.[section] ?? {})
   return out
 }
 
@@ -73,7 +78,7 @@ export function pickSections(config) {
 export function mergeConfig(defaults, partial) {
   const out = pickSections(defaults)
   for (const section of FORM_SECTIONS) {
-    Object.assign(out[section], structuredClone(partial?.[section] ?? {}))
+    Object.assign(out[section], copyJson(partial?.[section] ?? {}))
   }
   return out
 }

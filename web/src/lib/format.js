@@ -6,6 +6,7 @@ const dateTime = new Intl.DateTimeFormat(undefined, {
   day: '2-digit',
   hour: '2-digit',
   minute: '2-digit',
+  hourCycle: 'h23',
 })
 
 export function formatDate(value) {
@@ -55,6 +56,8 @@ const STATUS_TYPES = {
   completed: 'success',
   succeeded: 'success',
   ok: 'success',
+  online: 'success',
+  offline: 'info',
   failed: 'danger',
   error: 'danger',
   stopped: 'warning',

@@ -54,11 +54,22 @@ export function useRunProgress(runId) {
     ),
   )
 
-  /** One row per hospital: its most recent reply (or failure). */
+  /** One row per hospital: its most recent reply (or failure) and its traffic over the run. */
   const hospitalStatus = computed(() => {
     const latest = new Map()
-    for (const row of clientRows.value) latest.set(row.hospital, row)
-    return hospitals.value.map((h) => latest.get(h))
+    const traffic = new Map()
+    for (const row of clientRows.value) {
+      latest.set(row.hospital, row)
+      const sum = traffic.get(row.hospital) || { up: 0, down: 0 }
+      sum.up += row.bytes_up || 0
+      sum.down += row.bytes_down || 0
+      traffic.set(row.hospital, sum)
+    }
+    return hospitals.value.map((h) => ({
+      ...latest.get(h),
+      total_up: traffic.get(h).up,
+      total_down: traffic.get(h).down,
+    }))
   })
 
   function upsertRound(round) {
@@ -203,7 +214,9 @@ export function useRunProgress(runId) {
 export function clientMetric(row, metric) {
   const m = row?.metrics || {}
   for (const key of [metric, `eval_${metric}`, `val_${metric}`, `test_${metric}`]) {
-    if (m[key] != null && typeof m[key] === 'number') return m[key]
+    const value = m[key]
+    // A negative AUC marks "undefined" (a hospital whose test set holds one class).
+    if (typeof value === 'number' && !(metric === 'auc' && value < 0)) return value
   }
   return null
 }
