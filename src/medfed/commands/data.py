@@ -54,7 +54,7 @@ def check(
         problems += manifest.skipped
     if problems and not skip_bad:
         raise DataError(describe_problems(Path(path), problems))
-    console.print(f"[green]{path}: ready for training[/]")
+    console.print(f"[green]{path}: ready for training[/]", soft_wrap=True)
 
 
 def _splits(path: Path) -> list[tuple[str, Path]]:
@@ -66,7 +66,7 @@ def _splits(path: Path) -> list[tuple[str, Path]]:
 
 
 def _print_summary(title: str, manifest: DataManifest) -> None:
-    console.print(f"[bold]{title}[/]: {manifest.root} ({manifest.layout} layout)")
+    console.print(f"[bold]{title}[/]: {manifest.root} ({manifest.layout} layout)", soft_wrap=True)
     console.print(class_table(manifest.class_names, manifest.class_counts()))
     if manifest.infos:
         console.print(image_table(manifest))
@@ -169,7 +169,8 @@ def partition(
     console.print(hospital_table(counts, manifest.class_names, scheme))
     if out is not None:
         title = f"{scheme} (alpha {alpha})" if scheme in ("dirichlet", "quantity") else scheme
-        console.print(f"chart: {plot_partition(counts, manifest.class_names, out, title)}")
+        chart = plot_partition(counts, manifest.class_names, out, title)
+        console.print(f"chart: {chart}", soft_wrap=True)
 
 
 def hospital_table(counts: np.ndarray, class_names: list[str], scheme: str) -> Table:
