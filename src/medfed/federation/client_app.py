@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 
 import torch
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from medfed.config import MedfedConfig
-from medfed.errors import FederationError
+from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
 from medfed.federation.codec import CodecSpec
 from medfed.federation.hospital import (
@@ -20,6 +20,8 @@ from medfed.federation.hospital import (
     train_locally,
 )
 from medfed.federation.runtime import RunSettings
+
+ERROR_CODE = 900  # a medfed error at the hospital; the reason says which and why
 
 
 def _round_inputs(
@@ -49,7 +51,7 @@ def simulate_failure(cfg: MedfedConfig, hospital: str, server_round: int, contex
         if target == f"{hospital}@{server_round}":
             if mode == "hang":
                 time.sleep(cfg.federated.round_timeout + 2)
-            raise FederationError(f"{hospital}: simulated failure in round {server_round}")
+            raise FederationError(f"simulated failure in round {server_round}")
 
 
 def handle_train(msg: Message, context: Context, fixed: RunSettings | None = None) -> Message:
@@ -109,17 +111,29 @@ def handle_evaluate(msg: Message, context: Context, fixed: RunSettings | None = 
     return Message(RecordDict({"metrics": metrics, "info": info}), reply_to=msg)
 
 
+def replying_errors(handler, msg: Message, context: Context, fixed: RunSettings | None) -> Message:
+    """A hospital's known failures (bad data, config) go back as a short error reply."""
+    try:
+        return handler(msg, context, fixed)
+    except MedfedError as exc:
+        name = context.node_config.get("hospital")
+        if name is None and "partition-id" in context.node_config:
+            name = f"hospital-{context.node_config['partition-id']}"
+        reason = f"[{name}] {exc}" if name else str(exc)
+        return Message(Error(code=ERROR_CODE, reason=reason), reply_to=msg)
+
+
 def make_client_app(fixed: RunSettings | None = None) -> ClientApp:
     """A ClientApp; ``fixed`` settings (simulation) or the run config (deployment)."""
     client_app = ClientApp()
 
     @client_app.train()
     def _train(msg: Message, context: Context) -> Message:
-        return handle_train(msg, context, fixed)
+        return replying_errors(handle_train, msg, context, fixed)
 
     @client_app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:
-        return handle_evaluate(msg, context, fixed)
+        return replying_errors(handle_evaluate, msg, context, fixed)
 
     return client_app
 

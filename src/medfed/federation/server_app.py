@@ -9,6 +9,7 @@ can resume from a checkpoint, tolerate hospitals that fail or vanish, and stop o
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from medfed.store.artifacts import ArtifactStore
 
 log = logging.getLogger("medfed.server")
 NODE_WAIT_POLL_S = 1.0
+HOSPITAL_PREFIX = re.compile(r"^\[([^\]]+)\] (.*)", re.DOTALL)
 
 
 def stop_flag(home: Path, run_id: str) -> Path:
@@ -243,7 +245,7 @@ class FederatedRun:
         for reply in replies:
             node = reply.metadata.src_node_id
             if reply.has_error():
-                failed[node] = reply.error.reason or f"error code {reply.error.code}"
+                failed[node] = self._failure_reason(node, reply.error.reason or "")
             else:
                 self.hospital_names[node] = str(reply.content["info"]["hospital"])
                 ok.append(reply)
@@ -347,6 +349,18 @@ class FederatedRun:
     def _check_stop(self) -> None:
         if stop_flag(self.home, self.run_id).exists():
             raise RunStopped()
+
+    def _failure_reason(self, node: int, reason: str) -> str:
+        """The one line that matters of a hospital's error; learns its name when given."""
+        named = HOSPITAL_PREFIX.match(reason)
+        if named:
+            self.hospital_names.setdefault(node, named.group(1))
+            return named.group(2).strip()
+        lines = [line.strip() for line in reason.splitlines() if line.strip()]
+        for line in reversed(lines):
+            if "Error:" in line or "Exception:" in line:
+                return line.split("Message:", 1)[-1].strip()
+        return lines[-1] if lines else "the hospital reported an error without a reason"
 
     def _describe(self, failed: dict[int, str]) -> str:
         if not failed:

@@ -1,0 +1,244 @@
+"""Federated runs on Flower's real simulation engine: rounds recorded, faults, stop and resume."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from flwr.app import MetricRecord, RecordDict
+from flwr.serverapp import strategy as fl
+
+from medfed.cli import main
+from medfed.config import STRATEGIES, load_config
+from medfed.federation.runner import absolute_paths, create_run, start_run, stop_run
+from medfed.federation.runtime import RunSettings
+from medfed.federation.simulation import run_simulated
+from medfed.federation.strategies import aggregate_metrics, build_strategy
+from medfed.store import RunStore
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_overrides(data: Path, home: Path, **extra: object) -> dict[str, object]:
+    return {
+        "home": str(home),
+        "data.path": str(data),
+        "data.image_size": 16,
+        "model.name": "cancer_cnn",
+        "training.batch_size": 8,
+        "training.learning_rate": 0.003,
+        "federated.num_clients": 2,
+        "federated.rounds": 2,
+        **extra,
+    }
+
+
+def simulate(data: Path, home: Path, **extra: object) -> tuple[RunStore, str]:
+    """One simulated run in this process; returns the store and the run id."""
+    cfg = absolute_paths(load_config(None, tiny_overrides(data, home, **extra)))
+    home.mkdir(parents=True, exist_ok=True)
+    store = RunStore(cfg.database_url)
+    run_id = create_run(cfg, store)
+    settings = RunSettings(
+        run_id=run_id, config=cfg.to_dict(), store_url=store.url, home=str(cfg.home)
+    )
+    run_simulated(settings, cfg.federated.num_clients)
+    return store, run_id
+
+
+def wait_for(predicate, timeout: float = 180.0, every: float = 0.5) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(every)
+
+
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_every_strategy_name_builds_flowers_class(name: str) -> None:
+    strategy = build_strategy(load_config(None, {"federated.strategy": name}))
+    assert type(strategy).__name__ == name
+    assert isinstance(strategy, fl.Strategy)
+
+
+def test_client_level_dp_wraps_the_strategy() -> None:
+    cfg = load_config(None, {"privacy.mode": "client", "privacy.noise_multiplier": 0.8})
+    strategy = build_strategy(cfg)
+    assert isinstance(strategy, fl.DifferentialPrivacyServerSideFixedClipping)
+
+
+def test_metrics_are_weighted_and_confusion_matrices_summed() -> None:
+    replies = [
+        RecordDict(
+            {
+                "m": MetricRecord(
+                    {
+                        "num-examples": 10,
+                        "accuracy": 0.9,
+                        "bytes-up": 100,
+                        "confusion-matrix": [4, 1, 0, 5],
+                    }
+                )
+            }
+        ),
+        RecordDict(
+            {
+                "m": MetricRecord(
+                    {
+                        "num-examples": 30,
+                        "accuracy": 0.5,
+                        "bytes-up": 50,
+                        "confusion-matrix": [10, 5, 10, 5],
+                    }
+                )
+            }
+        ),
+    ]
+    out = aggregate_metrics(replies, "num-examples")
+    assert out["num-examples"] == 40
+    assert out["accuracy"] == pytest.approx((0.9 * 10 + 0.5 * 30) / 40)
+    assert out["bytes-up"] == 150
+    assert list(out["confusion-matrix"]) == [14, 6, 10, 10]
+
+
+def test_simulated_run_records_every_round_and_hospital(kaggle_dataset: Path, tmp_path: Path):
+    store, run_id = simulate(
+        kaggle_dataset, tmp_path / "home", **{"compression.topk": 0.1, "compression.quant_bits": 8}
+    )
+    run = store.get_run(run_id)
+    assert run.status == "finished", run.error
+    rounds = store.rounds(run_id)
+    assert [r.round for r in rounds] == [1, 2]
+    for r in rounds:
+        assert 0.0 <= r.metrics["accuracy"] <= 1.0
+        cm = np.array(r.metrics["confusion_matrix"])
+        assert cm.sum() == 12  # the held-out test set: 6 per class
+        assert r.num_clients_ok == 2 and r.num_clients_failed == 0
+        assert r.evaluate_metrics["num-examples"] > 0
+    results = store.client_results(run_id)
+    assert {(c.round, c.hospital, c.phase) for c in results} == {
+        (k, f"hospital-{h}", phase)
+        for k in (1, 2)
+        for h in (0, 1)
+        for phase in ("train", "evaluate")
+    }
+    train = [c for c in results if c.phase == "train"]
+    assert sum(c.num_examples for c in train if c.round == 1) == 32 - 4  # local validation kept
+    # top-k 10% + 8-bit: each upload is a small fraction of the fp32 model sent down
+    assert all(0 < c.bytes_up < c.bytes_down / 10 for c in train)
+    assert rounds[0].bytes_up == sum(c.bytes_up for c in train if c.round == 1)
+    checkpoints = store.checkpoints(run_id)
+    assert [c.round for c in checkpoints] == [1, 2]
+    assert all(Path(c.path).is_file() for c in checkpoints)
+    kinds = [e.type for e in store.events(run_id)]
+    assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
+    assert kinds.count("round_finished") == 2
+
+
+def test_failed_and_silent_hospitals_are_recorded_and_the_run_goes_on(
+    kaggle_dataset: Path, tmp_path: Path
+):
+    store, run_id = simulate(
+        kaggle_dataset,
+        tmp_path / "home",
+        **{
+            "federated.num_clients": 3,
+            "federated.rounds": 2,
+            "federated.round_timeout": 25,
+            "federated.simulated_failures": ["hospital-1@1", "hospital-2@2:hang"],
+        },
+    )
+    run = store.get_run(run_id)
+    assert run.status == "finished", run.error
+    failed = [c for c in store.client_results(run_id) if c.status == "failed"]
+    by_round = {c.round: c for c in failed if c.phase == "train"}
+    assert "simulated failure" in by_round[1].error
+    assert "no reply within" in by_round[2].error
+    rounds = store.rounds(run_id)
+    assert rounds[0].num_clients_ok == 2 and rounds[0].num_clients_failed >= 1
+    assert [r.round for r in rounds] == [1, 2]
+
+
+def test_too_few_replies_fail_the_run_with_the_reason(kaggle_dataset: Path, tmp_path: Path):
+    store, run_id = simulate(
+        kaggle_dataset, tmp_path / "home", **{"federated.simulated_failures": ["hospital-0@1"]}
+    )
+    run = store.get_run(run_id)
+    assert run.status == "failed"
+    assert "min_train_clients" in run.error and "hospital-0" in run.error
+    assert store.events(run_id)[-1].type == "run_failed"
+
+
+def test_run_cli_follows_a_run_to_the_end(kaggle_dataset: Path, tmp_path: Path, capsys):
+    config = tmp_path / "config.yml"
+    overrides = tiny_overrides(kaggle_dataset, tmp_path / "home")
+    nested: dict = {}
+    for key, value in overrides.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    config.write_text(yaml.safe_dump(nested))
+    assert main(["run", "--config", str(config), "--rounds", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "finished" in out and "accuracy" in out
+    store = RunStore(load_config(config).database_url)
+    runs, total = store.list_runs()
+    assert total == 1 and runs[0].status == "finished" and runs[0].num_rounds == 1
+
+
+def _background_run(data: Path, home: Path, rounds: int) -> tuple[RunStore, str, object]:
+    cfg = absolute_paths(
+        load_config(None, tiny_overrides(data, home, **{"federated.rounds": rounds}))
+    )
+    home.mkdir(parents=True, exist_ok=True)
+    store = RunStore(cfg.database_url)
+    return store, start_run(cfg, store), cfg
+
+
+def test_a_killed_server_resumes_without_losing_or_repeating_rounds(
+    kaggle_dataset: Path, tmp_path: Path
+):
+    store, run_id, cfg = _background_run(kaggle_dataset, tmp_path / "home", rounds=3)
+    wait_for(lambda: store.last_completed_round(run_id) >= 1)
+    pid = int((Path(cfg.home) / "runs" / run_id / "worker.pid").read_text())
+    os.killpg(pid, signal.SIGKILL)
+    wait_for(lambda: not _alive(pid), timeout=30)
+    done_before = {r.round: r.finished_at for r in store.rounds(run_id)}
+    assert store.get_run(run_id).status == "running"  # the killed server could not say more
+
+    start_run(cfg, store, run_id=run_id, resume=True)
+    wait_for(lambda: store.get_run(run_id).status not in ("pending", "running"))
+    run = store.get_run(run_id)
+    assert run.status == "finished", run.error
+    rounds = store.rounds(run_id)
+    assert [r.round for r in rounds] == [1, 2, 3]
+    checkpointed = max(c.round for c in store.checkpoints(run_id) if c.round in done_before)
+    for r in rounds:
+        if r.round <= checkpointed:
+            assert r.finished_at == done_before[r.round]  # kept, not trained again
+
+
+def test_stop_ends_a_run_after_its_current_phase(kaggle_dataset: Path, tmp_path: Path):
+    store, run_id, _ = _background_run(kaggle_dataset, tmp_path / "home", rounds=20)
+    wait_for(lambda: store.last_completed_round(run_id) >= 1)
+    stop_run(run_id, store)
+    wait_for(lambda: store.get_run(run_id).status == "stopped", timeout=120)
+    assert store.last_completed_round(run_id) < 20
+    assert store.events(run_id)[-1].type == "run_stopped"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    try:  # a zombie child of this test process counts as gone
+        return os.waitpid(pid, os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
