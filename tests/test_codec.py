@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from medfed.errors import FederationError
 from medfed.federation.codec import (
     CodecError,
     CodecSpec,
@@ -152,7 +153,7 @@ def test_without_error_feedback_no_residual_is_returned() -> None:
 
 
 def test_mismatched_residual_is_refused() -> None:
-    with pytest.raises(ValueError, match="residual"):
+    with pytest.raises(CodecError, match="residual"):
         encode_update(model_like_update(), CodecSpec(topk=0.1), residual=[np.zeros(3)])
 
 
@@ -162,6 +163,13 @@ def test_payload_size_is_what_is_sent() -> None:
     # 100 kept values (1 byte each) + 100 varint gaps (1-2 bytes each) + small headers
     assert isinstance(payload, bytes)
     assert 200 < len(payload) < 400
+
+
+def test_diverged_update_is_a_federation_error() -> None:
+    update = model_like_update()
+    update[0][0, 0, 0, 0] = np.nan
+    with pytest.raises(FederationError, match=r"tensor 0 \(16, 3, 3, 3\).*NaN"):
+        encode_update(update, CodecSpec(quant_bits=8))
 
 
 @pytest.mark.parametrize("precision,tolerance", [("fp32", 0.0), ("fp16", 1e-3), ("int8", 4e-3)])
@@ -244,3 +252,27 @@ def test_property_decoded_shapes_and_residual_identity(arrays, topk, bits, lossl
         if bits is not None and topk is None and original.size:
             step = (original.max() - original.min()) / (2**bits - 1)
             assert np.abs(back - original).max() <= step * (1 + 1e-5) + 1e-12
+
+
+int_arrays = st.builds(
+    lambda shape, seed: np.random.default_rng(seed).integers(-1000, 1000, shape),
+    shapes,
+    st.integers(0, 2**32 - 1),
+)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    arrays=st.lists(st.one_of(float_arrays, int_arrays), min_size=1, max_size=4),
+    precision=st.sampled_from(["fp32", "fp16", "int8"]),
+)
+def test_property_weights_keep_shapes_dtypes_and_integers(arrays, precision) -> None:
+    decoded = decode_weights(encode_weights(arrays, precision))
+    assert [(d.shape, d.dtype) for d in decoded] == [(a.shape, a.dtype) for a in arrays]
+    for original, back in zip(arrays, decoded, strict=True):
+        if original.dtype.kind == "i" or precision == "fp32":
+            assert np.array_equal(original, back)
+        else:
+            span = float(original.max() - original.min())
+            bound = span / 255 / 2 if precision == "int8" else np.abs(original).max() / 1024
+            assert np.abs(back - original).max() <= bound * (1 + 1e-3) + 1e-7

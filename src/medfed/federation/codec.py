@@ -43,6 +43,8 @@ from typing import Literal
 
 import numpy as np
 
+from medfed.errors import FederationError
+
 MAGIC = b"MFC1"
 _FLAG_ZLIB = 1
 _RAW, _DENSE, _SPARSE = 0, 1, 2
@@ -52,8 +54,9 @@ _ZLIB_LEVEL = 6
 Precision = Literal["fp32", "fp16", "int8"]
 
 
-class CodecError(ValueError):
-    """A payload cannot be decoded (truncated, corrupted or not a medfed payload)."""
+class CodecError(FederationError, ValueError):
+    """An update cannot be encoded (non-finite values, stale residual) or a payload cannot be
+    decoded (truncated, corrupted or not a medfed payload)."""
 
 
 @dataclass(frozen=True)
@@ -119,6 +122,11 @@ def encode_update(
         target = array.astype(np.float32)
         if use_feedback and residual is not None:
             target = target + residual[index].astype(np.float32)
+        if not np.isfinite(target).all():
+            raise CodecError(
+                f"update tensor {index} {array.shape} holds NaN or infinite values: local "
+                "training diverged; lower training.learning_rate"
+            )
         record, sent = _lossy_record(target, array.dtype, spec, rng)
         records.append(record)
         new_residual.append(target - sent)
@@ -213,8 +221,8 @@ def _check_same_shapes(arrays: list[np.ndarray], residual: list[np.ndarray]) -> 
     if len(arrays) != len(residual) or any(
         np.shape(a) != np.shape(r) for a, r in zip(arrays, residual, strict=False)
     ):
-        raise ValueError(
-            "the residual does not match the update's tensors (model changed?): "
+        raise CodecError(
+            "the error-feedback residual does not match the update's tensors (model changed?): "
             "clear the ResidualStore or pass residual=None"
         )
 
