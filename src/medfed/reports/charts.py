@@ -137,7 +137,7 @@ def plot_hospital_accuracy(target: FigureBase, content: ReportContent) -> None:
         linestyle=":",
         label="Global model",
     )
-    failed_rounds = sorted({r for r, _, _ in content.failures})
+    failed_rounds = sorted({failure[0] for failure in content.failures})
     if failed_rounds:
         ax.scatter(
             failed_rounds,
@@ -224,6 +224,7 @@ def plot_hospital_data(target: FigureBase, content: ReportContent) -> None:
     ax.set_yticks(positions, hospitals)
     ax.invert_yaxis()
     ax.grid(axis="y", visible=False)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Training examples")
     ax.set_title("Data per hospital")
 

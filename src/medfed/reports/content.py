@@ -70,7 +70,7 @@ class ReportContent:
     curves: dict[str, list[float | None]]
     hospital_accuracy: dict[str, dict[int, float]]
     hospital_accuracy_phase: str
-    failures: list[tuple[int, str, str]]
+    failures: list[tuple[int, str, str, str]]
     confusion: np.ndarray | None
     metrics_table: Table
     last_round: int | None
@@ -88,6 +88,7 @@ class ReportContent:
     roc: RocData | None
     roc_note: str
     checkpoint_note: str
+    checkpoint_round: int | None
     notes: list[str] = field(default_factory=list)
 
 
@@ -131,7 +132,11 @@ def gather_content(
         curves=_curves(rounds),
         hospital_accuracy=_hospital_series(clients, phase),
         hospital_accuracy_phase=phase,
-        failures=sorted((c.round, c.hospital, c.phase) for c in clients if c.status != "ok"),
+        failures=sorted(
+            (c.round, c.hospital, c.phase, c.error or "no reason given")
+            for c in clients
+            if c.status != "ok"
+        ),
         confusion=confusion,
         metrics_table=_metrics_table(final, confusion, class_names),
         last_round=last_round,
@@ -152,6 +157,7 @@ def gather_content(
         roc=roc,
         roc_note=roc_note,
         checkpoint_note=_checkpoint_note(checkpoint),
+        checkpoint_round=checkpoint.round if checkpoint is not None else None,
     )
 
 
@@ -457,7 +463,22 @@ def _last_round_table(clients: list[Any], last_round: int | None) -> Table:
             ]
         )
     numeric = [False, False, False] + [True] * 8 + [False]
-    return Table(columns, rows, numeric, frozenset(failed))
+    return _without_empty_columns(Table(columns, rows, numeric, frozenset(failed)), keep=4)
+
+
+def _without_empty_columns(table: Table, keep: int) -> Table:
+    """Drop columns after the first ``keep`` that no row fills in."""
+    kept = [
+        index
+        for index in range(len(table.columns))
+        if index < keep or any(row[index] not in ("", fmt.MISSING) for row in table.rows)
+    ]
+    return Table(
+        [table.columns[i] for i in kept],
+        [[row[i] for i in kept] for row in table.rows],
+        [table.numeric[i] for i in kept],
+        table.failed_rows,
+    )
 
 
 def _traffic_table(rounds: list[Any]) -> Table:

@@ -151,11 +151,18 @@ def _data_and_curves_page(c: ReportContent) -> list[Block]:
 
 
 def _evaluation_page(c: ReportContent) -> list[Block]:
-    return [
+    blocks = [
         _table_block("5  Final evaluation of the global model", c.metrics_table),
         Block(3.7, lambda f: _confusion_and_roc(f, c)),
         _table_block(f"6  Hospitals in round {c.last_round}", c.last_round_table, 6.5),
     ]
+    if c.failures:
+        rows = [[str(r), hospital, phase, error] for r, hospital, phase, error in c.failures]
+        failures = Table(
+            ["Round", "Hospital", "Phase", "Reason"], rows, [True, False, False, False]
+        )
+        blocks.append(_table_block("Failed replies over the whole run", failures))
+    return blocks
 
 
 def _operations_page(c: ReportContent) -> list[Block]:
@@ -257,7 +264,7 @@ def _table(target: FigureBase, title: str, table: Table, font_size: float) -> No
     drawn.set_fontsize(font_size)
     for (row, col), cell in drawn.get_celld().items():
         cell.set_linewidth(0)
-        cell.PAD = 0.02
+        cell.PAD = 0.1 if table.numeric[col] else 0.03
         text = cell.get_text()
         if table.numeric[col]:
             text.set_horizontalalignment("right")
