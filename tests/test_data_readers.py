@@ -303,3 +303,10 @@ def test_check_images_false_skips_header_reads(kaggle_dataset: Path) -> None:
     (kaggle_dataset / "train" / "img00001.tif").write_bytes(b"junk")
     manifest = scan_dataset(kaggle_dataset, check_images=False)
     assert len(manifest) == 32 and manifest.infos == []
+
+
+def test_train_test_folders_without_csv_point_to_the_right_path(tmp_path: Path) -> None:
+    write_synthetic_dataset(tmp_path / "train", layout="folders", n_per_class=2)
+    with pytest.raises(DataError, match=r"train holds folders.*pass .*train as the dataset path"):
+        scan_dataset(tmp_path)
+    assert len(scan_dataset(tmp_path / "train")) == 4

@@ -69,7 +69,7 @@ def validated_manifest(
     """
     options = {"layout": layout, "class_names": class_names, "min_classes": min_classes}
     quick = scan_dataset(path, skip_bad=skip_bad, check_images=False, **options)
-    key = fingerprint((s.path for s in quick.samples), layout, class_names, skip_bad)
+    key = fingerprint((s.path for s in quick.samples), layout, class_names, skip_bad, min_classes)
     record = Path(cache_dir) / f"scan-{key}.json"
     if record.is_file():
         unreadable = [Problem(**item) for item in _read_record(record)]

@@ -97,8 +97,17 @@ class _Scan:
 
 
 def detect_layout(root: Path) -> str:
-    """``kaggle`` when ROOT/train_labels.csv exists, ``folders`` when ROOT has sub-folders."""
-    if (root / LABELS_CSV).is_file() or (root / IMAGE_DIR).is_dir():
+    """``kaggle`` when ROOT holds train_labels.csv or train/ of images, ``folders`` when it
+    holds sub-folders of images."""
+    image_dir = root / IMAGE_DIR
+    if (root / LABELS_CSV).is_file():
+        return "kaggle"
+    if image_dir.is_dir() and any(p.is_dir() for p in image_dir.iterdir()):
+        raise DataError(
+            f"{image_dir} holds folders but {root} has no {LABELS_CSV}: for one folder per "
+            f"class, pass {image_dir} as the dataset path"
+        )
+    if image_dir.is_dir():
         return "kaggle"
     if any(_class_dirs(root)):
         return "folders"
@@ -187,11 +196,10 @@ def _scan_kaggle(root: Path, declared: list[str] | None) -> _Scan:
     rows, problems = _read_rows(csv_path)
     declared = declared or read_class_names(root)
     class_names, indices = _resolve_labels([label for _, label, _ in rows], declared)
-    samples, listed = [], set()
+    samples = []
     for (sample_id, label_text, line), index in zip(rows, indices, strict=True):
         where = f"{LABELS_CSV} line {line}"
         path = files.get(sample_id)
-        listed.add(path)
         if path is None:
             text = f"{where}: no image {IMAGE_DIR}/{sample_id}.tif"
             problems.append(Problem("missing_image", text, image_dir / f"{sample_id}.tif", line))
@@ -200,6 +208,7 @@ def _scan_kaggle(root: Path, declared: list[str] | None) -> _Scan:
             problems.append(Problem("unknown_label", text, csv_path, line))
         else:
             samples.append(Sample(sample_id, path, index, line))
+    listed = {files[sample_id] for sample_id, _, _ in rows if sample_id in files}
     for path in sorted(set(files.values()) - listed):
         text = f"{path.relative_to(root)} has no row in {LABELS_CSV}"
         problems.append(Problem("unlisted_image", text, path))
