@@ -218,6 +218,8 @@ def test_stop_a_pending_run(client: TestClient, store: RunStore, admin: dict[str
     assert response.status_code == 200
     assert response.json()["status"] == "stopped"
     assert [e.type for e in store.events(created["id"])] == ["run_stopped"]
+    stream = client.get(f"/api/runs/{created['id']}/events", headers=admin)
+    assert [m["event"] for m in parse_sse(stream.text)] == ["run_stopped"]
     assert ("run.stop", created["id"]) in [(e.action, e.target) for e in store.audit_log()]
     again = client.post(f"/api/runs/{created['id']}/stop", headers=admin)
     assert again.status_code == 409 and "stopped" in again.json()["detail"]
