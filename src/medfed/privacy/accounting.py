@@ -15,6 +15,7 @@ import math
 import os
 import tempfile
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 
 from opacus.accountants import RDPAccountant
@@ -60,6 +61,7 @@ def client_noise_multiplier(
     return calibrated_noise(target_epsilon, delta, sampling_rate, steps=rounds)
 
 
+@lru_cache(maxsize=64)
 def calibrated_noise(
     target_epsilon: float, delta: float, sampling_rate: float, steps: int
 ) -> float:
