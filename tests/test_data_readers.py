@@ -70,11 +70,14 @@ def test_grey_rgb_8_and_16_bit(tmp_path: Path, layout: str, channels: int, dtype
 
 
 def test_sixteen_bit_maps_full_range_linearly(tmp_path: Path) -> None:
-    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)
+    """v / 257, not a per-image stretch: a dim 16-bit image stays dim."""
+    values = np.full((8, 8), 514, dtype=np.uint16)
+    values[0, :3] = [257, 32896, 1000]
     tifffile.imwrite(tmp_path / "a.tif", values)
     Image.fromarray(values).save(tmp_path / "a.png")
     for name in ("a.tif", "a.png"):
-        assert load_image(tmp_path / name)[..., 0].tolist() == [[0, 1, 128, 255]]
+        assert load_image(tmp_path / name)[0, :4, 0].tolist() == [1, 128, 4, 2]
+        assert load_resized(tmp_path / name, 4, 1)[0, 3, 3] == 2
 
 
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".jpeg"])
