@@ -12,6 +12,7 @@ from medfed import __version__
 from medfed.api import static
 from medfed.api.routes import audit, auth, config, health, hospitals, runs, templates
 from medfed.api.security import TokenSigner, load_secret
+from medfed.api.sse import stream_limiter
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError, MedfedError, StoreError
 from medfed.store import RunStore
@@ -63,6 +64,7 @@ def create_app(cfg: MedfedConfig, store: RunStore | None = None) -> FastAPI:
     app.state.store = run_store
     app.state.signer = TokenSigner(load_secret(cfg))
     app.state.static_dir = static.STATIC_DIR
+    app.state.stream_limiter = stream_limiter()
     app.add_exception_handler(MedfedError, _medfed_error)
     app.include_router(_api_router())
     app.include_router(static.router)

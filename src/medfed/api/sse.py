@@ -6,6 +6,8 @@ import json
 import time
 from collections.abc import AsyncIterator
 
+import anyio
+import anyio.to_thread
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
@@ -16,6 +18,12 @@ from medfed.store.repository import FINAL_STATUSES
 TERMINAL_EVENTS = frozenset({"run_finished", "run_failed", "run_stopped"})
 HEARTBEAT_S = 15.0
 WAIT_S = 5.0
+MAX_WAITING_STREAMS = 100
+
+
+def stream_limiter() -> anyio.CapacityLimiter:
+    """Threads for event streams' waits, apart from the pool that serves the REST routes."""
+    return anyio.CapacityLimiter(MAX_WAITING_STREAMS)
 
 
 def format_event(event: EventRecord) -> str:
@@ -36,11 +44,14 @@ async def run_events(
     said it ended and no event came within ``WAIT_S`` (a run killed without an end event).
     A comment line every ``HEARTBEAT_S`` of silence keeps proxies from closing the stream.
     """
+    limiter: anyio.CapacityLimiter = request.app.state.stream_limiter
     last_id = after_id
     last_sent = time.monotonic()
     while True:
         ended = await _run_over(store, run_id)
-        batch = await run_in_threadpool(store.wait_for_events, run_id, last_id, WAIT_S)
+        batch = await anyio.to_thread.run_sync(
+            store.wait_for_events, run_id, last_id, WAIT_S, limiter=limiter
+        )
         for event in batch:
             yield format_event(event)
             last_id = event.id
