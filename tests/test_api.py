@@ -11,8 +11,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from medfed import __version__
+from medfed.api import create_app
 from medfed.api.security import SESSION_COOKIE, TokenSigner
-from medfed.config import STRATEGIES
+from medfed.config import STRATEGIES, config_from_dict
 from medfed.store import RunStore
 from medfed.store import models as m
 from test_api_support import ADMIN, SECRET, VIEWER, login, make_client, seed_run, server_config
@@ -302,3 +303,18 @@ def test_built_ui_is_served_with_spa_fallback(client: TestClient, tmp_path: Path
     escape = client.get("/assets/..%2F..%2Fsecret.txt")
     assert "outside" not in escape.text
     assert client.get("/api/unknown").status_code == 404
+
+
+def test_without_a_configured_secret_a_private_key_file_is_shared_by_servers(
+    store: RunStore, tmp_path: Path
+) -> None:
+    store.add_user(*ADMIN, role="admin")
+    cfg = config_from_dict({"home": str(tmp_path / "home")})
+    first, second = TestClient(create_app(cfg, store)), TestClient(create_app(cfg, store))
+    headers = login(first, ADMIN)
+    assert second.get("/api/auth/me", headers=headers).json()["name"] == "alice"
+    key_file = tmp_path / "home" / "api_secret.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    other_home = config_from_dict({"home": str(tmp_path / "other")})
+    stranger = TestClient(create_app(other_home, store))
+    assert stranger.get("/api/auth/me", headers=headers).status_code == 401

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medfed.config import MedfedConfig
+from medfed.errors import ConfigError
 
 SESSION_COOKIE = "medfed_session"
 TOKEN_LIFETIME_S = 12 * 3600
@@ -42,17 +43,31 @@ def _b64decode(text: str) -> bytes:
 
 
 def load_secret(cfg: MedfedConfig) -> bytes:
-    """The signing key: ``api.secret_key`` if set, else a random key kept in HOME (mode 0600)."""
+    """The signing key: ``api.secret_key`` if set, else a random key kept in HOME (mode 0600).
+
+    A new key file is written privately and linked into place, so servers starting together
+    agree on one key and never read a half-written one.
+    """
     if cfg.api.secret_key:
         return cfg.api.secret_key.encode("utf-8")
     path = Path(cfg.home) / SECRET_FILE_NAME
-    if path.is_file():
-        return path.read_bytes().strip()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_hex(32).encode("ascii")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_hex(32).encode("ascii"))
+        try:
+            os.link(partial, path)
+        except FileExistsError:
+            pass
+        finally:
+            partial.unlink()
+    key = path.read_bytes().strip()
+    if not key:
+        raise ConfigError(
+            f"API key file {path} is empty: delete it (a new one is made) or set api.secret_key"
+        )
     return key
 
 
