@@ -4,6 +4,7 @@ stop, live events, model and report downloads."""
 from __future__ import annotations
 
 import io
+import os
 import threading
 import time
 from datetime import UTC, datetime
@@ -225,7 +226,7 @@ def test_stop_a_pending_run(client: TestClient, store: RunStore, admin: dict[str
     assert again.status_code == 409 and "stopped" in again.json()["detail"]
 
 
-def test_start_refuses_a_run_that_already_ran(
+def test_start_refuses_a_finished_run(
     client: TestClient, store: RunStore, cfg: MedfedConfig, admin: dict[str, str]
 ) -> None:
     run_id = seed_run(store, cfg, status="finished")
@@ -233,6 +234,19 @@ def test_start_refuses_a_run_that_already_ran(
     assert response.status_code == 409
     assert "finished" in response.json()["detail"]
     assert "run.start" not in [e.action for e in store.audit_log()]
+
+
+def test_start_refuses_a_run_whose_worker_is_alive(
+    client: TestClient, store: RunStore, cfg: MedfedConfig, admin: dict[str, str]
+) -> None:
+    run_id = seed_run(store, cfg, status="pending")
+    worker_dir = cfg.home / "runs" / run_id
+    worker_dir.mkdir(parents=True)
+    (worker_dir / "worker.pid").write_text(str(os.getpid()))  # a live process
+    response = client.post(f"/api/runs/{run_id}/start", headers=admin)
+    assert response.status_code == 409
+    assert "already being trained" in response.json()["detail"]
+    assert store.get_run(run_id).status == "pending"
 
 
 def test_rounds_clients_and_checkpoints(

@@ -134,15 +134,19 @@ def get_run(run_id: str, store: StoreDep, _user: CurrentUser) -> RunDetail:
 
 @router.post("/{run_id}/start", response_model=RunDetail)
 def start_run(run_id: str, store: StoreDep, user: AdminUser) -> RunDetail:
-    """Start a run created with ``start: false``."""
-    run = load_run(store, run_id)
-    if run.status != "pending" or run.started_at is not None:
-        raise _conflict(f"run {run_id} is {run.status}; only a run never started can start")
+    """Start a run created with ``start: false``; a stopped, failed or interrupted run resumes
+    from its last checkpoint."""
     from medfed.federation import runner  # imports Flower: only when a run starts
 
+    run = load_run(store, run_id)
+    if run.status == "finished":
+        raise _conflict(f"run {run_id} is finished; create a new run to train again")
+    if runner.worker_alive(Path(run.config["home"]), run_id):
+        raise _conflict(f"run {run_id} is already being trained ({run.status})")
+    resume = run.started_at is not None
     run_cfg = config_from_dict(run.config, source=f"run {run_id} config")
-    runner.start_run(run_cfg, store, run_id=run_id, created_by=run.created_by)
-    store.audit(user.name, "run.start", run_id)
+    runner.start_run(run_cfg, store, run_id=run_id, resume=resume)
+    store.audit(user.name, "run.start", run_id, {"resume": resume})
     return run_detail(store.get_run(run_id))
 
 
@@ -240,7 +244,11 @@ def model(
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} has no model of {which}")
     artifacts = ArtifactStore(Path(run.config.get("home", cfg.home)) / "artifacts")
     folder = Path(tempfile.mkdtemp(prefix="medfed-model-"))
-    plain = artifacts.export_plain(checkpoint.path, folder / "model.pt")
+    try:
+        plain = artifacts.export_plain(checkpoint.path, folder / "model.pt")
+    except StoreError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     store.audit(user.name, "model.download", run_id, {"round": checkpoint.round})
     return FileResponse(
         plain,
