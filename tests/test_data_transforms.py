@@ -112,3 +112,12 @@ def test_loader_applies_transform_to_whole_batches() -> None:
 def test_loader_rejects_mismatched_arrays() -> None:
     with pytest.raises(ValueError, match="3 images but 2 labels"):
         ArrayLoader(np.zeros((3, 1, 2, 2), dtype=np.uint8), np.zeros(2))
+
+
+def test_mirroring_inside_the_rotation_pass() -> None:
+    x = torch.arange(36.0).view(1, 1, 6, 6).repeat(3, 1, 1, 1)
+    minus, plus = torch.tensor([-1.0, 1.0, -1.0]), torch.tensor([1.0, -1.0, -1.0])
+    out = rotate(x, torch.zeros(3), x_sign=minus, y_sign=plus)
+    torch.testing.assert_close(out[0], x[0].flip(2), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[1], x[1].flip(1), atol=1e-4, rtol=0)
+    torch.testing.assert_close(out[2], x[2].flip(1).flip(2), atol=1e-4, rtol=0)

@@ -2,7 +2,7 @@
 
 ``(x / 255 - mean) / std``; the training variant first flips and rotates each sample with its
 own random draw from a seeded ``torch.Generator``, so a seed gives the same batches every run.
-Rotation uses one ``affine_grid`` / ``grid_sample`` call per batch (bilinear, zero padding).
+Flips and rotation take one ``grid_sample`` call per batch (bilinear, zero padding).
 """
 
 from __future__ import annotations
@@ -51,31 +51,51 @@ class BatchTransform:
 
     def _augment(self, x: torch.Tensor) -> torch.Tensor:
         size = len(x)
-        if self.hflip:
-            x = _flip_some(x, self._coin(size), dim=3)
-        if self.vflip:
-            x = _flip_some(x, self._coin(size), dim=2)
+        x_sign = self._flip_signs(size) if self.hflip else None
+        y_sign = self._flip_signs(size) if self.vflip else None
         if self.rotation > 0:
             angles = (torch.rand(size, generator=self.generator) * 2 - 1) * self.rotation
-            x = rotate(x, angles)
+            return rotate(x, angles, x_sign, y_sign)
+        if x_sign is not None:
+            x = _flip_some(x, x_sign < 0, dim=3)
+        if y_sign is not None:
+            x = _flip_some(x, y_sign < 0, dim=2)
         return x
 
-    def _coin(self, size: int) -> torch.Tensor:
-        return torch.rand(size, generator=self.generator) < 0.5
+    def _flip_signs(self, size: int) -> torch.Tensor:
+        """-1 (flip) or +1 (keep) for each sample, with even odds."""
+        return torch.where(torch.rand(size, generator=self.generator) < 0.5, -1.0, 1.0)
 
 
-def rotate(x: torch.Tensor, degrees: torch.Tensor) -> torch.Tensor:
-    """Rotate each image of a float batch by its angle (degrees) about its centre."""
-    radians = degrees.to(x.dtype) * (math.pi / 180.0)
+def rotate(
+    x: torch.Tensor,
+    degrees: torch.Tensor,
+    x_sign: torch.Tensor | None = None,
+    y_sign: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Rotate each image of a float batch counter-clockwise by its angle about its centre.
+
+    ``x_sign`` / ``y_sign`` (+1 or -1 per sample) mirror the image first, in the same pass.
+    The sampling grid is built directly (``affine_grid`` is much slower on CPU), at pixel
+    centres as with ``align_corners=False``.
+    """
+    size, _, height, width = x.shape
+    radians = degrees.to(x.dtype).view(-1, 1, 1) * (math.pi / 180.0)
     cos, sin = torch.cos(radians), torch.sin(radians)
-    zero = torch.zeros_like(cos)
-    theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    cols = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, dtype=x.dtype).view(1, 1, -1)
+    rows = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, dtype=x.dtype).view(1, -1, 1)
+    if x_sign is not None:
+        cols = cols * x_sign.to(x.dtype).view(-1, 1, 1)
+    if y_sign is not None:
+        rows = rows * y_sign.to(x.dtype).view(-1, 1, 1)
+    grid = torch.stack((cos * cols - sin * rows, sin * cols + cos * rows), dim=-1)
+    grid = grid.expand(size, height, width, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _flip_some(x: torch.Tensor, chosen: torch.Tensor, dim: int) -> torch.Tensor:
-    return torch.where(chosen.view(-1, 1, 1, 1), x.flip(dim), x)
+    x[chosen] = x[chosen].flip(dim)
+    return x
 
 
 def train_transform(cfg: DataConfig, seed: int) -> BatchTransform:
