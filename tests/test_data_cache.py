@@ -154,3 +154,10 @@ def test_scanning_does_not_import_torch() -> None:
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_damaged_check_record_is_ignored(kaggle_dataset: Path, tmp_path: Path) -> None:
+    cfg = DataConfig(path=kaggle_dataset, image_size=16)
+    load_image_set(kaggle_dataset, cfg, tmp_path)
+    next(tmp_path.glob("scan-*.json")).write_text("{not json")
+    assert len(load_image_set(kaggle_dataset, cfg, tmp_path)) == 32

@@ -71,9 +71,9 @@ def validated_manifest(
     quick = scan_dataset(path, skip_bad=skip_bad, check_images=False, **options)
     key = fingerprint((s.path for s in quick.samples), layout, class_names, skip_bad, min_classes)
     record = Path(cache_dir) / f"scan-{key}.json"
-    if record.is_file():
-        unreadable = [Problem(**item) for item in _read_record(record)]
-        return _without(quick, unreadable)
+    recorded = _read_record(record)
+    if recorded is not None:
+        return _without(quick, recorded)
     manifest = scan_dataset(path, skip_bad=skip_bad, check_images=True, **options)
     unreadable = [p for p in manifest.skipped if p.kind == "unreadable"]
     items = [{**asdict(p), "path": str(p.path)} for p in unreadable]
@@ -93,11 +93,13 @@ def resolve_test_path(cfg: DataConfig) -> Path | None:
     return default if default.is_dir() else None
 
 
-def _read_record(record: Path) -> list[dict]:
-    items = json.loads(record.read_text(encoding="utf-8"))
-    for item in items:
-        item["path"] = Path(item["path"])
-    return items
+def _read_record(record: Path) -> list[Problem] | None:
+    """The unreadable images a previous check found, or None when there is no usable record."""
+    try:
+        items = json.loads(record.read_text(encoding="utf-8"))
+        return [Problem(**{**item, "path": Path(item["path"])}) for item in items]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
 
 
 def _without(manifest: DataManifest, unreadable: list[Problem]) -> DataManifest:

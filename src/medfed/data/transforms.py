@@ -36,7 +36,9 @@ class BatchTransform:
         self.hflip = hflip
         self.vflip = vflip
         self.generator = torch.Generator()
-        if seed is not None:
+        if seed is None:
+            self.generator.seed()  # fresh entropy: not reproducible
+        else:
             self.generator.manual_seed(seed)
 
     @property
