@@ -193,6 +193,13 @@ def _existing_summary(out: Path) -> DemoSummary | None:
         return None
 
 
+def _is_same_complete(out: Path, summary: DemoSummary) -> bool:
+    existing = _existing_summary(out)
+    return (
+        existing is not None and existing.request == summary.request and _is_complete(out, existing)
+    )
+
+
 def _is_complete(out: Path, summary: DemoSummary) -> bool:
     def images(folder: Path) -> int:
         return sum(1 for _ in (folder / IMAGE_DIR).glob("*.tif")) if folder.is_dir() else 0
@@ -208,6 +215,8 @@ def _build(out: Path, plan: _Plan, summary: DemoSummary, progress: bool) -> None
         jobs = _layout(staging, plan.train) + _layout(staging / "test", plan.test)
         _convert_all(jobs, progress)
         (staging / SUMMARY_FILE).write_text(summary.to_json(), encoding="utf-8")
+        if _is_same_complete(out, summary):
+            return  # another process finished the same dataset meanwhile
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)
