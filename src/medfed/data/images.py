@@ -115,7 +115,7 @@ def to_uint8(array: np.ndarray) -> np.ndarray:
         return array
     if array.dtype == np.bool_:
         return array.astype(np.uint8) * 255
-    if array.dtype == np.uint16:
+    if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # either byte order
         return np.round(array / 257.0).astype(np.uint8)
     return min_max_uint8(array)
 
