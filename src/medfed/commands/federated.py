@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from medfed.config import MedfedConfig, load_config
+from medfed.config import MedfedConfig, config_from_dict, load_config
 from medfed.errors import FederationError
 from medfed.store import RunStore
 
@@ -68,11 +68,15 @@ def run_command(
     num_clients: int | None = typer.Option(None, "--clients", help="federated.num_clients"),
     data: Path | None = typer.Option(None, help="data.path"),
     resume: str | None = typer.Option(None, help="continue run ID from its last checkpoint"),
+    deploy: bool = typer.Option(
+        False, help="submit to the SuperLink of `medfed server` (real hospitals), not simulate"
+    ),
     detach: bool = typer.Option(False, help="start the run and return at once"),
 ) -> None:
-    """Start a federated run with simulated hospitals and follow it live."""
+    """Start a federated run (simulated hospitals, or --deploy to real ones) and follow it."""
     from medfed.federation.follow import follow_run
-    from medfed.federation.runner import start_run, worker_alive
+    from medfed.federation.runner import create_run, start_run, worker_alive
+    from medfed.federation.superlink import submit_run
 
     overrides = {
         "federated.rounds": rounds,
@@ -89,13 +93,17 @@ def run_command(
             raise FederationError(
                 f"run {run_id} is {run.status}: only a stopped, failed or interrupted run resumes"
             )
-        cfg = MedfedConfig.model_validate(run.config)
-        start_run(cfg, store, run_id=run_id, resume=True)
+        cfg = config_from_dict(run.config)
+        deploy = run.mode == "deployment"
     else:
-        run_id = start_run(cfg, store)
-    console.print(
-        f"run [bold]{run_id}[/] started ({cfg.federated.num_clients} simulated hospitals)"
-    )
+        run_id = create_run(cfg, store, mode="deployment" if deploy else "simulation")
+    if deploy:
+        flower_run = submit_run(cfg, store, run_id, resume=bool(resume))
+        where = f"submitted to {cfg.federated.server_address} as Flower run {flower_run}"
+    else:
+        start_run(cfg, store, run_id=run_id, resume=bool(resume))
+        where = f"{cfg.federated.num_clients} simulated hospitals"
+    console.print(f"run [bold]{run_id}[/] started ({where})")
     if detach:
         return
     _finish(store, run_id, follow_run(store, run_id, console))
@@ -111,7 +119,7 @@ def client_command(
 ) -> None:
     """Connect this hospital to a medfed server; its images never leave this machine."""
     from medfed.data.datasets import load_image_set
-    from medfed.federation.deployment import run_supernode
+    from medfed.federation.superlink import run_supernode
 
     cfg = load_config(config, {"federated.server_address": server})
     data_set = load_image_set(data, cfg.data, cfg.cache_dir, progress=True)
