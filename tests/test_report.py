@@ -153,7 +153,7 @@ def seed_hospital(
         phase="train",
         status="ok",
         num_examples=size,
-        metrics={"loss": 0.6, "accuracy": accuracy, "class_counts": {"0": size - 5, "1": 5}},
+        metrics={"train_loss": 0.6, "train_accuracy": accuracy, "class-counts": [size - 5, 5]},
         duration_s=4.0,
         bytes_up=150_000 * rnd,
         bytes_down=600_000,
@@ -197,8 +197,9 @@ def test_html_report_shows_every_section_with_the_run_numbers(store, seeded, tmp
     for hospital in HOSPITALS:
         assert hospital in html
     assert "hospital did not reply within 600 s" in html
+    assert '<th class="num">Class 0</th>' in html and '<td class="num">15</td>' in html
     assert "proximal mu" in html and "0.05" in html  # FedProx's own parameter
-    assert "top-10% sparsification + 8-bit quantisation" in html
+    assert "top 10% of entries" in html and "8-bit" in html
     assert "Attack AUC" in html and "0.531" in html
     assert "ROC curve not available" not in html
 

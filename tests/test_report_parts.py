@@ -127,12 +127,19 @@ def test_empty_run_still_has_content():
     assert {kpi.label: kpi.value for kpi in content.kpis}["Rounds"] == "0 / 2"
 
 
-def test_a_run_without_rounds_renders_in_both_formats(tmp_path):
-    content = gather_content(_run(status="pending"), [], [], None, None, "No model checkpoint.")
+def test_a_run_that_failed_before_any_round_renders_in_both_formats(tmp_path):
+    silent = ClientResultRecord(
+        1, "r1", 1, "A", "train", "failed", 0, None, None, 0, 0, None, "no reply within 25s", NOW
+    )
+    run = _run(status="failed", error="round 1: 0 hospital(s) replied to training")
+    content = gather_content(run, [], [silent], None, None, "No model checkpoint.")
 
     html = write_report(content, tmp_path, "html").read_text(encoding="utf-8")
     pdf = write_report(content, tmp_path, "pdf").read_bytes()
 
+    assert {kpi.label: kpi.detail for kpi in content.kpis}["Hospitals"] == "of 1 contacted"
+    assert "The run ended with an error" in html and "0 hospital(s) replied" in html
     assert "No round has finished yet" in html and "<img" not in html
+    assert "no reply within 25s" in html
     assert "ROC curve not available" in html and "No model checkpoint." in html
     assert pdf.startswith(b"%PDF")

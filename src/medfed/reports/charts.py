@@ -217,9 +217,9 @@ def plot_hospital_data(target: FigureBase, content: ReportContent) -> None:
             counts = np.array([content.class_counts.get(h, {}).get(name, 0) for h in hospitals])
             ax.barh(positions, counts, left=left, color=SERIES[index % len(SERIES)], label=name)
             left += counts
-        ax.legend(title="Class", loc="lower right", fontsize=8, title_fontsize=8)
+        ax.legend(title="Class", loc="upper left", bbox_to_anchor=(1.01, 1), title_fontsize=8)
     else:
-        sizes = [_examples(content, h) for h in hospitals]
+        sizes = [content.train_examples.get(h, 0) for h in hospitals]
         ax.barh(positions, sizes, color=NAVY)
     ax.set_yticks(positions, hospitals)
     ax.invert_yaxis()
@@ -227,11 +227,6 @@ def plot_hospital_data(target: FigureBase, content: ReportContent) -> None:
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("Training examples")
     ax.set_title("Data per hospital")
-
-
-def _examples(content: ReportContent, hospital: str) -> int:
-    row = next(r for r in content.data_table.rows if r[0] == hospital)
-    return int(row[1].replace(",", "")) if row[1].replace(",", "").isdigit() else 0
 
 
 def plot_duration_traffic(target: FigureBase, content: ReportContent) -> None:
@@ -277,7 +272,7 @@ def plot_epsilon(target: FigureBase, content: ReportContent, budget: float | Non
         ax.axhline(
             budget, color=CORAL, linestyle="--", linewidth=1.2, label=f"Budget ε = {budget:g}"
         )
-    ax.set_ylim(bottom=0)
+    ax.set_ylim(0, max([budget or 0, *content.epsilons.values()]) * 1.15 or 1)
     ax.set_title("Privacy spent per round (ε, higher = less private)")
     ax.set_ylabel("ε")
     ax.legend(loc="lower right")

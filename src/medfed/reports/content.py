@@ -66,6 +66,7 @@ class ReportContent:
     class_names: list[str]
     data_table: Table
     class_counts: dict[str, dict[str, int]]
+    train_examples: dict[str, int]
     rounds: list[int]
     curves: dict[str, list[float | None]]
     hospital_accuracy: dict[str, dict[int, float]]
@@ -121,13 +122,14 @@ def gather_content(
         model=_model_name(config),
         delta=fmt.setting(config.get("privacy", {}).get("delta")),
         error=run.error,
-        kpis=_kpis(run, rounds, final, hospitals),
+        kpis=_kpis(run, rounds, final, hospitals, clients),
         overview=_overview(run, rounds, checkpoint),
         settings=_settings(run, config),
         hospitals=hospitals,
         class_names=class_names,
         data_table=_data_table(clients, hospitals, class_names),
         class_counts=_class_counts(clients, class_names),
+        train_examples=_train_examples(clients, hospitals),
         rounds=numbers,
         curves=_curves(rounds),
         hospital_accuracy=_hospital_series(clients, phase),
@@ -168,7 +170,10 @@ def final_metrics(run: Any, rounds: list[Any]) -> dict[str, Any]:
     return merged
 
 
-def _kpis(run: Any, rounds: list[Any], final: dict, hospitals: list[str]) -> list[Kpi]:
+def _kpis(
+    run: Any, rounds: list[Any], final: dict, hospitals: list[str], clients: list[Any]
+) -> list[Kpi]:
+    replied = len({c.hospital for c in clients if c.status == "ok"})
     total_bytes = sum((r.bytes_up or 0) + (r.bytes_down or 0) for r in rounds)
     total_time = sum(r.duration_s or 0 for r in rounds)
     epsilons = [r.epsilon for r in rounds if fmt.is_number(r.epsilon)]
@@ -177,7 +182,11 @@ def _kpis(run: Any, rounds: list[Any], final: dict, hospitals: list[str]) -> lis
         Kpi("AUC", fmt.decimal(final.get("auc")), "area under ROC"),
         Kpi("F1 score", fmt.percent(final.get("f1")), "final global model"),
         Kpi("Rounds", f"{len(rounds)} / {run.num_rounds}", "completed / planned"),
-        Kpi("Hospitals", str(len(hospitals)), "took part"),
+        Kpi(
+            "Hospitals",
+            str(replied),
+            "replied" if replied == len(hospitals) else f"of {len(hospitals)} contacted",
+        ),
         Kpi("Training time", fmt.duration(total_time), "sum of rounds"),
         Kpi("Traffic", fmt.byte_size(total_bytes), "up + down"),
     ]
@@ -190,7 +199,8 @@ def _overview(run: Any, rounds: list[Any], checkpoint: Any | None) -> list[tuple
     started, finished = run.started_at, run.finished_at
     wall = (finished - started).total_seconds() if started and finished else None
     rows = [
-        ("Run", f"{run.name} ({run.id})" if run.name else str(run.id)),
+        ("Name", run.name or fmt.MISSING),
+        ("Run ID", str(run.id)),
         ("Status", str(run.status)),
         ("Mode", str(run.mode)),
         ("Strategy", str(run.strategy)),
@@ -202,8 +212,6 @@ def _overview(run: Any, rounds: list[Any], checkpoint: Any | None) -> list[tuple
         ("Rounds completed", f"{len(rounds)} of {run.num_rounds}"),
         ("Model checkpoint", _checkpoint_note(checkpoint)),
     ]
-    if run.error:
-        rows.append(("Error", str(run.error)))
     return rows
 
 
@@ -264,14 +272,11 @@ def _augmentation(data: dict) -> str:
 
 def _compression(section: dict) -> list[tuple[str, str]]:
     topk, bits = section.get("topk"), section.get("quant_bits")
-    uplink = []
-    if topk:
-        uplink.append(f"top-{topk * 100:g}% sparsification")
-    if bits:
-        uplink.append(f"{bits}-bit quantisation")
-    if section.get("lossless"):
-        uplink.append("lossless coding")
-    rows = [("uplink", " + ".join(uplink) or "none (fp32)")]
+    rows = [
+        ("sparsification", f"top {topk * 100:g}% of entries" if topk else "none"),
+        ("quantisation", f"{bits}-bit" if bits else "none (fp32)"),
+        ("lossless coding", fmt.setting(bool(section.get("lossless")))),
+    ]
     if topk or bits:
         rows.append(("error feedback", fmt.setting(section.get("error_feedback"))))
     rows.append(("downlink", fmt.setting(section.get("downlink", "fp32"))))
@@ -317,7 +322,8 @@ def _class_names(
 
 def _counts_of(client: Any, class_names: list[str]) -> dict[str, int]:
     """A client's ``class_counts`` metric as {class name: count}, whether a dict or a list."""
-    counts = (client.metrics or {}).get("class_counts")
+    metrics = client.metrics or {}
+    counts = metrics.get("class_counts", metrics.get("class-counts"))
     if isinstance(counts, dict):
         return {str(k): int(v) for k, v in counts.items()}
     if isinstance(counts, list | tuple):
@@ -339,6 +345,12 @@ def _class_counts(clients: list[Any], class_names: list[str]) -> dict[str, dict[
         if found:
             counts[hospital] = found
     return counts
+
+
+def _train_examples(clients: list[Any], hospitals: list[str]) -> dict[str, int]:
+    """Each hospital's training examples in its last successful reply (when it had one)."""
+    latest = {h: _latest_ok(clients, h, "train") for h in hospitals}
+    return {h: c.num_examples for h, c in latest.items() if c is not None and c.num_examples}
 
 
 def _data_table(clients: list[Any], hospitals: list[str], class_names: list[str]) -> Table:
@@ -377,8 +389,16 @@ def _curves(rounds: list[Any]) -> dict[str, list[float | None]]:
     curves: dict[str, list[float | None]] = {}
     for name in CURVE_METRICS:
         curves[name] = [_number((r.metrics or {}).get(name)) for r in rounds]
-    curves["train_loss"] = [_number((r.train_metrics or {}).get("loss")) for r in rounds]
+    curves["train_loss"] = [_number(metric(r.train_metrics, "loss", "train")) for r in rounds]
     return curves
+
+
+def metric(metrics: dict[str, Any] | None, name: str, phase: str) -> Any:
+    """``name`` from a hospital's metrics; training replies may prefix it with ``train_``."""
+    metrics = metrics or {}
+    if name in metrics or phase != "train":
+        return metrics.get(name)
+    return metrics.get(f"train_{name}")
 
 
 def _number(value: Any) -> float | None:
@@ -388,7 +408,7 @@ def _number(value: Any) -> float | None:
 def _hospital_series(clients: list[Any], phase: str) -> dict[str, dict[int, float]]:
     series: dict[str, dict[int, float]] = defaultdict(dict)
     for client in clients:
-        accuracy = (client.metrics or {}).get("accuracy")
+        accuracy = metric(client.metrics, "accuracy", client.phase)
         if client.phase == phase and client.status == "ok" and fmt.is_number(accuracy):
             series[client.hospital][client.round] = float(accuracy)
     return dict(sorted(series.items()))
@@ -452,9 +472,9 @@ def _last_round_table(clients: list[Any], last_round: int | None) -> Table:
                 client.phase,
                 client.status,
                 fmt.integer(client.num_examples),
-                fmt.decimal(metrics.get("loss")),
-                fmt.percent(metrics.get("accuracy")),
-                fmt.percent(metrics.get("f1")),
+                fmt.decimal(metric(metrics, "loss", client.phase)),
+                fmt.percent(metric(metrics, "accuracy", client.phase)),
+                fmt.percent(metric(metrics, "f1", client.phase)),
                 fmt.duration(client.duration_s),
                 fmt.byte_size(client.bytes_up),
                 fmt.byte_size(client.bytes_down),

@@ -26,7 +26,7 @@ def chart_images(content: ReportContent) -> dict[str, str]:
     """Base64 PNG of every chart the content has data for, by name."""
     png = charts.figure_png_base64
     images: dict[str, str] = {}
-    if content.hospitals:
+    if content.train_examples:
         height = 1.2 + 0.35 * len(content.hospitals)
         images["data"] = png(
             partial(charts.plot_hospital_data, content=content), (CHART_WIDTH, height)

@@ -135,7 +135,7 @@ def _summary_page(c: ReportContent) -> list[Block]:
 
 def _data_and_curves_page(c: ReportContent) -> list[Block]:
     blocks = [_table_block("3  Data per hospital", c.data_table)]
-    if c.hospitals:
+    if c.train_examples:
         blocks.append(
             Block(0.8 + 0.3 * len(c.hospitals), lambda f: charts.plot_hospital_data(f, c))
         )
@@ -298,7 +298,7 @@ def _pairs(
     target.suptitle(title, x=0.0, ha="left", fontsize=12, weight="bold", color=charts.NAVY)
     ax = _blank_axes(target)
     columns = [rows[i : i + per_column] for i in range(0, len(rows), per_column)]
-    key_width = 0.42 if len(columns) == 1 else 0.2
+    key_width = 0.42 if len(columns) == 1 else 0.16
     bottom = 0.25 if footnote else 0.0
     step = (1 - bottom) / max(per_column, 1)
     for index, column in enumerate(columns):
@@ -309,8 +309,8 @@ def _pairs(
             ax.text(
                 left + key_width,
                 y,
-                shorten(value, 48, placeholder="…"),
-                fontsize=8,
+                _fit(value, 40 if len(columns) == 1 else 34),
+                fontsize=7.5,
                 weight="bold",
                 va="center",
                 color=charts.INK,
@@ -339,13 +339,22 @@ def _settings_columns(target: FigureBase, left: list, right: list) -> None:
                 ax.text(
                     offset + 0.2,
                     y + step * 0.3,
-                    shorten(value, 44, placeholder="…"),
+                    _fit(value, 32),
                     fontsize=8,
                     weight="bold",
                     color=charts.INK,
                 )
                 ax.plot([offset, offset + 0.48], [y] * 2, color=LINE, linewidth=0.5)
             y -= step
+
+
+def _fit(value: str, width: int) -> str:
+    """``value`` in at most ``width`` characters; paths keep their end, text its start."""
+    if len(value) <= width:
+        return value
+    if "/" in value and " " not in value:
+        return "…" + value[-(width - 1) :]
+    return shorten(value, width, placeholder="…")
 
 
 def _text_block(title: str, text: str, colour: str) -> Block:
