@@ -265,6 +265,14 @@ def test_audit_log_pages_newest_first(client: TestClient) -> None:
     assert client.get("/api/audit?page=0", headers=admin).status_code == 422
 
 
+def test_large_responses_are_gzipped(client: TestClient) -> None:
+    response = client.get(
+        "/api/config/schema", headers={**login(client, VIEWER), "Accept-Encoding": "gzip"}
+    )
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.json()["title"] == "MedfedConfig"
+
+
 def test_openapi_and_docs_are_served(client: TestClient) -> None:
     spec = client.get("/api/openapi.json")
     assert spec.status_code == 200
@@ -298,6 +306,8 @@ def test_built_ui_is_served_with_spa_fallback(client: TestClient, tmp_path: Path
     asset = client.get("/assets/app.js")
     assert asset.text == "console.log('medfed')"
     assert "javascript" in asset.headers["content-type"]
+    assert "immutable" in asset.headers["cache-control"]
+    assert client.get("/").headers["cache-control"] == "no-cache"
     deep_link = client.get("/runs/abc123/compare")
     assert deep_link.status_code == 200 and "medfed ui" in deep_link.text
     escape = client.get("/assets/..%2F..%2Fsecret.txt")

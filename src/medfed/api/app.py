@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse
 
 from medfed import __version__
@@ -66,6 +67,7 @@ def create_app(cfg: MedfedConfig, store: RunStore | None = None) -> FastAPI:
     app.state.static_dir = static.STATIC_DIR
     app.state.stream_limiter = stream_limiter()
     app.add_exception_handler(MedfedError, _medfed_error)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)  # never applied to event streams
     app.include_router(_api_router())
     app.include_router(static.router)
     return app

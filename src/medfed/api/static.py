@@ -8,6 +8,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 STATIC_DIR = Path(__file__).parent / "static"
+HASHED_ASSETS = "assets/"  # Vite names these by content hash: safe to cache for good
+IMMUTABLE = "public, max-age=31536000, immutable"
 
 NOT_BUILT_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>medfed</title></head>
@@ -43,4 +45,6 @@ def web_ui(path: str, request: Request) -> Response:
     found = _static_file(path, root) if path else None
     if found is None:
         return FileResponse(index, headers={"Cache-Control": "no-cache"})
+    if path.startswith(HASHED_ASSETS):
+        return FileResponse(found, headers={"Cache-Control": IMMUTABLE})
     return FileResponse(found)
