@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,8 @@ def check(
     for title, folder in _splits(path):
         manifest = scan_dataset(folder, layout, declared, skip_bad=True, check_images=True)
         declared = declared or manifest.class_names
+        prefix = folder.relative_to(path).as_posix() + "/" if folder != Path(path) else ""
+        manifest.skipped = [replace(p, text=prefix + p.text) for p in manifest.skipped]
         _print_summary(title, manifest)
         problems += manifest.skipped
     if problems and not skip_bad:

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from medfed.data.images import load_resized
+from medfed.data.images import ImageReadError, load_resized
 from medfed.data.progress import progress_bar
 from medfed.data.readers import DataManifest, Problem, describe_problems
 from medfed.errors import DataError
@@ -77,8 +77,9 @@ def decode_images(
         sample = manifest.samples[index]
         try:
             images[index] = load_resized(sample.path, image_size, channels)
-        except DataError as exc:
-            problems.append(Problem("unreadable", str(exc), sample.path, sample.line))
+        except ImageReadError as exc:
+            text = f"{sample.path.relative_to(manifest.root)}: {exc.reason}"
+            problems.append(Problem("unreadable", text, sample.path, sample.line))
 
     with ThreadPoolExecutor(DECODE_THREADS) as pool, progress_bar(progress) as bar:
         task = bar.add_task(f"decoding {len(manifest)} images", total=len(manifest))

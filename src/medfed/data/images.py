@@ -43,6 +43,15 @@ class ImageInfo:
     format: str
 
 
+class ImageReadError(DataError):
+    """An image file cannot be read or decoded; ``reason`` says why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
 def is_image_file(path: Path) -> bool:
     """True for a non-hidden file with a supported suffix."""
     return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".")
@@ -65,7 +74,7 @@ def probe_image(path: Path) -> ImageInfo:
     except DataError:
         raise
     except Exception as exc:  # each library raises its own error types
-        raise DataError(f"{path}: cannot read image ({_reason(exc)})") from None
+        raise ImageReadError(path, f"cannot read image ({_reason(exc)})") from None
 
 
 def load_image(path: Path) -> np.ndarray:
@@ -82,7 +91,7 @@ def load_image(path: Path) -> np.ndarray:
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{path}: cannot decode image ({_reason(exc)})") from None
+        raise ImageReadError(path, f"cannot decode image ({_reason(exc)})") from None
     return _as_hwc(array, path)
 
 
@@ -105,7 +114,7 @@ def load_resized(path: Path, size: int, channels: int) -> np.ndarray:
     except DataError:
         raise
     except Exception as exc:
-        raise DataError(f"{path}: cannot decode image ({_reason(exc)})") from None
+        raise ImageReadError(path, f"cannot decode image ({_reason(exc)})") from None
     return array.reshape(size, size, channels).transpose(2, 0, 1)
 
 
@@ -168,8 +177,8 @@ def _as_hwc(array: np.ndarray, path: Path) -> np.ndarray:
         return array
     if array.ndim == 3 and array.shape[2] in (2, 4):  # grey + alpha, RGB + alpha
         return np.ascontiguousarray(array[..., : array.shape[2] - 1])
-    raise DataError(
-        f"{path}: unsupported image shape {array.shape}; expected grey (H, W) or RGB (H, W, 3)"
+    raise ImageReadError(
+        path, f"unsupported image shape {array.shape}; expected grey (H, W) or RGB (H, W, 3)"
     )
 
 
@@ -195,7 +204,7 @@ def _probe_tiff(path: Path) -> ImageInfo:
         size = path.stat().st_size
         ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts, strict=False)]
         if not ends or max(ends) > size or 0 in page.databytecounts:
-            raise DataError(f"{path}: truncated TIFF (pixel data runs past the end of the file)")
+            raise ImageReadError(path, "truncated TIFF (pixel data runs past the end of the file)")
         samples = page.samplesperpixel - (1 if page.extrasamples else 0)
         return ImageInfo(
             width=page.imagewidth,
@@ -229,7 +238,7 @@ def _check_trailer(path: Path, kind: str) -> None:
         handle.seek(max(0, path.stat().st_size - 64))
         tail = handle.read()
     if markers[kind] not in tail:
-        raise DataError(f"{path}: truncated {kind} (its end marker is missing)")
+        raise ImageReadError(path, f"truncated {kind} (its end marker is missing)")
 
 
 def _probe_dicom(path: Path) -> ImageInfo:
@@ -241,7 +250,7 @@ def _probe_dicom(path: Path) -> ImageInfo:
     frames = int(getattr(dataset, "NumberOfFrames", 1) or 1)
     expected = rows * columns * samples * frames * bits // 8
     if not dataset.file_meta.TransferSyntaxUID.is_compressed and len(dataset.PixelData) < expected:
-        raise DataError(f"{path}: truncated DICOM (pixel data shorter than its header says)")
+        raise ImageReadError(path, "truncated DICOM (pixel data shorter than its header says)")
     return ImageInfo(columns, rows, samples, int(dataset.BitsStored), "DICOM")
 
 

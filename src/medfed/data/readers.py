@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medfed.data.images import ImageInfo, is_image_file, probe_image
+from medfed.data.images import ImageInfo, ImageReadError, is_image_file, probe_image
 from medfed.errors import DataError
 
 LABELS_CSV = "train_labels.csv"
@@ -141,7 +141,7 @@ def scan_dataset(
         scan = _scan_folders(root, class_names)
     else:
         raise DataError(f"unknown data layout {layout!r}: use auto, kaggle or folders")
-    infos = _check_images(scan) if check_images else []
+    infos = _check_images(root, scan) if check_images else []
     if scan.problems and not skip_bad:
         raise DataError(describe_problems(root, scan.problems))
     _check_usable(root, scan, min_classes)
@@ -340,15 +340,16 @@ def _images_under(folder: Path) -> list[Path]:
     return [path for path in found if is_image_file(path)]
 
 
-def _check_images(scan: _Scan) -> list[ImageInfo]:
+def _check_images(root: Path, scan: _Scan) -> list[ImageInfo]:
     """Probe every sample's file; unreadable ones move from samples to problems."""
     good, infos = [], []
     for sample in scan.samples:
         try:
             infos.append(probe_image(sample.path))
-        except DataError as exc:
+        except ImageReadError as exc:
             where = f" ({LABELS_CSV} line {sample.line})" if sample.line else ""
-            scan.problems.append(Problem("unreadable", f"{exc}{where}", sample.path, sample.line))
+            text = f"{sample.path.relative_to(root)}: {exc.reason}{where}"
+            scan.problems.append(Problem("unreadable", text, sample.path, sample.line))
             continue
         good.append(sample)
     scan.samples = good
