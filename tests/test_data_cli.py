@@ -70,3 +70,11 @@ def test_demo_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
     assert main(["data", "demo", str(tmp_path / "demo"), "--limit", "20"]) == 0
     assert "reused" in capsys.readouterr().out
     assert main(["data", "check", str(tmp_path / "demo")]) == 0
+
+
+def test_check_names_problems_in_the_test_set(
+    kaggle_dataset: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (kaggle_dataset / "test" / "train" / "test00002.tif").unlink()
+    assert main(["data", "check", str(kaggle_dataset)]) == 2
+    assert "test/train_labels.csv line 4: no image train/test00002.tif" in capsys.readouterr().err
