@@ -7,6 +7,7 @@ test server, dropped at the end; tables are emptied after every test.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -450,3 +451,23 @@ def test_sqlite_store_creates_its_folder(tmp_path) -> None:
     with RunStore(f"sqlite:///{tmp_path}/a/b/medfed.db") as store:
         _run(store)
     assert (tmp_path / "a" / "b" / "medfed.db").is_file()
+
+
+def test_concurrent_first_migrations_agree(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/fresh.db"
+    errors: list[Exception] = []
+
+    def open_store() -> None:
+        try:
+            RunStore(url).close()
+        except Exception as exc:  # collected and reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with RunStore(url) as store:
+        assert store.list_runs() == ([], 0)

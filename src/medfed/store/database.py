@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import re
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,7 @@ URL_SETTING = "database.url in the config, or --db"
 DRIVER_EXTRAS = {"mysql": "mysql", "mariadb": "mysql", "postgresql": "postgres"}
 MIGRATION_LOCK = "medfed_migrate"
 MIGRATION_LOCK_ID = 0x6D6564666564  # "medfed" as the PostgreSQL advisory lock key
+_MIGRATING = threading.Lock()
 
 
 def redact(url: str) -> str:
@@ -100,8 +102,11 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def migrate_schema(engine: Engine) -> None:
-    """Bring the schema to the latest revision; safe when several processes start at once."""
-    with _migration_lock(engine), engine.begin() as connection:
+    """Bring the schema to the latest revision; safe when several processes start at once.
+
+    Alembic's ``context`` is global to the process, hence the thread lock as well.
+    """
+    with _MIGRATING, _migration_lock(engine), engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
         command.upgrade(alembic_config(connection), "head")
