@@ -97,8 +97,7 @@ class _Scan:
 
 
 def detect_layout(root: Path) -> str:
-    """``kaggle`` when ROOT holds train_labels.csv or train/ of images, ``folders`` when it
-    holds sub-folders of images."""
+    """The layout of ROOT: ``kaggle`` (train_labels.csv, train/) or ``folders`` (one per class)."""
     image_dir = root / IMAGE_DIR
     if (root / LABELS_CSV).is_file():
         return "kaggle"
