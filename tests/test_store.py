@@ -447,6 +447,15 @@ def test_bad_url_is_a_clear_error(url: str, message: str) -> None:
     assert "--db" in str(caught.value)
 
 
+def test_unmigrated_database_is_refused_without_migrate(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path}/empty.db"
+    with pytest.raises(StoreError, match="has schema revision none, medfed needs 0001"):
+        RunStore(url, migrate=False)
+    RunStore(url).close()
+    with RunStore(url, migrate=False) as store:
+        assert store.list_runs() == ([], 0)
+
+
 def test_sqlite_store_creates_its_folder(tmp_path) -> None:
     with RunStore(f"sqlite:///{tmp_path}/a/b/medfed.db") as store:
         _run(store)

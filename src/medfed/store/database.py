@@ -11,6 +11,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
@@ -110,6 +112,19 @@ def migrate_schema(engine: Engine) -> None:
         if connection.dialect.name == "postgresql":
             connection.execute(text(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK_ID})"))
         command.upgrade(alembic_config(connection), "head")
+
+
+def check_schema(engine: Engine) -> None:
+    """A StoreError unless the database schema is at the latest revision."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    if current != head:
+        raise StoreError(
+            f"the database at {engine.url.render_as_string(hide_password=True)} has schema "
+            f"revision {current or 'none'}, medfed needs {head}: bring it up to date with "
+            "`medfed runs list --db URL` (which migrates) or RunStore(url, migrate=True)"
+        )
 
 
 @contextmanager

@@ -16,7 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from medfed.errors import StoreError
 from medfed.store import models as m
-from medfed.store.database import create_store_engine, migrate_schema, redact, unreachable
+from medfed.store.database import (
+    check_schema,
+    create_store_engine,
+    migrate_schema,
+    redact,
+    unreachable,
+)
 from medfed.store.events import EventBus
 from medfed.store.passwords import hash_password, verify_password
 from medfed.store.records import (
@@ -50,19 +56,22 @@ class RunStore:
     """
 
     def __init__(self, url: str, *, migrate: bool = True, redis_url: str | None = None):
+        """Connect to ``url``; ``migrate`` brings the schema up to date, else it must be."""
         self.url = url
         self.engine = create_store_engine(url)
         try:
             if migrate:
                 migrate_schema(self.engine)
             else:
-                with self.engine.connect():
-                    pass
+                check_schema(self.engine)
+            self.bus = EventBus(redis_url)
         except DBAPIError as exc:
             self.engine.dispose()
             raise unreachable(url, exc) from None
+        except StoreError:
+            self.engine.dispose()
+            raise
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self.bus = EventBus(redis_url)
 
     def __repr__(self) -> str:
         return f"RunStore({redact(self.url)!r})"
@@ -85,7 +94,7 @@ class RunStore:
             with self._sessions.begin() as session:
                 yield session
         except IntegrityError:
-            raise
+            raise  # the caller knows which record conflicts
         except DBAPIError as exc:
             raise unreachable(self.url, exc) from None
 
@@ -399,9 +408,8 @@ class RunStore:
         """The user when the password is right, else None (same time either way)."""
         with self._session() as session:
             user = session.scalar(select(m.User).where(m.User.name == name))
-        if verify_password(password, user.password_hash if user else None) and user:
-            return _user_record(user)
-        return None
+        matches = verify_password(password, user.password_hash if user else None)
+        return _user_record(user) if matches and user is not None else None
 
     def get_user(self, name: str) -> UserRecord | None:
         with self._session() as session:
