@@ -1,12 +1,15 @@
-"""``medfed server`` serves the API and dashboard from a real process."""
+"""``medfed server`` serves the API and dashboard (and the SuperLink) from a real process."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -22,6 +25,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "medfed.yml"
@@ -29,42 +38,63 @@ def config_file(tmp_path: Path) -> Path:
     return path
 
 
-def test_server_serves_the_api_until_stopped(config_file: Path, tmp_path: Path) -> None:
-    port = _free_port()
-    with RunStore(f"sqlite:///{tmp_path / 'home' / 'medfed.db'}") as store:
-        store.add_user("alice", "alice-password", "admin")
+@contextmanager
+def serving(
+    config_file: Path, port: int, *flags: str, stop: signal.Signals = signal.SIGTERM
+) -> Iterator[list[str]]:
+    """``medfed server`` running until the block ends (``stop`` sent); yields its output."""
     env = dict(os.environ, NO_COLOR="1", COLUMNS="200")
     command = [sys.executable, "-m", "medfed.cli", "server", "-c", str(config_file)]
     process = subprocess.Popen(
-        [*command, "--port", str(port), "--no-superlink"],
+        [*command, "--port", str(port), *flags],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
         env=env,
     )
-    base = f"http://127.0.0.1:{port}"
+    output: list[str] = []
     try:
-        health = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                health = httpx.get(f"{base}/api/health", timeout=1)
-                break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        assert health is not None and health.json()["status"] == "ok"
+        deadline = time.monotonic() + 60
+        while not _listening(port):
+            assert process.poll() is None, process.stdout.read()
+            assert time.monotonic() < deadline, "the server did not start in 60 s"
+            time.sleep(0.2)
+        yield output
+    finally:
+        process.send_signal(stop)
+        out, _ = process.communicate(timeout=30)
+        output.extend(out.splitlines())
+    assert process.returncode == 0, out
+
+
+def test_server_serves_the_api_until_stopped(config_file: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    with RunStore(f"sqlite:///{tmp_path / 'home' / 'medfed.db'}") as store:
+        store.add_user("alice", "alice-password", "admin")
+    base = f"http://127.0.0.1:{port}"
+    with serving(config_file, port, "--no-superlink") as output:
+        assert httpx.get(f"{base}/api/health").json()["status"] == "ok"
         login = httpx.post(
             f"{base}/api/auth/login", json={"username": "alice", "password": "alice-password"}
         )
         assert login.status_code == 200
-        runs = httpx.get(f"{base}/api/runs", cookies=login.cookies)
+        token = login.json()["token"]
+        runs = httpx.get(f"{base}/api/runs", headers={"Authorization": f"Bearer {token}"})
         assert runs.json()["total"] == 0
         assert httpx.get(f"{base}/").status_code == 200
-    finally:
-        process.terminate()
-        output, _ = process.communicate(timeout=20)
-    assert f"http://127.0.0.1:{port}/" in output
-    assert "Traceback" not in output
+    assert any(f"http://127.0.0.1:{port}/" in line for line in output)
+    assert not any("Traceback" in line for line in output)
+
+
+def test_server_runs_the_superlink_until_ctrl_c(config_file: Path) -> None:
+    superlink_port = _free_port()
+    with config_file.open("a") as handle:
+        handle.write(f"federated:\n  server_address: 127.0.0.1:{superlink_port}\n")
+    with serving(config_file, _free_port(), stop=signal.SIGINT) as output:
+        assert _listening(superlink_port)
+    assert not _listening(superlink_port)
+    assert any(f"127.0.0.1:{superlink_port}" in line for line in output)
+    assert any("no dashboard users yet" in line for line in output)
 
 
 def test_server_on_a_busy_port_is_a_one_line_error(
@@ -76,4 +106,4 @@ def test_server_on_a_busy_port_is_a_one_line_error(
         port = busy.getsockname()[1]
         code = main(["server", "-c", str(config_file), "--port", str(port), "--no-superlink"])
     assert code == 2
-    assert f"127.0.0.1:{port}" in capsys.readouterr().err
+    assert f"api.host:api.port 127.0.0.1:{port}" in capsys.readouterr().err

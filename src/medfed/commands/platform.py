@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
+import os
+import signal
 import socket
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import typer
 from rich.console import Console
@@ -18,11 +18,11 @@ from medfed.errors import ConfigError
 from medfed.store import RunStore
 
 console = Console()
-SUPERLINK_MODULE = "medfed.federation.superlink"
+STOP_TIMEOUT_S = 10.0
 
 
-def _check_port_free(host: str, port: int) -> None:
-    """A ConfigError naming the setting when ``host:port`` cannot be listened on."""
+def _check_port_free(host: str, port: int, setting: str, remedy: str) -> None:
+    """A ConfigError naming ``setting`` when ``host:port`` cannot be listened on."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -30,23 +30,58 @@ def _check_port_free(host: str, port: int) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise ConfigError(
-                f"api.host:api.port {host}:{port} cannot be used ({exc.strerror}); stop the "
-                "other server there or pick another --port / --host"
+                f"{setting} {host}:{port} cannot be used ({exc.strerror}); stop the other "
+                f"server there or {remedy}"
             ) from None
 
 
 @contextlib.contextmanager
-def _superlink(cfg: MedfedConfig, enabled: bool) -> Iterator[Any]:
-    """The SuperLink for deployment-mode runs while the server is up, when medfed ships one."""
-    if not enabled or importlib.util.find_spec(SUPERLINK_MODULE) is None:
-        yield None
+def _superlink(cfg: MedfedConfig, enabled: bool) -> Iterator[None]:
+    """The SuperLink hospitals' SuperNodes dial into, for as long as the server is up."""
+    if not enabled:
+        yield
         return
-    handle = importlib.import_module(SUPERLINK_MODULE).start_superlink(cfg)
-    console.print(f"SuperLink for hospitals on [bold]{cfg.federated.server_address}[/]")
+    from medfed.federation.superlink import split_address, start_superlink
+
+    _check_port_free(
+        *split_address(cfg.federated.server_address),
+        "federated.server_address",
+        "set another federated.server_address (or pass --no-superlink)",
+    )
+    process = start_superlink(cfg)
+    console.print(f"SuperLink for hospitals: [bold]{cfg.federated.server_address}[/]")
     try:
-        yield handle
+        yield
     finally:
-        handle.stop()
+        _stop_process_group(process)
+
+
+def _stop_process_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process and its children, SIGKILL if they linger."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def _stop_signals_end_normally() -> Iterator[None]:
+    """Ctrl-C or SIGTERM (as from a service manager), once uvicorn has shut down, unwinds the
+    command so the SuperLink is stopped too, and it exits 0."""
+
+    def end(_signum: int, _frame: object) -> None:
+        raise typer.Exit(0)
+
+    previous = {sig: signal.signal(sig, end) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def dashboard_url(cfg: MedfedConfig) -> str:
@@ -69,7 +104,7 @@ def server_command(
     from medfed.api import create_app
 
     cfg = load_config(config, {"api.host": host, "api.port": port})
-    _check_port_free(cfg.api.host, cfg.api.port)
+    _check_port_free(cfg.api.host, cfg.api.port, "api.host:api.port", "pick another --port/--host")
     Path(cfg.home).mkdir(parents=True, exist_ok=True)
     with RunStore(cfg.database_url, redis_url=cfg.database.redis_url) as store:
         app = create_app(cfg, store)
@@ -78,7 +113,7 @@ def server_command(
                 "[yellow]no dashboard users yet:[/] add one with "
                 "[bold]medfed users add NAME --role admin[/]"
             )
-        with _superlink(cfg, superlink):
+        with _stop_signals_end_normally(), _superlink(cfg, superlink):
             console.print(f"medfed dashboard: [bold cyan]{dashboard_url(cfg)}[/]  (Ctrl-C stops)")
             uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="warning")
 

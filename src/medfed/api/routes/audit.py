@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from medfed.api.deps import AdminUser, StoreDep
-from medfed.api.queries import audit_total
 from medfed.api.schemas import AuditEntryOut, AuditPage
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -24,7 +23,7 @@ def audit_log(
     entries = store.audit_log(limit=page_size, offset=(page - 1) * page_size)
     return AuditPage(
         items=[AuditEntryOut.model_validate(e, from_attributes=True) for e in entries],
-        total=audit_total(store),
+        total=store.count_audit(),
         page=page,
         page_size=page_size,
     )

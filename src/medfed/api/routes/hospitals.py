@@ -7,7 +7,6 @@ from datetime import timedelta
 from fastapi import APIRouter
 
 from medfed.api.deps import CurrentUser, StoreDep
-from medfed.api.queries import hospital_run_ids
 from medfed.api.schemas import HospitalOut
 from medfed.store.models import utcnow
 
@@ -19,13 +18,12 @@ ONLINE_WINDOW = timedelta(minutes=5)
 @router.get("", response_model=list[HospitalOut])
 def list_hospitals(store: StoreDep, _user: CurrentUser) -> list[HospitalOut]:
     """Known hospitals, the runs each took part in, online when seen in the last 5 minutes."""
-    runs = hospital_run_ids(store)
     now = utcnow()
     return [
         HospitalOut(
             name=h.name,
             last_seen=h.last_seen,
-            runs=runs.get(h.name, []),
+            runs=list(h.run_ids),
             status="online" if now - h.last_seen <= ONLINE_WINDOW else "offline",
         )
         for h in store.list_hospitals()
