@@ -85,7 +85,7 @@ def _plot_series(ax: Axes, rounds: list[int], values: list[float | None], **styl
 def plot_global_curves(target: FigureBase, content: ReportContent) -> None:
     """Accuracy, F1 and AUC of the global model per round, and its loss."""
     left, right = target.subplots(1, 2, width_ratios=[1.35, 1])
-    for name in ("accuracy", "f1", "auc"):
+    drawn = [
         _plot_series(
             left,
             content.rounds,
@@ -93,23 +93,37 @@ def plot_global_curves(target: FigureBase, content: ReportContent) -> None:
             color=METRIC_COLOURS[name],
             label=METRIC_LABELS[name],
         )
+        for name in ("accuracy", "f1", "auc")
+    ]
     left.set_title("Global model per round")
     left.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     left.set_ylim(max(0.0, _low(content) - 0.05), 1.01)
-    left.legend(loc="lower right")
+    _legend_or_note(left, any(drawn), "lower right", "No accuracy, F1 or AUC recorded")
     _round_axis(left)
-    _plot_series(right, content.rounds, content.curves["loss"], color=CORAL, label="Test loss")
-    _plot_series(
-        right,
-        content.rounds,
-        content.curves["train_loss"],
-        color=MUTED,
-        linestyle="--",
-        label="Training loss (hospitals)",
-    )
+    drawn = [
+        _plot_series(right, content.rounds, content.curves["loss"], color=CORAL, label="Test loss"),
+        _plot_series(
+            right,
+            content.rounds,
+            content.curves["train_loss"],
+            color=MUTED,
+            linestyle="--",
+            label="Training loss (hospitals)",
+        ),
+    ]
     right.set_title("Loss")
-    right.legend(loc="upper right")
+    _legend_or_note(right, any(drawn), "upper right", "No loss recorded")
     _round_axis(right)
+
+
+def _legend_or_note(ax: Axes, drawn: bool, loc: str, note: str) -> None:
+    """A legend when a series was drawn, else ``note`` in the middle of the empty axes."""
+    if drawn:
+        ax.legend(loc=loc)
+        return
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.text(0.5, 0.5, note, ha="center", va="center", color=MUTED, transform=ax.transAxes)
 
 
 def _low(content: ReportContent) -> float:
@@ -180,7 +194,13 @@ def plot_confusion(target: FigureBase, content: ReportContent) -> None:
                 fontsize=10 if len(matrix) <= 4 else 7,
                 fontweight="bold",
             )
-    ax.set_xticks(range(len(labels)), labels)
+    crowded = sum(len(label) for label in labels) > 24
+    ax.set_xticks(
+        range(len(labels)),
+        labels,
+        rotation=30 if crowded else 0,
+        ha="right" if crowded else "center",
+    )
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -90,7 +90,6 @@ class ReportContent:
     roc_note: str
     checkpoint_note: str
     checkpoint_round: int | None
-    notes: list[str] = field(default_factory=list)
 
 
 def gather_content(
@@ -382,7 +381,8 @@ def _data_table(clients: list[Any], hospitals: list[str], class_names: list[str]
             totals.append(fmt.integer(sum(numbers)) if numbers else fmt.MISSING)
         totals[-2] = fmt.MISSING
         rows.append(totals)
-    return Table(columns, rows, [False] + [True] * (len(columns) - 1))
+    table = Table(columns, rows, [False] + [True] * (len(columns) - 1))
+    return _without_empty_columns(table, keep=1)
 
 
 def _curves(rounds: list[Any]) -> dict[str, list[float | None]]:
