@@ -184,6 +184,10 @@ def test_resolve_run_id_by_prefix(store: RunStore) -> None:
         store.resolve_run_id("aaaa")
     with pytest.raises(StoreError, match="no run zz"):
         store.resolve_run_id("zz")
+    _run(store, run_id="bbbb3333")
+    assert store.resolve_run_id("BBBB") == "bbbb3333"
+    with pytest.raises(StoreError, match="no run ;"):
+        store.resolve_run_id("")
 
 
 def test_list_runs_filters_sorts_and_pages(store: RunStore) -> None:

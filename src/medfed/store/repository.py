@@ -160,15 +160,17 @@ class RunStore:
 
     def resolve_run_id(self, prefix: str) -> str:
         """The full id of the one run whose id starts with ``prefix`` (as shown shortened)."""
-        with self._session() as session:
-            ids = session.scalars(
-                select(m.Run.id).where(m.Run.id.startswith(prefix.lower(), autoescape=True))
-            ).all()
-        if len(ids) == 1:
-            return ids[0]
-        if not ids or not prefix:
-            raise StoreError(f"no run {prefix}; `medfed runs list` shows the runs")
-        raise StoreError(f"{len(ids)} runs start with {prefix}; give more of the id")
+        ids: Sequence[str] = []
+        if prefix:
+            with self._session() as session:
+                ids = session.scalars(
+                    select(m.Run.id).where(m.Run.id.startswith(prefix.lower(), autoescape=True))
+                ).all()
+        if not ids:
+            raise _no_run(prefix)
+        if len(ids) > 1:
+            raise StoreError(f"{len(ids)} runs start with {prefix}; give more of the id")
+        return ids[0]
 
     def list_runs(
         self,
