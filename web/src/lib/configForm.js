@@ -169,7 +169,10 @@ export function mapValidationErrors(detail, knownFields) {
     const loc = (item.loc || []).filter((p) => p !== 'body')
     if (loc[0] === 'config') loc.shift()
     const path = loc.join('.')
-    const msg = String(item.msg || 'invalid value').replace(/^Value error, /, '')
+    const msg =
+      item.type === 'extra_forbidden'
+        ? 'unknown setting: this version has no such key (remove it from the template)'
+        : String(item.msg || 'invalid value').replace(/^Value error, /, '')
     const target = knownFields.has(path) ? path : nearestField(path, msg, knownFields)
     if (target) fields[target] = fields[target] ? `${fields[target]}; ${msg}` : msg
     else general.push(path ? `${path}: ${msg}` : msg)
