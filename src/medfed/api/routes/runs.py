@@ -136,11 +136,11 @@ def get_run(run_id: str, store: StoreDep, _user: CurrentUser) -> RunDetail:
 def start_run(run_id: str, store: StoreDep, user: AdminUser) -> RunDetail:
     """Start a run created with ``start: false``; a stopped, failed or interrupted run resumes
     from its last checkpoint."""
-    from medfed.federation import runner  # imports Flower: only when a run starts
-
     run = load_run(store, run_id)
     if run.status == "finished":
         raise _conflict(f"run {run_id} is finished; create a new run to train again")
+    from medfed.federation import runner  # imports Flower: only when a run starts
+
     if runner.worker_alive(Path(run.config["home"]), run_id):
         raise _conflict(f"run {run_id} is already being trained ({run.status})")
     resume = run.started_at is not None
