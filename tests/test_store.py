@@ -131,12 +131,25 @@ def test_create_and_get_run(store: RunStore) -> None:
     assert (run.rounds_done, run.best_accuracy, run.final_metrics) == (0, None, None)
 
 
+def test_any_language_is_stored(store: RunStore) -> None:
+    run_id = _run(store, "脑肿瘤 MRI — Charité 🧠")
+    store.record_client_result(run_id, 1, hospital="北京协和医院", phase="train", status="ok")
+    store.publish(run_id, "client_replied", {"hospital": "北京协和医院", "note": "ünïcödé"})
+    assert store.get_run(run_id).name == "脑肿瘤 MRI — Charité 🧠"
+    assert store.client_results(run_id)[0].hospital == "北京协和医院"
+    assert store.events(run_id)[0].payload["note"] == "ünïcödé"
+    assert [r.id for r in store.list_runs(search="charité")[0]] == [run_id]
+
+
 def test_create_run_with_given_id_and_duplicate(store: RunStore) -> None:
     assert _run(store, run_id="abc123") == "abc123"
     with pytest.raises(StoreError, match="abc123 already exists"):
         _run(store, run_id="abc123")
     with pytest.raises(StoreError, match="mode 'batch' is not one of simulation, deployment"):
         _run(store, mode="batch")
+    with pytest.raises(StoreError, match="a run name needs 1 to 200 characters, not 201"):
+        _run(store, "x" * 201)
+    assert store.get_run(_run(store, "y" * 200)).name == "y" * 200
 
 
 def test_unknown_run_is_a_clear_error(store: RunStore) -> None:
@@ -185,7 +198,9 @@ def test_resolve_run_id_by_prefix(store: RunStore) -> None:
     with pytest.raises(StoreError, match="no run zz"):
         store.resolve_run_id("zz")
     _run(store, run_id="bbbb3333")
-    assert store.resolve_run_id("BBBB") == "bbbb3333"
+    _run(store, run_id="bbbb33334")
+    assert store.resolve_run_id("bbbb3333") == "bbbb3333"  # an exact id wins
+    assert store.resolve_run_id("BBBB33334") == "bbbb33334"
     with pytest.raises(StoreError, match="no run ;"):
         store.resolve_run_id("")
 

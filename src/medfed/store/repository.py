@@ -11,7 +11,7 @@ from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy import Select, case, delete, func, or_, select
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from medfed.errors import StoreError
@@ -95,8 +95,11 @@ class RunStore:
                 yield session
         except IntegrityError:
             raise  # the caller knows which record conflicts
-        except DBAPIError as exc:
+        except (OperationalError, InterfaceError) as exc:
             raise unreachable(self.url, exc) from None
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else type(exc).__name__
+            raise StoreError(f"the database at {redact(self.url)} refused: {reason}") from None
 
     # runs ---------------------------------------------------------------------------------
 
@@ -113,6 +116,8 @@ class RunStore:
     ) -> str:
         """Record a new pending run; returns its id (a uuid hex unless ``run_id`` is given)."""
         _check_choice("mode", mode, MODES)
+        if not name.strip() or len(name) > m.NAME_LENGTH:
+            raise StoreError(f"a run name needs 1 to {m.NAME_LENGTH} characters, not {len(name)}")
         run_id = run_id or uuid.uuid4().hex
         run = m.Run(
             id=run_id,
@@ -166,6 +171,8 @@ class RunStore:
                 ids = session.scalars(
                     select(m.Run.id).where(m.Run.id.startswith(prefix.lower(), autoescape=True))
                 ).all()
+        if prefix in ids:
+            return prefix
         if not ids:
             raise _no_run(prefix)
         if len(ids) > 1:

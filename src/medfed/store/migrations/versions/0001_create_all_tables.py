@@ -18,6 +18,7 @@ depends_on = None
 
 TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 AUTO_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+TABLE_OPTIONS = {"mysql_charset": "utf8mb4"}  # any language's names, whatever the server default
 
 
 def _id() -> sa.Column:
@@ -51,6 +52,7 @@ def upgrade() -> None:
         sa.Column("created_by", sa.String(200), nullable=True),
         sa.Column("final_metrics", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_runs")),
+        **TABLE_OPTIONS,
     )
     op.create_index(op.f("ix_runs_created_at"), "runs", ["created_at"])
     op.create_index(op.f("ix_runs_status"), "runs", ["status"])
@@ -73,6 +75,7 @@ def upgrade() -> None:
         sa.Column("finished_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_rounds")),
         sa.UniqueConstraint("run_id", "round", name=op.f("uq_rounds_run_id_round")),
+        **TABLE_OPTIONS,
     )
 
     op.create_table(
@@ -92,6 +95,7 @@ def upgrade() -> None:
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_client_results")),
+        **TABLE_OPTIONS,
     )
     op.create_index("ix_client_results_run_id_round", "client_results", ["run_id", "round"])
     op.create_index("ix_client_results_hospital", "client_results", ["hospital"])
@@ -107,6 +111,7 @@ def upgrade() -> None:
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_checkpoints")),
+        **TABLE_OPTIONS,
     )
     op.create_index("ix_checkpoints_run_id_round", "checkpoints", ["run_id", "round"])
 
@@ -118,6 +123,7 @@ def upgrade() -> None:
         sa.Column("payload", sa.JSON(), nullable=False),
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_events")),
+        **TABLE_OPTIONS,
     )
     op.create_index("ix_events_run_id_id", "events", ["run_id", "id"])
 
@@ -130,6 +136,7 @@ def upgrade() -> None:
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         sa.UniqueConstraint("name", name=op.f("uq_users_name")),
+        **TABLE_OPTIONS,
     )
 
     op.create_table(
@@ -141,6 +148,7 @@ def upgrade() -> None:
         sa.Column("target", sa.String(1000), nullable=True),
         sa.Column("detail", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_log")),
+        **TABLE_OPTIONS,
     )
     op.create_index(op.f("ix_audit_log_action"), "audit_log", ["action"])
     op.create_index(op.f("ix_audit_log_at"), "audit_log", ["at"])
@@ -154,6 +162,7 @@ def upgrade() -> None:
         sa.Column("created_at", TIMESTAMP, nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_config_templates")),
         sa.UniqueConstraint("name", name=op.f("uq_config_templates_name")),
+        **TABLE_OPTIONS,
     )
 
     op.create_table(
@@ -164,6 +173,7 @@ def upgrade() -> None:
         sa.Column("info", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_hospitals")),
         sa.UniqueConstraint("name", name=op.f("uq_hospitals_name")),
+        **TABLE_OPTIONS,
     )
 
 
