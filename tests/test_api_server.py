@@ -107,3 +107,29 @@ def test_server_on_a_busy_port_is_a_one_line_error(
         code = main(["server", "-c", str(config_file), "--port", str(port), "--no-superlink"])
     assert code == 2
     assert f"api.host:api.port 127.0.0.1:{port}" in capsys.readouterr().err
+
+
+def test_events_reach_the_browser_as_they_happen(config_file: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    store = RunStore(f"sqlite:///{tmp_path / 'home' / 'medfed.db'}")
+    store.add_user("victor", "victor-password", "viewer")
+    run_id = store.create_run(
+        "live", {"home": str(tmp_path / "home")}, mode="simulation", strategy="FedAvg", num_rounds=1
+    )
+    store.set_status(run_id, "running")
+    store.publish(run_id, "run_started", {"num_rounds": 1, "strategy": "FedAvg"})
+    received: list[str] = []
+    base = f"http://127.0.0.1:{port}"
+    with serving(config_file, port, "--no-superlink"), httpx.Client(base_url=base) as browser:
+        browser.post("/api/auth/login", json={"username": "victor", "password": "victor-password"})
+        with browser.stream("GET", f"/api/runs/{run_id}/events", timeout=30) as stream:
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            for line in stream.iter_lines():
+                if line.startswith("event: "):
+                    received.append(line.removeprefix("event: "))
+                    if received == ["run_started"]:  # only now does the run go on
+                        store.publish(run_id, "round_finished", {"round": 1, "metrics": {}})
+                        store.set_status(run_id, "finished")
+                        store.publish(run_id, "run_finished", {"final_metrics": {}})
+    store.close()
+    assert received == ["run_started", "round_finished", "run_finished"]
