@@ -328,3 +328,12 @@ def test_without_a_configured_secret_a_private_key_file_is_shared_by_servers(
     other_home = config_from_dict({"home": str(tmp_path / "other")})
     stranger = TestClient(create_app(other_home, store))
     assert stranger.get("/api/auth/me", headers=headers).status_code == 401
+
+
+def test_app_opens_the_store_of_its_config(tmp_path: Path) -> None:
+    cfg = config_from_dict({"home": str(tmp_path / "home"), "api": {"secret_key": SECRET}})
+    with RunStore(cfg.database_url) as store:
+        store.add_user(*VIEWER, role="viewer")
+    with TestClient(create_app(cfg)) as client:
+        assert client.get("/api/auth/me", headers=login(client, VIEWER)).json()["role"] == "viewer"
+    assert (tmp_path / "home" / "medfed.db").is_file()
