@@ -37,14 +37,14 @@ def _one_thread() -> None:
 def run_config(home: Path, data: Path) -> dict:
     return config_from_dict(
         {
-            "name": "prox-demo",
+            "name": "adam-demo",
             "home": str(home),
             "data": {"path": str(data), "layout": "kaggle", "image_size": 32},
-            "model": {"name": "cancer_cnn", "norm": "batch"},
+            "model": {"name": "cancer_cnn", "norm": "group"},
             "training": {"batch_size": 8, "learning_rate": 0.01},
             "federated": {
-                "strategy": "FedProx",
-                "proximal_mu": 0.05,
+                "strategy": "FedAdam",
+                "server_learning_rate": 0.05,
                 "rounds": ROUNDS,
                 "num_clients": 2,
             },
@@ -60,7 +60,7 @@ def trained_state(cfg: dict) -> dict:
     config = config_from_dict(cfg)
     torch.manual_seed(0)
     images = load_image_set(config.data.path, config.data, config.cache_dir)
-    model = build_model("cancer_cnn", 1, 2, "batch")
+    model = build_model("cancer_cnn", 1, 2, "group")
     loader = ArrayLoader(
         images.images,
         images.labels,
@@ -75,10 +75,10 @@ def trained_state(cfg: dict) -> dict:
 def seed_run(store: RunStore, cfg: dict, *, checkpoint_state: dict | None = None) -> str:
     """A finished three-round run; the second hospital's training fails in round 2."""
     run_id = store.create_run(
-        "prox-demo",
+        "adam-demo",
         cfg,
         mode="simulation",
-        strategy="FedProx",
+        strategy="FedAdam",
         num_rounds=ROUNDS,
         created_by="admin",
     )
@@ -198,7 +198,8 @@ def test_html_report_shows_every_section_with_the_run_numbers(store, seeded, tmp
         assert hospital in html
     assert "hospital did not reply within 600 s" in html
     assert '<th class="num">Class 0</th>' in html and '<td class="num">15</td>' in html
-    assert "proximal mu" in html and "0.05" in html  # FedProx's own parameter
+    assert "server learning rate" in html and "0.05" in html  # FedAdam's own parameters
+    assert "tau" in html and "proximal mu" not in html
     assert "top 10% of entries" in html and "8-bit" in html
     assert "Attack AUC" in html and "0.531" in html
     assert "ROC curve not available" not in html
@@ -234,7 +235,7 @@ def test_roc_is_scored_with_the_decrypted_checkpoint_on_the_test_set(store, seed
 
     config = config_from_dict(cfg)
     test_set = load_image_set(Path(cfg["data"]["path"]) / "test", config.data, config.cache_dir)
-    model = build_model("cancer_cnn", 1, 2, "batch")
+    model = build_model("cancer_cnn", 1, 2, "group")
     checkpoint = store.latest_checkpoint(run_id)
     state, _ = ArtifactStore(Path(cfg["home"]) / "artifacts").load_state_dict(checkpoint.path)
     model.load_state_dict(state)

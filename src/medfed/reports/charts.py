@@ -25,6 +25,7 @@ CORAL = "#d1495b"
 AMBER = "#e9a23b"
 VIOLET = "#6a4c93"
 SERIES = [NAVY, TEAL, AMBER, VIOLET, "#4d908e", "#b5838d", "#577590", "#90be6d"]
+CROWDED_LEGEND = 6
 METRIC_COLOURS = {"accuracy": NAVY, "f1": TEAL, "auc": AMBER}
 METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1 score", "auc": "AUC"}
 
@@ -98,8 +99,8 @@ def plot_global_curves(target: FigureBase, content: ReportContent) -> None:
     left.set_title("Global model per round")
     left.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     left.set_ylim(max(0.0, _low(content) - 0.05), 1.01)
-    _legend_or_note(left, any(drawn), "lower right", "No accuracy, F1 or AUC recorded")
     _round_axis(left)
+    _legend_or_note(left, any(drawn), "lower right", "No accuracy, F1 or AUC recorded")
     drawn = [
         _plot_series(right, content.rounds, content.curves["loss"], color=CORAL, label="Test loss"),
         _plot_series(
@@ -112,8 +113,8 @@ def plot_global_curves(target: FigureBase, content: ReportContent) -> None:
         ),
     ]
     right.set_title("Loss")
-    _legend_or_note(right, any(drawn), "upper right", "No loss recorded")
     _round_axis(right)
+    _legend_or_note(right, any(drawn), "upper right", "No loss recorded")
 
 
 def _legend_or_note(ax: Axes, drawn: bool, loc: str, note: str) -> None:
@@ -167,7 +168,11 @@ def plot_hospital_accuracy(target: FigureBase, content: ReportContent) -> None:
     phase = "local test data" if content.hospital_accuracy_phase == "evaluate" else "training data"
     ax.set_title(f"Accuracy per hospital ({phase})")
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    ax.legend(loc="lower right", ncols=2)
+    if len(content.hospital_accuracy) > CROWDED_LEGEND:
+        columns = -(-len(content.hospital_accuracy) // 14)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), ncols=columns, fontsize=6.5)
+    else:
+        ax.legend(loc="lower right", ncols=2)
     _round_axis(ax)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ import numpy as np
 from medfed import __version__
 from medfed.reports import formatting as fmt
 from medfed.reports.roc import RocData
+from medfed.store.records import CheckpointRecord, ClientResultRecord, RoundRecord, RunRecord
 
 STRATEGY_PARAMETERS = {
     "FedProx": ("proximal_mu",),
@@ -93,18 +95,19 @@ class ReportContent:
 
 
 def gather_content(
-    run: Any,
-    rounds: list[Any],
-    clients: list[Any],
-    checkpoint: Any | None,
+    run: RunRecord,
+    rounds: list[RoundRecord],
+    clients: list[ClientResultRecord],
+    checkpoint: CheckpointRecord | None,
     roc: RocData | None,
     roc_note: str,
 ) -> ReportContent:
     """Turn the store's records of one run into the report's content."""
     config = run.config or {}
+    privacy = config.get("privacy", {})
     rounds = sorted(rounds, key=lambda r: r.round)
     final = final_metrics(run, rounds)
-    hospitals = sorted({c.hospital for c in clients})
+    hospitals = sorted({c.hospital for c in clients}, key=natural_key)
     confusion = _confusion(final.get("confusion_matrix"))
     class_names = _class_names(config, roc, confusion, clients)
     numbers = [r.round for r in rounds]
@@ -119,7 +122,7 @@ def gather_content(
         version=__version__,
         strategy=str(run.strategy),
         model=_model_name(config),
-        delta=fmt.setting(config.get("privacy", {}).get("delta")),
+        delta=fmt.setting(privacy.get("delta")),
         error=run.error,
         kpis=_kpis(run, rounds, final, hospitals, clients),
         overview=_overview(run, rounds, checkpoint),
@@ -147,12 +150,9 @@ def gather_content(
         bytes_down=[r.bytes_down for r in rounds],
         traffic_table=_traffic_table(rounds),
         epsilons={r.round: r.epsilon for r in rounds if fmt.is_number(r.epsilon)},
-        privacy=_rows(config.get("privacy", {}), _privacy_keys(config.get("privacy", {}))),
-        privacy_mode=str(config.get("privacy", {}).get("mode", "none")),
-        epsilon_budget=_number(
-            config.get("privacy", {}).get("epsilon_budget")
-            or config.get("privacy", {}).get("target_epsilon")
-        ),
+        privacy=_rows(privacy, _privacy_keys(privacy)),
+        privacy_mode=str(privacy.get("mode", "none")),
+        epsilon_budget=_number(privacy.get("epsilon_budget") or privacy.get("target_epsilon")),
         audit=_audit_rows(_audit(run)),
         audit_reading=_audit_reading(_audit(run)),
         roc=roc,
@@ -162,7 +162,12 @@ def gather_content(
     )
 
 
-def final_metrics(run: Any, rounds: list[Any]) -> dict[str, Any]:
+def natural_key(name: str) -> list[str | int]:
+    """Sort key putting ``hospital-2`` before ``hospital-10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def final_metrics(run: RunRecord, rounds: list[RoundRecord]) -> dict[str, Any]:
     """The last round's global metrics, overridden by the run's final metrics where given."""
     merged: dict[str, Any] = dict(rounds[-1].metrics or {}) if rounds else {}
     merged.update({k: v for k, v in (run.final_metrics or {}).items() if v is not None})
@@ -170,7 +175,11 @@ def final_metrics(run: Any, rounds: list[Any]) -> dict[str, Any]:
 
 
 def _kpis(
-    run: Any, rounds: list[Any], final: dict, hospitals: list[str], clients: list[Any]
+    run: RunRecord,
+    rounds: list[RoundRecord],
+    final: dict,
+    hospitals: list[str],
+    clients: list[ClientResultRecord],
 ) -> list[Kpi]:
     replied = len({c.hospital for c in clients if c.status == "ok"})
     total_bytes = sum((r.bytes_up or 0) + (r.bytes_down or 0) for r in rounds)
@@ -194,10 +203,10 @@ def _kpis(
     return kpis
 
 
-def _overview(run: Any, rounds: list[Any], checkpoint: Any | None) -> list[tuple[str, str]]:
-    started, finished = run.started_at, run.finished_at
-    wall = (finished - started).total_seconds() if started and finished else None
-    rows = [
+def _overview(
+    run: RunRecord, rounds: list[RoundRecord], checkpoint: CheckpointRecord | None
+) -> list[tuple[str, str]]:
+    return [
         ("Name", run.name or fmt.MISSING),
         ("Run ID", str(run.id)),
         ("Status", str(run.status)),
@@ -205,16 +214,15 @@ def _overview(run: Any, rounds: list[Any], checkpoint: Any | None) -> list[tuple
         ("Strategy", str(run.strategy)),
         ("Created by", run.created_by or fmt.MISSING),
         ("Created", fmt.timestamp(run.created_at)),
-        ("Started", fmt.timestamp(started)),
-        ("Finished", fmt.timestamp(finished)),
-        ("Wall-clock time", fmt.duration(wall)),
+        ("Started", fmt.timestamp(run.started_at)),
+        ("Finished", fmt.timestamp(run.finished_at)),
+        ("Wall-clock time", fmt.duration(run.duration_s)),
         ("Rounds completed", f"{len(rounds)} of {run.num_rounds}"),
         ("Model checkpoint", _checkpoint_note(checkpoint)),
     ]
-    return rows
 
 
-def _checkpoint_note(checkpoint: Any | None) -> str:
+def _checkpoint_note(checkpoint: CheckpointRecord | None) -> str:
     if checkpoint is None:
         return "none stored"
     metric = ""
@@ -223,7 +231,7 @@ def _checkpoint_note(checkpoint: Any | None) -> str:
     return f"round {checkpoint.round} ({fmt.byte_size(checkpoint.size_bytes)}{metric})"
 
 
-def _settings(run: Any, config: dict) -> dict[str, list[tuple[str, str]]]:
+def _settings(run: RunRecord, config: dict) -> dict[str, list[tuple[str, str]]]:
     federated = config.get("federated", {})
     strategy = federated.get("strategy", run.strategy)
     strategy_keys = ("strategy", *STRATEGY_PARAMETERS.get(strategy, ()))
@@ -307,7 +315,10 @@ def _confusion(value: Any) -> np.ndarray | None:
 
 
 def _class_names(
-    config: dict, roc: RocData | None, confusion: np.ndarray | None, clients: list[Any]
+    config: dict,
+    roc: RocData | None,
+    confusion: np.ndarray | None,
+    clients: list[ClientResultRecord],
 ) -> list[str]:
     declared = config.get("data", {}).get("class_names")
     if declared:
@@ -319,7 +330,7 @@ def _class_names(
     return sorted({str(k) for client in clients for k in _counts_of(client, [])})
 
 
-def _counts_of(client: Any, class_names: list[str]) -> dict[str, int]:
+def _counts_of(client: ClientResultRecord, class_names: list[str]) -> dict[str, int]:
     """A client's ``class_counts`` metric as {class name: count}, whether a dict or a list."""
     metrics = client.metrics or {}
     counts = metrics.get("class_counts", metrics.get("class-counts"))
@@ -331,14 +342,18 @@ def _counts_of(client: Any, class_names: list[str]) -> dict[str, int]:
     return {}
 
 
-def _latest_ok(clients: list[Any], hospital: str, phase: str) -> Any | None:
+def _latest_ok(
+    clients: list[ClientResultRecord], hospital: str, phase: str
+) -> ClientResultRecord | None:
     done = [c for c in clients if c.hospital == hospital and c.phase == phase and c.status == "ok"]
     return max(done, key=lambda c: c.round) if done else None
 
 
-def _class_counts(clients: list[Any], class_names: list[str]) -> dict[str, dict[str, int]]:
+def _class_counts(
+    clients: list[ClientResultRecord], class_names: list[str]
+) -> dict[str, dict[str, int]]:
     counts = {}
-    for hospital in sorted({c.hospital for c in clients}):
+    for hospital in sorted({c.hospital for c in clients}, key=natural_key):
         latest = _latest_ok(clients, hospital, "train")
         found = _counts_of(latest, class_names) if latest else {}
         if found:
@@ -346,13 +361,15 @@ def _class_counts(clients: list[Any], class_names: list[str]) -> dict[str, dict[
     return counts
 
 
-def _train_examples(clients: list[Any], hospitals: list[str]) -> dict[str, int]:
+def _train_examples(clients: list[ClientResultRecord], hospitals: list[str]) -> dict[str, int]:
     """Each hospital's training examples in its last successful reply (when it had one)."""
     latest = {h: _latest_ok(clients, h, "train") for h in hospitals}
     return {h: c.num_examples for h, c in latest.items() if c is not None and c.num_examples}
 
 
-def _data_table(clients: list[Any], hospitals: list[str], class_names: list[str]) -> Table:
+def _data_table(
+    clients: list[ClientResultRecord], hospitals: list[str], class_names: list[str]
+) -> Table:
     counts = _class_counts(clients, class_names)
     shown_classes = [n for n in class_names if any(n in c for c in counts.values())]
     columns = ["Hospital", "Training examples", "Evaluation examples"]
@@ -385,7 +402,7 @@ def _data_table(clients: list[Any], hospitals: list[str], class_names: list[str]
     return _without_empty_columns(table, keep=1)
 
 
-def _curves(rounds: list[Any]) -> dict[str, list[float | None]]:
+def _curves(rounds: list[RoundRecord]) -> dict[str, list[float | None]]:
     curves: dict[str, list[float | None]] = {}
     for name in CURVE_METRICS:
         curves[name] = [_number((r.metrics or {}).get(name)) for r in rounds]
@@ -405,13 +422,13 @@ def _number(value: Any) -> float | None:
     return float(value) if fmt.is_number(value) else None
 
 
-def _hospital_series(clients: list[Any], phase: str) -> dict[str, dict[int, float]]:
+def _hospital_series(clients: list[ClientResultRecord], phase: str) -> dict[str, dict[int, float]]:
     series: dict[str, dict[int, float]] = defaultdict(dict)
     for client in clients:
         accuracy = metric(client.metrics, "accuracy", client.phase)
         if client.phase == phase and client.status == "ok" and fmt.is_number(accuracy):
             series[client.hospital][client.round] = float(accuracy)
-    return dict(sorted(series.items()))
+    return {hospital: series[hospital] for hospital in sorted(series, key=natural_key)}
 
 
 def _metrics_table(final: dict, confusion: np.ndarray | None, class_names: list[str]) -> Table:
@@ -453,13 +470,14 @@ def _metrics_table(final: dict, confusion: np.ndarray | None, class_names: list[
     return Table(columns, rows, [False] + [True] * 5)
 
 
-def _last_round_table(clients: list[Any], last_round: int | None) -> Table:
+def _last_round_table(clients: list[ClientResultRecord], last_round: int | None) -> Table:
     columns = [
         "Hospital", "Phase", "Status", "Examples", "Loss", "Accuracy", "F1",
         "Duration", "Upload", "Download", "ε", "Note",
     ]  # fmt: skip
     chosen = sorted(
-        (c for c in clients if c.round == last_round), key=lambda c: (c.hospital, c.phase)
+        (c for c in clients if c.round == last_round),
+        key=lambda c: (natural_key(c.hospital), c.phase),
     )
     rows, failed = [], set()
     for index, client in enumerate(chosen):
@@ -501,7 +519,7 @@ def _without_empty_columns(table: Table, keep: int) -> Table:
     )
 
 
-def _traffic_table(rounds: list[Any]) -> Table:
+def _traffic_table(rounds: list[RoundRecord]) -> Table:
     columns = ["Round", "Duration", "Upload", "Download", "Hospitals ok", "Hospitals failed"]
     rows = [
         [
@@ -529,7 +547,7 @@ def _traffic_table(rounds: list[Any]) -> Table:
     return Table(columns, rows, [False] + [True] * 5, failed)
 
 
-def _audit(run: Any) -> dict[str, Any] | None:
+def _audit(run: RunRecord) -> dict[str, Any] | None:
     audit = (run.final_metrics or {}).get("audit")
     return audit if isinstance(audit, dict) else None
 

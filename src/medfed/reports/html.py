@@ -10,6 +10,7 @@ from medfed.reports import charts
 from medfed.reports.content import ReportContent
 
 CHART_WIDTH = 9.4
+MAX_DATA_CHART_INCHES = 12.0
 
 
 def _environment() -> Environment:
@@ -27,7 +28,7 @@ def chart_images(content: ReportContent) -> dict[str, str]:
     png = charts.figure_png_base64
     images: dict[str, str] = {}
     if content.train_examples:
-        height = 1.2 + 0.35 * len(content.hospitals)
+        height = min(1.2 + 0.35 * len(content.hospitals), MAX_DATA_CHART_INCHES)
         images["data"] = png(
             partial(charts.plot_hospital_data, content=content), (CHART_WIDTH, height)
         )

@@ -1,9 +1,12 @@
-"""The PDF report: A4 pages drawn with matplotlib (summary and tables first, then the charts)."""
+"""The PDF report: four A4 pages drawn with matplotlib, tables included (no other dependency).
+
+Page 1 holds the key figures, run summary and configuration; the next pages follow the HTML
+report's sections and numbering with their charts and tables.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from textwrap import shorten
@@ -21,6 +24,8 @@ A4 = (8.27, 11.69)
 ROW_INCHES = 0.24
 SETTING_INCHES = 0.2
 PAGE_INCHES = 9.6
+MAX_TABLE_ROWS = 30
+MAX_CHART_INCHES = 6.0
 HEADER_FRACTION = 0.075
 FOOTER_FRACTION = 0.035
 SOFT = "#f2f5f8"
@@ -41,9 +46,9 @@ def write_pdf(content: ReportContent, path: Path) -> int:
     pages = _pages(content)
     with charts.report_style(), PdfPages(path, metadata=_metadata(content)) as pdf:
         for number, blocks in enumerate(pages, start=1):
-            with _page(content, number, len(pages)) as figure:
-                _place(figure, blocks)
-                pdf.savefig(figure)
+            figure = _page(content, number, len(pages))
+            _place(figure, blocks)
+            pdf.savefig(figure)
     return len(pages)
 
 
@@ -55,8 +60,7 @@ def _metadata(content: ReportContent) -> dict[str, str]:
     }
 
 
-@contextmanager
-def _page(content: ReportContent, number: int, total: int) -> Iterator[Figure]:
+def _page(content: ReportContent, number: int, total: int) -> Figure:
     """An A4 figure with the report's header band and footer; blocks go between them."""
     figure = Figure(figsize=A4)
     figure.set_layout_engine(
@@ -98,7 +102,7 @@ def _page(content: ReportContent, number: int, total: int) -> Iterator[Figure]:
     figure.text(
         0.94, 0.018, f"Page {number} of {total}", fontsize=7, color=charts.MUTED, ha="right"
     )
-    yield figure
+    return figure
 
 
 def _place(figure: Figure, blocks: list[Block]) -> None:
@@ -113,13 +117,29 @@ def _place(figure: Figure, blocks: list[Block]) -> None:
 
 
 def _pages(content: ReportContent) -> list[list[Block]]:
-    """Four A4 pages, in the order and with the section numbers of the HTML report."""
-    return [
+    """The pages, in the order and with the section numbers of the HTML report.
+
+    Four pages for a usual run; a part that does not fit (many hospitals or rounds) goes on.
+    """
+    parts = [
         _summary_page(content),
         _data_and_curves_page(content),
         _evaluation_page(content),
         _operations_page(content),
     ]
+    return [page for blocks in parts for page in _paginate(blocks)]
+
+
+def _paginate(blocks: list[Block]) -> list[list[Block]]:
+    pages: list[list[Block]] = [[]]
+    used = 0.0
+    for block in blocks:
+        if pages[-1] and used + block.inches > PAGE_INCHES:
+            pages.append([])
+            used = 0.0
+        pages[-1].append(block)
+        used += block.inches
+    return pages
 
 
 def _summary_page(c: ReportContent) -> list[Block]:
@@ -134,11 +154,10 @@ def _summary_page(c: ReportContent) -> list[Block]:
 
 
 def _data_and_curves_page(c: ReportContent) -> list[Block]:
-    blocks = [_table_block("3  Data per hospital", c.data_table)]
+    blocks = _table_blocks("3  Data per hospital", c.data_table)
     if c.train_examples:
-        blocks.append(
-            Block(0.8 + 0.3 * len(c.hospitals), lambda f: charts.plot_hospital_data(f, c))
-        )
+        height = min(0.8 + 0.3 * len(c.hospitals), MAX_CHART_INCHES)
+        blocks.append(Block(height, lambda f: charts.plot_hospital_data(f, c)))
     if not c.rounds:
         blocks.append(_text_block("4  Learning curves", "No round has finished yet.", charts.AMBER))
         return blocks
@@ -152,16 +171,16 @@ def _data_and_curves_page(c: ReportContent) -> list[Block]:
 
 def _evaluation_page(c: ReportContent) -> list[Block]:
     blocks = [
-        _table_block("5  Final evaluation of the global model", c.metrics_table),
+        *_table_blocks("5  Final evaluation of the global model", c.metrics_table),
         Block(3.7, lambda f: _confusion_and_roc(f, c)),
-        _table_block(f"6  Hospitals in round {c.last_round}", c.last_round_table, 6.5),
+        *_table_blocks(f"6  Hospitals in round {c.last_round}", c.last_round_table, 6.5),
     ]
     if c.failures:
         rows = [[str(r), hospital, phase, error] for r, hospital, phase, error in c.failures]
         failures = Table(
             ["Round", "Hospital", "Phase", "Reason"], rows, [True, False, False, False]
         )
-        blocks.append(_table_block("Failed replies over the whole run", failures))
+        blocks.extend(_table_blocks("Failed replies over the whole run", failures))
     return blocks
 
 
@@ -174,7 +193,7 @@ def _operations_page(c: ReportContent) -> list[Block]:
                 lambda f: _titled(f, "7  Duration and traffic", charts.plot_duration_traffic, c),
             )
         )
-    blocks.append(_table_block("Rounds", c.traffic_table))
+    blocks.extend(_table_blocks("Rounds", c.traffic_table))
     if c.epsilons:
         blocks.append(
             Block(2.5, lambda f: _titled(f, "8  Privacy", charts.plot_epsilon, c, c.epsilon_budget))
@@ -236,12 +255,26 @@ def _blank_axes(target: FigureBase) -> Axes:
     return ax
 
 
-def _table_block(title: str, table: Table, font_size: float = 7.5) -> Block:
+def _table_blocks(title: str, table: Table, font_size: float = 7.5) -> list[Block]:
+    """The table in blocks of at most MAX_TABLE_ROWS rows, so long ones continue on a new page."""
     if table.empty:
-        return _text_block(title, "Nothing was recorded.", charts.AMBER)
-    return Block(
-        (len(table.rows) + 1) * ROW_INCHES + 0.45, lambda f: _table(f, title, table, font_size)
-    )
+        return [_text_block(title, "Nothing was recorded.", charts.AMBER)]
+    blocks = []
+    for start in range(0, len(table.rows), MAX_TABLE_ROWS):
+        part = Table(
+            table.columns,
+            table.rows[start : start + MAX_TABLE_ROWS],
+            table.numeric,
+            frozenset(i - start for i in table.failed_rows),
+        )
+        heading = title if start == 0 else f"{title} (continued)"
+        blocks.append(
+            Block(
+                (len(part.rows) + 1) * ROW_INCHES + 0.45,
+                lambda f, part=part, heading=heading: _table(f, heading, part, font_size),
+            )
+        )
+    return blocks
 
 
 def _table(target: FigureBase, title: str, table: Table, font_size: float) -> None:
@@ -268,8 +301,6 @@ def _table(target: FigureBase, title: str, table: Table, font_size: float) -> No
         text = cell.get_text()
         if table.numeric[col]:
             text.set_horizontalalignment("right")
-            text.set_x(1 - cell.PAD)
-            cell._loc = "right"
         if row == 0:
             cell.set_facecolor(SOFT)
             text.set_color(charts.MUTED)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from medfed.errors import MedfedError, StoreError
 from medfed.reports.content import ReportContent, gather_content
 from medfed.reports.html import render_html
 from medfed.reports.pdf import write_pdf
 from medfed.reports.roc import RocData, roc_of_checkpoint
-from medfed.store import RunStore
+from medfed.store import CheckpointRecord, RunRecord, RunStore
 from medfed.store.artifacts import KEY_FILE
 
 FORMATS = ("html", "pdf")
@@ -75,7 +75,7 @@ def write_report(content: ReportContent, out_dir: Path, fmt: Literal["html", "pd
 
 
 def _roc_of_run(
-    run: Any, checkpoint: Any | None, artifacts_root: Path | None
+    run: RunRecord, checkpoint: CheckpointRecord | None, artifacts_root: Path | None
 ) -> tuple[RocData | None, str]:
     """The ROC of the run's latest checkpoint, or None and the reason it is not available."""
     if checkpoint is None:
