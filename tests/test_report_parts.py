@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import numpy as np
@@ -149,3 +150,17 @@ def test_a_run_that_failed_before_any_round_renders_in_both_formats(tmp_path):
     assert "no reply within 25s" in html
     assert "ROC curve not available" in html and "No model checkpoint." in html
     assert pdf.startswith(b"%PDF")
+
+
+def test_long_tables_continue_on_more_pdf_pages(tmp_path):
+    clients = [
+        ClientResultRecord(i, "r1", 1, f"site-{i}", "evaluate", "ok", 10, {"accuracy": 0.9},
+                           1.0, 0, 0, None, None, NOW)
+        for i in range(45)
+    ]  # fmt: skip
+    content = gather_content(_run(), [_round(1, {"accuracy": 0.9})], clients, None, None, "")
+
+    pdf = write_report(content, tmp_path, "pdf").read_bytes()
+
+    assert [row[0] for row in content.last_round_table.rows[:3]] == ["site-0", "site-1", "site-2"]
+    assert len(re.findall(rb"/Type\s*/Page\b", pdf)) > 4
