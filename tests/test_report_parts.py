@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from medfed.errors import DataError
+from medfed.errors import ConfigError, DataError
+from medfed.reports import build_report, roc_from_predictions, write_report
 from medfed.reports import formatting as fmt
-from medfed.reports import roc_from_predictions, write_report
 from medfed.reports.content import gather_content
 from medfed.store.records import ClientResultRecord, RoundRecord, RunRecord
 
@@ -164,3 +164,21 @@ def test_long_tables_continue_on_more_pdf_pages(tmp_path):
 
     assert [row[0] for row in content.last_round_table.rows[:3]] == ["site-0", "site-1", "site-2"]
     assert len(re.findall(rb"/Type\s*/Page\b", pdf)) > 4
+
+
+def test_names_from_the_store_are_escaped_in_html(tmp_path):
+    hostile = "<script>alert(1)</script>"
+    client = ClientResultRecord(
+        1, "r1", 1, hostile, "train", "failed", 0, None, None, 0, 0, None, "<img src=x>", NOW
+    )
+    content = gather_content(_run(name=hostile), [], [client], None, None, "")
+
+    html = write_report(content, tmp_path, "html").read_text(encoding="utf-8")
+
+    assert hostile not in html and "<img src=x>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_unknown_format_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="use html or pdf"):
+        build_report(None, "r1", tmp_path, "docx")

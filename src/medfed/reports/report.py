@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from medfed.errors import MedfedError, StoreError
+from medfed.errors import ConfigError, MedfedError, StoreError
 from medfed.reports.content import ReportContent, gather_content
 from medfed.reports.html import render_html
 from medfed.reports.pdf import write_pdf
@@ -33,7 +33,7 @@ def build_report(
     is missing the report says why in place of the curve.
     """
     if fmt not in FORMATS:
-        raise StoreError(f"report format {fmt!r} is not known: use html or pdf")
+        raise ConfigError(f"report format {fmt!r} is not known: use html or pdf")
     content = report_content(store, run_id, roc=roc, artifacts_root=artifacts_root)
     return write_report(content, out_dir, fmt)
 
