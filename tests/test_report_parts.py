@@ -166,17 +166,23 @@ def test_long_tables_continue_on_more_pdf_pages(tmp_path):
     assert len(re.findall(rb"/Type\s*/Page\b", pdf)) > 4
 
 
-def test_names_from_the_store_are_escaped_in_html(tmp_path):
+def test_text_from_the_store_is_shown_as_written(tmp_path):
     hostile = "<script>alert(1)</script>"
-    client = ClientResultRecord(
-        1, "r1", 1, hostile, "train", "failed", 0, None, None, 0, 0, None, "<img src=x>", NOW
-    )
-    content = gather_content(_run(name=hostile), [], [client], None, None, "")
+    dollars = r"Site $\nosuchcommand$ B"  # no mathtext: "$...$" must not break the charts
+    clients = [
+        ClientResultRecord(1, "r1", 1, hostile, "train", "failed", 0, None, None, 0, 0, None,
+                           "<img src=x>", NOW),
+        ClientResultRecord(2, "r1", 1, dollars, "train", "ok", 9, {"accuracy": 0.5}, 1.0, 0, 0,
+                           None, None, NOW),
+    ]  # fmt: skip
+    content = gather_content(_run(name=hostile), [_round(1, {})], clients, None, None, "")
 
     html = write_report(content, tmp_path, "html").read_text(encoding="utf-8")
+    pdf = write_report(content, tmp_path, "pdf").read_bytes()
 
     assert hostile not in html and "<img src=x>" not in html
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and dollars in html
+    assert pdf.startswith(b"%PDF")
 
 
 def test_unknown_format_is_refused(tmp_path):

@@ -30,6 +30,7 @@ METRIC_COLOURS = {"accuracy": NAVY, "f1": TEAL, "auc": AMBER}
 METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1 score", "auc": "AUC"}
 
 STYLE = {
+    "text.parse_math": False,  # hospital names and errors may hold "$"
     "font.family": "DejaVu Sans",
     "font.size": 9,
     "axes.edgecolor": "#9aa5b1",
