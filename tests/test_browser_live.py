@@ -52,7 +52,8 @@ def test_create_a_run_and_watch_it_train_live(
     tab.get_by_test_id("data-path-input").fill(str(kaggle_dataset))
     tab.get_by_test_id("create-and-start").click()
 
-    tab.wait_for_url(re.compile(r"/runs/[0-9a-f]+/live$"))
+    # Creating the first run imports Flower in the server: seconds on a busy machine.
+    tab.wait_for_url(re.compile(r"/runs/[0-9a-f]+/live$"), timeout=120_000)
     run_id = tab.url.rstrip("/").split("/")[-2]
     run = server.store.get_run(run_id)
     assert run.name == "browser-live-run"

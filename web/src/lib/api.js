@@ -53,13 +53,9 @@ async function request(method, path, { body, query } = {}) {
 }
 
 export const api = {
-  get: (path, query) => request('GET', path, { query }),
-  post: (path, body) => request('POST', path, { body: body ?? {} }),
-
   login: (username, password) => request('POST', '/auth/login', { body: { username, password } }),
   logout: () => request('POST', '/auth/logout', { body: {} }),
   me: () => request('GET', '/auth/me'),
-  health: () => request('GET', '/health'),
 
   configDefaults: () => request('GET', '/config/defaults'),
   configSchema: () => request('GET', '/config/schema'),

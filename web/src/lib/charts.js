@@ -49,8 +49,20 @@ function baseGrid(extra = {}) {
 
 const TITLE_STYLE = { fontSize: 14, fontWeight: 600, color: '#0f172a' }
 
-function legend() {
-  return { type: 'scroll', bottom: 4, left: 'center', itemWidth: 18, itemHeight: 10 }
+/** Bottom legend: wraps to two rows for up to six series, scrolls beyond that. */
+function legend(count = 3) {
+  return {
+    type: count > 6 ? 'scroll' : 'plain',
+    bottom: 4,
+    left: 'center',
+    itemWidth: 18,
+    itemHeight: 10,
+    itemGap: 12,
+  }
+}
+
+function legendRows(count) {
+  return count > 3 && count <= 6 ? 2 : 1
 }
 
 function roundAxis(name = 'Round') {
@@ -86,18 +98,28 @@ function valueAxis(name, { percent = false, min } = {}) {
  * A metric-per-round line chart.
  * series: [{name, points: [[round, value], ...], dashed?, color?}]
  */
-export function metricLineOption({ title, metric, series, percent = false, maxRound }) {
+export function metricLineOption({
+  title,
+  metric,
+  series,
+  percent = false,
+  maxRound,
+  showLegend = true,
+}) {
   const digits = percent ? 3 : 4
   return {
     ...ANIMATION,
     color: PALETTE,
-    title: { text: title, left: 4, top: 4, textStyle: TITLE_STYLE },
+    title: title ? { text: title, left: 4, top: 4, textStyle: TITLE_STYLE } : undefined,
     tooltip: {
       trigger: 'axis',
       valueFormatter: (v) => (v == null ? '—' : Number(v).toFixed(digits)),
     },
-    legend: legend(),
-    grid: baseGrid(),
+    legend: { ...legend(series.length), show: showLegend },
+    grid: baseGrid({
+      top: title ? 48 : 20,
+      bottom: showLegend ? 56 + 22 * legendRows(series.length) : 52,
+    }),
     xAxis: { ...roundAxis(), max: maxRound ? Math.max(maxRound, 1) : undefined },
     yAxis: valueAxis(metric, { percent, min: percent ? 0 : undefined }),
     series: series.map((s) => ({
@@ -166,8 +188,9 @@ export function roundCostOption(rounds) {
 /** Privacy spent so far (epsilon) after each round. */
 export function epsilonOption(rounds, budget) {
   const option = metricLineOption({
-    title: 'Privacy budget spent (ε)',
+    title: '',
     metric: 'ε',
+    showLegend: false,
     series: [
       {
         name: 'ε',

@@ -93,7 +93,7 @@ function resolveRef(schema, node) {
 }
 
 /** The JSON-schema node of a dotted config key (optional types unwrapped), or null. */
-export function fieldSchema(schema, path) {
+function fieldSchema(schema, path) {
   if (!schema) return null
   let node = schema
   for (const key of path.split('.')) {
@@ -112,10 +112,6 @@ export function fieldSchema(schema, path) {
 export function enumOf(schema, path) {
   const node = fieldSchema(schema, path)
   return node?.enum?.length ? node.enum : FALLBACK_ENUMS[path] || []
-}
-
-export function describe(schema, path) {
-  return fieldSchema(schema, path)?.description || ''
 }
 
 /** Element Plus rules for a numeric key from its schema bounds (plus `extra` checks). */

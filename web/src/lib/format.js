@@ -21,8 +21,8 @@ export function formatDuration(seconds) {
   if (s < 1) return `${Math.round(s * 1000)} ms`
   if (s < 60) return `${s.toFixed(1)} s`
   const m = Math.floor(s / 60)
-  if (m < 60) return `${m} min ${Math.round(s % 60)} s`
-  return `${Math.floor(m / 60)} h ${m % 60} min`
+  if (m < 60) return `${m}m ${String(Math.floor(s % 60)).padStart(2, '0')}s`
+  return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, '0')}m`
 }
 
 export function formatBytes(bytes) {
@@ -73,7 +73,7 @@ export function statusType(status) {
   return STATUS_TYPES[String(status || '').toLowerCase()] || 'info'
 }
 
-export const TERMINAL_STATUSES = ['finished', 'completed', 'succeeded', 'failed', 'stopped', 'cancelled']
+const TERMINAL_STATUSES = ['finished', 'completed', 'succeeded', 'failed', 'stopped', 'cancelled']
 
 export function isTerminal(status) {
   return TERMINAL_STATUSES.includes(String(status || '').toLowerCase())

@@ -57,18 +57,20 @@ export function useRunProgress(runId) {
   /** One row per hospital: its most recent reply (or failure) and its traffic over the run. */
   const hospitalStatus = computed(() => {
     const latest = new Map()
-    const traffic = new Map()
+    const totals = new Map()
     for (const row of clientRows.value) {
       latest.set(row.hospital, row)
-      const sum = traffic.get(row.hospital) || { up: 0, down: 0 }
+      const sum = totals.get(row.hospital) || { up: 0, down: 0, epsilon: null }
       sum.up += row.bytes_up || 0
       sum.down += row.bytes_down || 0
-      traffic.set(row.hospital, sum)
+      if (row.epsilon != null) sum.epsilon = row.epsilon
+      totals.set(row.hospital, sum)
     }
     return hospitals.value.map((h) => ({
       ...latest.get(h),
-      total_up: traffic.get(h).up,
-      total_down: traffic.get(h).down,
+      total_up: totals.get(h).up,
+      total_down: totals.get(h).down,
+      epsilon_spent: totals.get(h).epsilon,
     }))
   })
 
@@ -144,10 +146,16 @@ export function useRunProgress(runId) {
       if (!source) return
       if (run.value && isTerminal(run.value.status)) {
         closeStream('closed')
-      } else {
-        connection.value = source.readyState === EventSource.CLOSED ? 'error' : 'connecting'
-        if (source.readyState === EventSource.CLOSED) source = null
+        return
       }
+      connection.value = source.readyState === EventSource.CLOSED ? 'error' : 'connecting'
+      if (source.readyState === EventSource.CLOSED) source = null
+      // The stream also ends when a run stopped without an end event: ask the run itself.
+      refreshRun()
+        .then(() => {
+          if (isTerminal(run.value?.status)) closeStream('closed')
+        })
+        .catch(() => {})
     }
     for (const type of EVENT_TYPES) {
       source.addEventListener(type, (message) => {
