@@ -104,6 +104,14 @@ def test_per_class_figures_come_from_the_confusion_matrix():
     assert yes == ["Class yes", "80.0%", "66.7%", "72.7%", "—", "6"]
 
 
+@pytest.mark.parametrize("matrix", [[[1, 2], [3]], [[1, 2, 3]], "n/a", [[1, None], [0, 1]]])
+def test_a_malformed_confusion_matrix_is_left_out(matrix):
+    content = gather_content(_run(), [_round(1, {"confusion_matrix": matrix})], [], None, None, "")
+
+    assert content.confusion is None
+    assert [row[0] for row in content.metrics_table.rows] == ["Overall"]
+
+
 def test_final_metrics_of_the_run_win_over_the_last_round():
     rounds = [_round(1, {"accuracy": 0.5, "auc": 0.6})]
     content = gather_content(_run(final_metrics={"accuracy": 0.75}), rounds, [], None, None, "")

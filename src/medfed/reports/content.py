@@ -306,10 +306,12 @@ def _privacy_keys(section: dict) -> tuple[str, ...]:
 
 
 def _confusion(value: Any) -> np.ndarray | None:
-    if not value:
+    """The matrix as a square int array, or None when it is missing or malformed."""
+    try:
+        matrix = np.asarray(value if value else [], dtype=float)
+    except (TypeError, ValueError):
         return None
-    matrix = np.asarray(value)
-    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
+    if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1] or not np.isfinite(matrix).all():
         return None
     return matrix.astype(int)
 
