@@ -81,6 +81,12 @@ def test_new_run_form_shows_only_the_strategy_parameters_and_validates(
     expect(tab.get_by_test_id("param-server_momentum")).to_be_visible()
     expect(tab.get_by_test_id("param-tau")).to_have_count(0)
 
+    expect(form.get_by_text("Noise multiplier", exact=True)).to_have_count(0)
+    tab.get_by_test_id("privacy-mode").get_by_text("Sample-level (DP-SGD)").click()
+    expect(form.get_by_text("Noise multiplier", exact=True)).to_have_count(2)  # radio + field
+    tab.get_by_test_id("privacy-mode").get_by_text("Off").click()
+    expect(form.get_by_text("Noise multiplier", exact=True)).to_have_count(0)
+
     set_number(tab, "clients-input", 2)
     set_number(tab, "min-train-input", 3)
     tab.get_by_test_id("create-and-start").click()
