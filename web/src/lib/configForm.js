@@ -169,19 +169,24 @@ export function mapValidationErrors(detail, knownFields) {
       item.type === 'extra_forbidden'
         ? 'unknown setting: this version has no such key (remove it from the template)'
         : String(item.msg || 'invalid value').replace(/^Value error, /, '')
-    const target = knownFields.has(path) ? path : nearestField(path, msg, knownFields)
-    if (target) fields[target] = fields[target] ? `${fields[target]}; ${msg}` : msg
-    else general.push(path ? `${path}: ${msg}` : msg)
+    const targets = knownFields.has(path) ? [path] : fieldsNamed(path, msg, knownFields)
+    for (const target of targets) {
+      fields[target] = fields[target] ? `${fields[target]}; ${msg}` : msg
+    }
+    if (!targets.length) general.push(path ? `${path}: ${msg}` : msg)
   }
   return { fields, general }
 }
 
-/** A section-level error (model validator) that names one of the section's keys. */
-function nearestField(path, msg, knownFields) {
-  if (!path) return null
-  for (const field of knownFields) {
+/**
+ * The form fields a cross-field error names: a section-level error ("federated") naming its
+ * keys, or a whole-config error naming dotted keys ("privacy.mode ... model.norm").
+ */
+function fieldsNamed(path, msg, knownFields) {
+  const named = (text) => new RegExp(`(^|[^\\w.])${text.replace('.', '\\.')}(?![\\w])`).test(msg)
+  return [...knownFields].filter((field) => {
     const [section, key] = field.split('.')
-    if (section === path && key && msg.includes(key)) return field
-  }
-  return null
+    if (!key) return false
+    return path ? section === path && named(key) : named(field)
+  })
 }
