@@ -84,6 +84,11 @@ def test_new_run_form_shows_only_the_strategy_parameters_and_validates(
     expect(form.get_by_text("Noise multiplier", exact=True)).to_have_count(0)
     tab.get_by_test_id("privacy-mode").get_by_text("Sample-level (DP-SGD)").click()
     expect(form.get_by_text("Noise multiplier", exact=True)).to_have_count(2)  # radio + field
+    expect(tab.get_by_test_id("norm-select")).to_contain_text("GroupNorm")  # DP needs it
+    choose(tab, "strategy-select", "FedProx")
+    expect(form).to_contain_text("FedProx’s proximal term is lost")
+    choose(tab, "strategy-select", "FedAvgM")
+    expect(form).not_to_contain_text("FedProx’s proximal term is lost")
     tab.get_by_test_id("privacy-mode").get_by_text("Off").click()
     expect(form.get_by_text("Noise multiplier", exact=True)).to_have_count(0)
 
