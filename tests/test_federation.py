@@ -66,7 +66,10 @@ def test_every_strategy_name_builds_flowers_class(name: str) -> None:
 
 
 def test_client_level_dp_wraps_the_strategy() -> None:
-    cfg = load_config(None, {"privacy.mode": "client", "privacy.noise_multiplier": 0.8})
+    cfg = load_config(
+        None,
+        {"privacy.mode": "client", "privacy.noise_multiplier": 0.8, "model.norm": "group"},
+    )
     strategy = build_strategy(cfg)
     assert isinstance(strategy, fl.DifferentialPrivacyServerSideFixedClipping)
 
@@ -132,7 +135,7 @@ def test_simulated_run_records_every_round_and_hospital(kaggle_dataset: Path, tm
     assert all(0 < c.bytes_up < c.bytes_down / 10 for c in train)
     assert rounds[0].bytes_up == sum(c.bytes_up for c in train if c.round == 1)
     checkpoints = store.checkpoints(run_id)
-    assert [c.round for c in checkpoints] == [1, 2]
+    assert [c.round for c in checkpoints] == [0, 1, 2]  # 0: the initial model
     assert all(Path(c.path).is_file() for c in checkpoints)
     kinds = [e.type for e in store.events(run_id)]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
@@ -242,3 +245,63 @@ def _alive(pid: int) -> bool:
         return os.waitpid(pid, os.WNOHANG) == (0, 0)
     except ChildProcessError:
         return True
+
+
+def test_sample_level_dp_reports_growing_epsilon_within_target(
+    kaggle_dataset: Path, tmp_path: Path
+):
+    store, run_id = simulate(
+        kaggle_dataset,
+        tmp_path / "home",
+        **{
+            "model.norm": "group",
+            "privacy.mode": "sample",
+            "privacy.target_epsilon": 6.0,
+            "federated.rounds": 2,
+        },
+    )
+    run = store.get_run(run_id)
+    assert run.status == "finished", run.error
+    epsilons = [r.epsilon for r in store.rounds(run_id)]
+    assert all(e is not None for e in epsilons)
+    assert 0 < epsilons[0] < epsilons[1] <= 6.0 + 1e-6
+    train = [c for c in store.client_results(run_id) if c.phase == "train"]
+    assert max(c.metrics["epsilon"] for c in train if c.round == 2) == pytest.approx(epsilons[1])
+
+
+def test_sample_level_budget_ends_training_early_and_says_so(kaggle_dataset: Path, tmp_path):
+    store, run_id = simulate(
+        kaggle_dataset,
+        tmp_path / "home",
+        **{
+            "model.norm": "group",
+            "privacy.mode": "sample",
+            "privacy.target_epsilon": 8.0,
+            "privacy.epsilon_budget": 6.0,
+            "federated.rounds": 3,
+        },
+    )
+    run = store.get_run(run_id)
+    assert run.status == "finished", run.error
+    assert len(store.rounds(run_id)) < 3
+    notes = [e.payload["message"] for e in store.events(run_id) if e.type == "run_note"]
+    assert notes and "privacy budget" in notes[0]
+
+
+def test_client_level_dp_epsilon_follows_the_rdp_accountant(kaggle_dataset: Path, tmp_path):
+    from medfed.privacy.accounting import client_level_epsilon
+
+    store, run_id = simulate(
+        kaggle_dataset,
+        tmp_path / "home",
+        **{
+            "model.norm": "group",
+            "privacy.mode": "client",
+            "privacy.noise_multiplier": 0.3,
+            "privacy.max_grad_norm": 5.0,
+        },
+    )
+    run = store.get_run(run_id)
+    assert run.status == "finished", run.error
+    for r in store.rounds(run_id):
+        assert r.epsilon == pytest.approx(client_level_epsilon(0.3, 1.0, r.round, 1e-5))

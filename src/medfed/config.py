@@ -207,6 +207,20 @@ class MedfedConfig(BaseSettings):
     compression: CompressionConfig = CompressionConfig()
     api: ApiConfig = ApiConfig()
 
+    @model_validator(mode="after")
+    def _privacy_fits_model(self) -> MedfedConfig:
+        if self.privacy.mode != "none" and self.model.norm != "group":
+            raise ValueError(
+                f"privacy.mode={self.privacy.mode!r} needs model.norm: group (DP-SGD cannot "
+                "train BatchNorm, and BatchNorm counters would dominate clipped updates)"
+            )
+        if self.privacy.mode == "sample" and self.federated.strategy == "FedProx":
+            raise ValueError(
+                "privacy.mode='sample' with federated.strategy=FedProx: DP-SGD replaces the "
+                "gradients, so the proximal term would be silently lost; use FedAvg"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -273,9 +287,12 @@ def describe_validation_error(exc: ValidationError, source: str = "config") -> s
     """One line per bad key: the dotted key, the value given and what is allowed."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = ".".join(str(p) for p in err["loc"])
         value = err.get("input")
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
+        if not key:
+            lines.append(f"{source}: {msg}")
+            continue
         if err["type"] == "extra_forbidden":
             msg = "unknown key (check the spelling against config_template.yml)"
             lines.append(f"{source}: {key}: {msg}")

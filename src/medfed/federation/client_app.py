@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 
 import torch
-from flwr.app import ConfigRecord, Context, Error, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from medfed.config import MedfedConfig
@@ -13,6 +22,7 @@ from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
 from medfed.federation.codec import CodecSpec
 from medfed.federation.hospital import (
+    bn_statistics,
     build_run_model,
     evaluate_locally,
     hash_name,
@@ -20,6 +30,8 @@ from medfed.federation.hospital import (
     train_locally,
 )
 from medfed.federation.runtime import RunSettings
+from medfed.federation.strategies import DP_WEIGHT_KEY
+from medfed.privacy.clipping import CLIPPING_NORM_KEY, NORM_BIT_KEY
 
 ERROR_CODE = 900  # a medfed error at the hospital; the reason says which and why
 
@@ -62,18 +74,25 @@ def handle_train(msg: Message, context: Context, fixed: RunSettings | None = Non
     )
     hospital = open_hospital(cfg, dict(context.node_config), settings.run_id, class_names)
     simulate_failure(cfg, hospital.name, server_round, context)
-    update = train_locally(hospital, cfg, global_state, len(class_names), server_round)
-    record, bytes_up = wire.pack_update(
+    update = train_locally(
+        hospital, cfg, global_state, len(class_names), server_round, settings.run_id
+    )
+    clip = msg.content[wire.CONFIG_KEY].get(CLIPPING_NORM_KEY)
+    record, bytes_up, clipped = wire.pack_update(
         global_state,
         update.state,
         CodecSpec.from_config(cfg.compression),
         hospital.state_dir / "residual.npz",
         settings.run_id,
         seed=cfg.training.seed + server_round + hash_name(hospital.name),
+        clip_norm=float(clip) if clip is not None else None,
     )
+    if clip is not None:
+        update.metrics[NORM_BIT_KEY] = bool(clipped)
     metrics = MetricRecord(
         {
             "num-examples": hospital.num_train,
+            DP_WEIGHT_KEY: 1,
             **update.metrics,
             "bytes-up": bytes_up,
             "bytes-down": bytes_down,
@@ -93,9 +112,11 @@ def handle_evaluate(msg: Message, context: Context, fixed: RunSettings | None = 
     settings, cfg, class_names, _, global_state, bytes_down = _round_inputs(msg, context, fixed)
     hospital = open_hospital(cfg, dict(context.node_config), settings.run_id, class_names)
     result = evaluate_locally(hospital, cfg, global_state, len(class_names))
+    stats = bn_statistics(hospital, cfg, global_state, len(class_names))
     metrics = MetricRecord(
         {
             "num-examples": int(result["num_examples"]),
+            DP_WEIGHT_KEY: 1,
             "loss": float(result["loss"]),
             "accuracy": float(result["accuracy"]),
             "precision": float(result["precision"]),
@@ -108,7 +129,11 @@ def handle_evaluate(msg: Message, context: Context, fixed: RunSettings | None = 
         }
     )
     info = ConfigRecord({"hospital": hospital.name})
-    return Message(RecordDict({"metrics": metrics, "info": info}), reply_to=msg)
+    content = RecordDict({"metrics": metrics, "info": info})
+    if stats:
+        content[wire.BN_STATS_KEY] = ArrayRecord({k: Array(v) for k, v in stats.items()})
+        metrics["bn-examples"] = hospital.num_train
+    return Message(content, reply_to=msg)
 
 
 def replying_errors(handler, msg: Message, context: Context, fixed: RunSettings | None) -> Message:

@@ -5,7 +5,6 @@ Plain Python on top of the data and learning layers; ``client_app.py`` wraps it 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,15 +12,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from medfed.data.loader import ArrayLoader
-from medfed.data.partition import partition_indices
-from medfed.data.transforms import eval_transform, train_transform
 
 from medfed.config import MedfedConfig
 from medfed.data.datasets import ImageSet, load_image_set
+from medfed.data.loader import ArrayLoader
+from medfed.data.partition import partition_indices
+from medfed.data.transforms import eval_transform, train_transform
 from medfed.errors import DataError
 from medfed.learning.trainer import evaluate, make_optimizer, set_seed, train
 from medfed.models import bn_state_keys, build_model
+from medfed.privacy.accounting import AccountantStore
+from medfed.privacy.dp import budget_exhausted, image_dataset, prepare_dp_training
 
 LOCAL_VALIDATION_FRACTION = 0.15
 
@@ -108,6 +109,7 @@ def train_locally(
     global_state: dict[str, torch.Tensor],
     num_classes: int,
     server_round: int,
+    run_id: str,
 ) -> LocalUpdate:
     """Local epochs from the global model; FedProx adds mu/2 ||w - w_global||^2 to the loss."""
     seed = cfg.training.seed + 1000 * server_round + hash_name(hospital.name)
@@ -128,21 +130,67 @@ def train_locally(
     global_params = [p.detach().clone() for p in model.parameters()]
     optimizer = make_optimizer(model, cfg.training)
     start = time.perf_counter()
-    result = train(
-        model,
-        loader,
-        cfg.federated.local_epochs,
-        optimizer,
-        proximal_mu=mu,
-        global_params=global_params,
-    )
+    metrics = {"epsilon": -1.0, "budget-exhausted": 0}
+    if cfg.privacy.mode == "sample":
+        dp_metrics = train_with_dp(hospital, cfg, model, optimizer, run_id, seed)
+        metrics.update(dp_metrics)
+    else:
+        result = train(
+            model,
+            loader,
+            cfg.federated.local_epochs,
+            optimizer,
+            proximal_mu=mu,
+            global_params=global_params,
+        )
+        metrics.update(train_loss=float(result.loss), train_accuracy=float(result.accuracy))
     keep_local_bn(model, hospital, cfg)
-    metrics = {
-        "train_loss": float(result.loss),
-        "train_accuracy": float(result.accuracy),
-        "train_seconds": time.perf_counter() - start,
-    }
+    metrics["train_seconds"] = time.perf_counter() - start
     return LocalUpdate(state=model.state_dict(), metrics=metrics)
+
+
+def train_with_dp(
+    hospital: Hospital,
+    cfg: MedfedConfig,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    run_id: str,
+    seed: int,
+) -> dict[str, float]:
+    """DP-SGD (Opacus) for this round; the accountant's history is kept between rounds.
+
+    A hospital whose next round would pass ``privacy.epsilon_budget`` does not train: it
+    returns the global model unchanged and says its budget is spent.
+    """
+    epochs = cfg.federated.local_epochs
+    accountant = AccountantStore(hospital.state_dir / "accountant.json", run_id)
+    idx = hospital.train_idx
+    dp = prepare_dp_training(
+        model,
+        optimizer,
+        image_dataset(hospital.data.images[idx], hospital.data.labels[idx]),
+        batch_size=cfg.training.batch_size,
+        cfg=cfg.privacy,
+        total_epochs=epochs * cfg.federated.rounds,
+        history=accountant.load(),
+        batch_transform=train_transform(cfg.data, seed),
+    )
+    with dp:
+        if budget_exhausted(dp.projected_epsilon(epochs), cfg.privacy):
+            return {
+                "epsilon": dp.epsilon(),
+                "budget-exhausted": 1,
+                "train_loss": -1.0,
+                "train_accuracy": -1.0,
+            }
+        result = train(dp.model, dp.loader, epochs, dp.optimizer)
+        accountant.save(dp.history)
+        return {
+            "epsilon": dp.epsilon(),
+            "budget-exhausted": 0,
+            "train_loss": float(result.loss),
+            "train_accuracy": float(result.accuracy),
+        }
 
 
 def evaluate_locally(
@@ -161,6 +209,54 @@ def evaluate_locally(
         transform=eval_transform(cfg.data),
     )
     return evaluate(model, loader)
+
+
+def bn_statistics(
+    hospital: Hospital, cfg: MedfedConfig, global_state: dict[str, torch.Tensor], num_classes: int
+) -> dict[str, np.ndarray]:
+    """BatchNorm mean and E[x^2] of the global model's activations on the local training images.
+
+    The server combines them across hospitals into the global model's running statistics, so
+    the averaged weights are evaluated with statistics that belong to them (averaging each
+    hospital's own running statistics does not give that, and skews predictions).
+    """
+    model = build_run_model(cfg, num_classes)
+    model.load_state_dict(global_state)
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    if not layers or cfg.federated.bn == "local":
+        return {}
+    sums: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
+
+    def hook(name: str):
+        def record(_module, inputs, _output) -> None:
+            x = inputs[0].detach()
+            sums[name].append(
+                torch.stack([x.mean(dim=(0, 2, 3)), (x * x).mean(dim=(0, 2, 3))]) * x.shape[0]
+            )
+
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
+    loader = ArrayLoader(
+        hospital.data.images,
+        hospital.data.labels,
+        indices=hospital.train_idx,
+        batch_size=max(cfg.training.batch_size, 64),
+        transform=eval_transform(cfg.data),
+    )
+    model.train()
+    with torch.no_grad():
+        for x, _ in loader:
+            model(x)
+    for handle in handles:
+        handle.remove()
+    n = float(loader.num_examples)
+    out = {}
+    for name, parts in sums.items():
+        moments = torch.stack(parts).sum(dim=0) / n
+        out[f"{name}.mean"] = moments[0].numpy()
+        out[f"{name}.sqmean"] = moments[1].numpy()
+    return out
 
 
 def restore_local_bn(model: torch.nn.Module, hospital: Hospital, cfg: MedfedConfig) -> None:
@@ -183,9 +279,3 @@ def keep_local_bn(model: torch.nn.Module, hospital: Hospital, cfg: MedfedConfig)
 def hash_name(name: str) -> int:
     """A stable small integer from a hospital name (Python's hash() is salted per process)."""
     return sum(ord(c) * (i + 1) for i, c in enumerate(name)) % 997
-
-
-def save_json(path: Path, values: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(values))
-    tmp.replace(path)

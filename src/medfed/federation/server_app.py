@@ -29,8 +29,9 @@ from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
 from medfed.federation.hospital import build_run_model
 from medfed.federation.runtime import RunSettings
-from medfed.federation.strategies import build_strategy
+from medfed.federation.strategies import aggregate_metrics, build_strategy, round_epsilon
 from medfed.learning.trainer import evaluate, set_seed
+from medfed.privacy.dp import budget_exhausted
 from medfed.store import RunStore
 from medfed.store.artifacts import ArtifactStore
 
@@ -46,6 +47,10 @@ def stop_flag(home: Path, run_id: str) -> Path:
 
 class RunStopped(Exception):
     """The coordinator asked the run to stop."""
+
+
+class BudgetSpent(Exception):
+    """Too few hospitals have privacy budget left for another round: the run ends early."""
 
 
 @dataclass
@@ -103,6 +108,8 @@ class FederatedRun:
         first_round = 1
         if self.settings.resume:
             arrays, first_round = self._resume_point(model)
+        else:
+            self._checkpoint(0, arrays, {})
         self.store.set_status(self.run_id, "running")
         self.store.publish(
             self.run_id,
@@ -113,12 +120,22 @@ class FederatedRun:
         config = {"class-names": "\n".join(class_names)}
         best: dict[str, Any] = {}
         for server_round in range(first_round, f.rounds + 1):
-            arrays, round_metrics = self._round(
-                strategy, server_round, arrays, config, model, test_set
-            )
+            try:
+                if client_budget_spent(cfg, server_round):
+                    raise BudgetSpent(
+                        f"round {server_round} would pass privacy.epsilon_budget: "
+                        f"training ends with round {server_round - 1}"
+                    )
+                arrays, round_metrics = self._round(
+                    strategy, server_round, arrays, config, model, test_set
+                )
+            except BudgetSpent as exc:
+                self.store.publish(self.run_id, "run_note", {"message": str(exc)})
+                break
             if round_metrics.get("accuracy", -1) > best.get("accuracy", -1):
                 best = {"round": server_round, **round_metrics}
-        final = self.store.rounds(self.run_id)[-1].metrics if f.rounds >= first_round else {}
+        done = self.store.rounds(self.run_id)
+        final = done[-1].metrics if done else {}
         self.store.set_final_metrics(self.run_id, {**final, "best_round": best.get("round")})
         self.store.set_status(self.run_id, "finished")
         self.store.publish(self.run_id, "run_finished", {"final_metrics": final})
@@ -176,9 +193,22 @@ class FederatedRun:
                 f"at least {f.min_train_clients} needed (federated.min_train_clients); "
                 f"failures: {self._describe(train.failed)}"
             )
-        for msg in train.ok:
+        spent = [m for m in train.ok if m.content["metrics"].get("budget-exhausted")]
+        training = [m for m in train.ok if m not in spent]
+        names = ", ".join(self.hospital_names[m.metadata.src_node_id] for m in spent)
+        if spent:
+            self.store.publish(
+                self.run_id, "privacy_budget_spent", {"round": server_round, "hospitals": names}
+            )
+        if len(training) < f.min_train_clients:
+            raise BudgetSpent(
+                f"round {server_round}: the privacy budget (privacy.epsilon_budget) is spent at "
+                f"{names}; {len(training)} hospital(s) could still train, "
+                f"{f.min_train_clients} needed: training ends with round {server_round - 1}"
+            )
+        for msg in training:
             msg.content[wire.ARRAYS_KEY] = wire.unpack_update(msg.content[wire.ARRAYS_KEY], arrays)
-        new_arrays, train_metrics = strategy.aggregate_train(server_round, train.ok)
+        new_arrays, train_metrics = strategy.aggregate_train(server_round, training)
         if new_arrays is not None:
             arrays = new_arrays
         self._check_stop()
@@ -191,6 +221,7 @@ class FederatedRun:
             )
             evaluation = self._send(messages, server_round, "evaluate", arrays)
             if evaluation.ok:
+                arrays = wire.merge_bn_statistics([m.content for m in evaluation.ok], arrays)
                 evaluate_metrics = strategy.aggregate_evaluate(server_round, evaluation.ok)
 
         global_metrics = self._central_evaluation(model, arrays, test_set)
@@ -198,6 +229,8 @@ class FederatedRun:
         bytes_up = int(sum(int(m.content["metrics"]["bytes-up"]) for m in train.ok))
         self._checkpoint(server_round, arrays, global_metrics)
         failed = set(train.failed) | set(evaluation.failed)
+        every_reply = aggregate_metrics([m.content for m in train.ok], "num-examples")
+        epsilon = round_epsilon(self.cfg, server_round, dict(every_reply))
         self.store.record_round(
             self.run_id,
             server_round,
@@ -207,6 +240,7 @@ class FederatedRun:
             bytes_down=train.bytes_down + evaluation.bytes_down,
             train_metrics=_plain(train_metrics),
             evaluate_metrics=_plain(evaluate_metrics),
+            epsilon=epsilon,
             num_clients_ok=len(train.ok),
             num_clients_failed=len(failed),
         )
@@ -219,7 +253,7 @@ class FederatedRun:
                 "duration_s": duration,
                 "bytes_up": bytes_up,
                 "bytes_down": train.bytes_down + evaluation.bytes_down,
-                "epsilon": None,
+                "epsilon": epsilon,
             },
         )
         return arrays, global_metrics
@@ -316,8 +350,9 @@ class FederatedRun:
         return _plain(evaluate(model, loader))
 
     def _checkpoint(self, server_round: int, arrays: ArrayRecord, metrics: dict) -> None:
+        """Encrypted global weights: round 0 (the initial model), every few rounds, the last."""
         f = self.cfg.federated
-        if server_round % f.checkpoint_every and server_round != f.rounds:
+        if server_round and server_round % f.checkpoint_every and server_round != f.rounds:
             return
         path = self.artifacts.save_state_dict(
             f"{self.run_id}/round-{server_round:04d}",
@@ -369,6 +404,13 @@ class FederatedRun:
             f"{self.hospital_names.get(n, f'node-{n}')}: {reason.splitlines()[0][:200]}"
             for n, reason in failed.items()
         )
+
+
+def client_budget_spent(cfg: MedfedConfig, server_round: int) -> bool:
+    """Client-level DP: would this round take the run past privacy.epsilon_budget?"""
+    if cfg.privacy.mode != "client" or cfg.privacy.epsilon_budget is None:
+        return False
+    return budget_exhausted(round_epsilon(cfg, server_round, {}) or 0.0, cfg.privacy)
 
 
 def _plain(values: Any) -> dict[str, Any]:

@@ -9,9 +9,11 @@ from flwr.serverapp import strategy as fl
 
 from medfed.config import MedfedConfig
 from medfed.errors import ConfigError
+from medfed.privacy.accounting import client_level_epsilon, client_noise_multiplier
 
-SUMMED_KEYS = {"bytes-up", "bytes-down", "confusion-matrix", "class-counts"}
-MAX_KEYS = {"seconds", "train_seconds"}
+SUMMED_KEYS = {"num-examples", "bytes-up", "bytes-down", "confusion-matrix", "class-counts"}
+MAX_KEYS = {"seconds", "train_seconds", "epsilon", "budget-exhausted"}
+DP_WEIGHT_KEY = "dp-weight"  # every hospital weighs 1 under client-level DP
 
 
 def aggregate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
@@ -21,6 +23,9 @@ def aggregate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecor
     total = sum(weights) or 1.0
     out: dict[str, int | float | list[int] | list[float]] = {weight_key: int(total)}
     keys = [k for k in metric_records[0] if k != weight_key]
+    if weight_key == DP_WEIGHT_KEY and "num-examples" in metric_records[0]:
+        weights = [float(m["num-examples"]) for m in metric_records]
+        total = sum(weights) or 1.0
     for key in keys:
         values = [m[key] for m in metric_records]
         if key in SUMMED_KEYS:
@@ -78,6 +83,7 @@ def build_strategy(cfg: MedfedConfig) -> fl.Strategy:
         "min_train_nodes": f.min_train_clients,
         "min_evaluate_nodes": f.min_evaluate_clients if f.fraction_evaluate > 0 else 0,
         "min_available_nodes": f.min_available_clients,
+        "weighted_by_key": DP_WEIGHT_KEY if cfg.privacy.mode == "client" else "num-examples",
         "train_metrics_aggr_fn": aggregate_metrics,
         "evaluate_metrics_aggr_fn": aggregate_metrics,
     }
@@ -92,11 +98,46 @@ def clients_per_round(cfg: MedfedConfig) -> int:
     return max(int(f.num_clients * f.fraction_train), f.min_train_clients)
 
 
+def client_sampling_rate(cfg: MedfedConfig) -> float:
+    return min(1.0, clients_per_round(cfg) / cfg.federated.num_clients)
+
+
+def client_noise(cfg: MedfedConfig) -> float:
+    """The noise multiplier of client-level DP: given, or calibrated to the target epsilon."""
+    p = cfg.privacy
+    if p.noise_multiplier is not None:
+        return p.noise_multiplier
+    if p.target_epsilon is None:
+        raise ConfigError(
+            "privacy.mode = 'client' needs privacy.noise_multiplier (e.g. 1.0) "
+            "or privacy.target_epsilon (e.g. 8)"
+        )
+    return client_noise_multiplier(
+        p.target_epsilon, p.delta, client_sampling_rate(cfg), cfg.federated.rounds
+    )
+
+
+def round_epsilon(cfg: MedfedConfig, server_round: int, train_metrics: dict) -> float | None:
+    """Epsilon spent after ``server_round`` rounds (at ``privacy.delta``), or None without DP.
+
+    Sample-level: the largest of the hospitals' own accountants. Client-level: the RDP
+    accountant over the rounds so far, with the fraction of hospitals sampled per round.
+    """
+    mode = cfg.privacy.mode
+    if mode == "sample":
+        value = train_metrics.get("epsilon")
+        return float(value) if value is not None and value >= 0 else None
+    if mode == "client":
+        return client_level_epsilon(
+            client_noise(cfg), client_sampling_rate(cfg), server_round, cfg.privacy.delta
+        )
+    return None
+
+
 def wrap_client_dp(strategy: fl.Strategy, cfg: MedfedConfig) -> fl.Strategy:
     """Client-level DP with Flower's wrappers: fixed or adaptive clipping, server or client side."""
     p = cfg.privacy
-    if p.noise_multiplier is None:
-        raise ConfigError("privacy.mode = 'client' needs privacy.noise_multiplier (e.g. 1.0)")
+    noise = client_noise(cfg)
     sampled = clients_per_round(cfg)
     if p.clipping == "fixed":
         cls = (
@@ -104,10 +145,10 @@ def wrap_client_dp(strategy: fl.Strategy, cfg: MedfedConfig) -> fl.Strategy:
             if p.clip_side == "server"
             else fl.DifferentialPrivacyClientSideFixedClipping
         )
-        return cls(strategy, p.noise_multiplier, p.max_grad_norm, sampled)
+        return cls(strategy, noise, p.max_grad_norm, sampled)
     cls = (
         fl.DifferentialPrivacyServerSideAdaptiveClipping
         if p.clip_side == "server"
         else fl.DifferentialPrivacyClientSideAdaptiveClipping
     )
-    return cls(strategy, p.noise_multiplier, sampled, initial_clipping_norm=p.max_grad_norm)
+    return cls(strategy, noise, sampled, initial_clipping_norm=p.max_grad_norm)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, RecordDict
 
 from medfed.federation.codec import (
     CodecSpec,
@@ -22,9 +22,11 @@ from medfed.federation.codec import (
     encode_update,
     encode_weights,
 )
+from medfed.privacy.clipping import clip_update
 
 ARRAYS_KEY = "arrays"
 CONFIG_KEY = "config"
+BN_STATS_KEY = "bn-stats"
 PAYLOAD_KEY = "payload"
 
 
@@ -68,12 +70,20 @@ def pack_update(
     residual_path: Path,
     run_id: str,
     seed: int,
-) -> tuple[ArrayRecord, int]:
-    """Encode ``local - global`` as one payload; the residual is kept in ``residual_path``."""
+    clip_norm: float | None = None,
+) -> tuple[ArrayRecord, int, bool]:
+    """Encode ``local - global`` as one payload; the residual is kept in ``residual_path``.
+
+    With ``clip_norm`` (client-level DP, clipping at the hospital) the update is clipped to
+    that L2 norm before encoding; the third value says whether it was clipped.
+    """
     delta = [
         (local_state[k].detach().cpu().numpy() - global_state[k].detach().cpu().numpy())
         for k in global_state
     ]
+    clipped = False
+    if clip_norm is not None:
+        delta, clipped = clip_update(delta, clip_norm)
     store = ResidualStore(residual_path, run_id)
     residual = store.load() if spec.error_feedback else None
     payload, new_residual = encode_update(
@@ -81,7 +91,37 @@ def pack_update(
     )
     if spec.error_feedback and spec.is_lossy:
         store.save(new_residual)
-    return _payload_record(payload), len(payload)
+    return _payload_record(payload), len(payload), clipped
+
+
+def merge_bn_statistics(replies: list[RecordDict], global_record: ArrayRecord) -> ArrayRecord:
+    """Global BatchNorm running statistics from the hospitals' activation moments.
+
+    Each reply holds, per BatchNorm layer, the mean and mean square of its inputs under the
+    global model on that hospital's images; weighted by images they give the global mean and
+    variance (E[x^2] - E[x]^2).
+    """
+    with_stats = [r for r in replies if BN_STATS_KEY in r]
+    if not with_stats:
+        return global_record
+    weights = np.array([float(r["metrics"]["bn-examples"]) for r in with_stats])
+    weights /= weights.sum()
+    out = ArrayRecord({k: v for k, v in global_record.items()})
+    for key in with_stats[0][BN_STATS_KEY]:
+        if not key.endswith(".mean"):
+            continue
+        layer = key[: -len(".mean")]
+        mean = sum(
+            w * r[BN_STATS_KEY][key].numpy() for w, r in zip(weights, with_stats, strict=True)
+        )
+        sq = sum(
+            w * r[BN_STATS_KEY][f"{layer}.sqmean"].numpy()
+            for w, r in zip(weights, with_stats, strict=True)
+        )
+        dtype = global_record[f"{layer}.running_mean"].numpy().dtype
+        out[f"{layer}.running_mean"] = Array(mean.astype(dtype))
+        out[f"{layer}.running_var"] = Array(np.maximum(sq - mean * mean, 0.0).astype(dtype))
+    return out
 
 
 def unpack_update(update: ArrayRecord, global_record: ArrayRecord) -> ArrayRecord:
