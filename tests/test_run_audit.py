@@ -71,6 +71,8 @@ def test_audit_scores_members_against_the_test_set_and_is_stored(audited_run) ->
     final = store.get_run(run_id).final_metrics
     assert final["audit"]["auc"] == result.auc
     assert final["audit"]["model_round"] == 2
+    has_initial = any(c.round == 0 for c in store.checkpoints(run_id))
+    assert final["audit"]["reference"] == ("round-0 model" if has_initial else "per-class losses")
     assert {k: v for k, v in final.items() if k != "audit"} == before
     assert audit_run(store, run_id, max_examples=10, seed=3) == result
 
