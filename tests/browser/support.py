@@ -103,18 +103,16 @@ def seed_run(
     """
     store, home = server.store, Path(server.cfg.home)
     done = rounds if rounds_done is None else rounds_done
-    config = server.cfg.model_copy(deep=True)
-    config.federated.strategy = strategy
-    config.federated.rounds = rounds
-    config.federated.num_clients = hospitals
-    config.data.class_names = ["normal", "tumour"]
+    values = server.cfg.to_dict()
+    values["name"] = name
+    values["federated"].update(strategy=strategy, rounds=rounds, num_clients=hospitals)
+    values["data"]["class_names"] = ["normal", "tumour"]
     if epsilon_per_round is not None:
-        config.privacy.mode = "sample"
-        config.privacy.noise_multiplier = 1.1
-    config.name = name
+        values["model"]["norm"] = "group"
+        values["privacy"].update(mode="sample", noise_multiplier=1.1)
     run_id = store.create_run(
         name,
-        config.to_dict(),
+        config_from_dict(values).to_dict(),
         mode="simulation",
         strategy=strategy,
         num_rounds=rounds,
