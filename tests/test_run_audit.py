@@ -96,7 +96,7 @@ def test_unknown_run_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
     assert "no run 0123abcd" in err and len(err.splitlines()) == 1
 
 
-def test_deployment_and_untrained_runs_are_refused(tmp_path: Path) -> None:
+def test_deployment_untrained_and_untested_runs_are_refused(tmp_path: Path) -> None:
     with RunStore(f"sqlite:///{tmp_path}/medfed.db") as store:
         deployed = store.create_run("site", {}, mode="deployment", strategy="FedAvg", num_rounds=1)
         with pytest.raises(FederationError, match="deployment mode"):
@@ -104,3 +104,17 @@ def test_deployment_and_untrained_runs_are_refused(tmp_path: Path) -> None:
         pending = store.create_run("sim", {}, mode="simulation", strategy="FedAvg", num_rounds=1)
         with pytest.raises(FederationError, match="no checkpoint"):
             audit_run(store, pending)
+        config = load_config(None, {"home": str(tmp_path), "data.path": str(tmp_path)}).to_dict()
+        untested = store.create_run(
+            "sim", config, mode="simulation", strategy="FedAvg", num_rounds=1
+        )
+        store.record_checkpoint(
+            untested,
+            1,
+            str(tmp_path / "r1"),
+            metric_name="accuracy",
+            metric_value=None,
+            size_bytes=0,
+        )
+        with pytest.raises(FederationError, match="no held-out test set"):
+            audit_run(store, untested)
