@@ -30,6 +30,17 @@ STRATEGIES = (
     "FedAvgM",
 )
 MODEL_NAMES = ("cancer_cnn", "resnet18", "resnet50")
+# The sections that describe the training itself: what a run's form edits and what hospitals
+# receive (never database or API settings).
+TRAINING_SECTIONS = (
+    "data",
+    "model",
+    "training",
+    "partition",
+    "federated",
+    "privacy",
+    "compression",
+)
 
 
 class Section(BaseModel):

@@ -7,15 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-RUN_CONFIG_SECTIONS = (
-    "data",
-    "model",
-    "training",
-    "partition",
-    "federated",
-    "privacy",
-    "compression",
-)
+from medfed.config import TRAINING_SECTIONS as RUN_CONFIG_SECTIONS
 
 
 class UserOut(BaseModel):

@@ -8,19 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medfed.config import MedfedConfig, config_from_dict
+from medfed.config import TRAINING_SECTIONS, MedfedConfig, config_from_dict
 
 # Sections a hospital needs; database and API settings (credentials) never leave the platform.
-HOSPITAL_SECTIONS = (
-    "name",
-    "data",
-    "model",
-    "training",
-    "partition",
-    "federated",
-    "privacy",
-    "compression",
-)
+HOSPITAL_SECTIONS = ("name", *TRAINING_SECTIONS)
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
