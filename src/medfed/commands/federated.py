@@ -158,7 +158,7 @@ def demo_command(
     run_id = start_run(cfg, store, created_by="demo")
     if server:
         console.print(
-            f"watch it live: [bold cyan]http://{cfg.api.host}:{cfg.api.port}/runs/{run_id}[/]"
+            f"watch it live: [bold cyan]http://{cfg.api.host}:{cfg.api.port}/runs/{run_id}/live[/]"
         )
     _finish(store, run_id, follow_run(store, run_id, console))
     keep = sys.stdin.isatty() if keep_serving is None else keep_serving
