@@ -147,6 +147,16 @@ def test_predict_proba_returns_labels_and_probabilities_in_loader_order():
     assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5)
 
 
+def test_empty_batch_as_poisson_sampling_draws_keeps_loss_and_weights_finite():
+    x, y = next(iter(blob_loader()))
+    model = fresh_model()
+    batches = [(x[:0], y[:0]), (x, y), (x[:0], y[:0])]
+    result = train(model, batches, 1, make_optimizer(model, TrainingConfig()), proximal_mu=0.1)
+    assert result.num_examples == len(y)
+    assert np.isfinite(result.loss) and np.isfinite(result.epochs[0]["proximal"])
+    assert torch.isfinite(flat(model.parameters())).all()
+
+
 def test_empty_loader_is_a_data_error():
     model = fresh_model()
     with pytest.raises(DataError, match="no training examples"):

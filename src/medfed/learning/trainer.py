@@ -152,7 +152,8 @@ def _train_epoch(
     for x, y in loader:
         optimizer.zero_grad(set_to_none=True)
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        # sum / n is the mean, and 0 (not NaN) for the empty batches Poisson sampling can draw
+        loss = F.cross_entropy(logits, y, reduction="sum") / max(len(y), 1)
         total = loss
         if proximal_mu > 0:
             proximal = _proximal_term(params, anchors)
