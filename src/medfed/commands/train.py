@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
+from rich import get_console
 from rich.table import Table
 
 from medfed.config import MedfedConfig, load_config
 
-console = Console()
+console = get_console()  # the console progress bars draw on, so lines print above them
 
 
 def register(app: typer.Typer) -> None:

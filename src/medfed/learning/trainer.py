@@ -69,7 +69,6 @@ def _progress(enabled: bool) -> Progress:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[status]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         disable=not enabled,
@@ -99,6 +98,8 @@ def train(
     ``global_params`` follow ``model.parameters()`` order; by default they are a detached copy
     of the weights at the start. ``on_epoch(epoch, figures)`` runs after each epoch (from 1).
     """
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
     params = list(model.parameters())
     anchors: list[torch.Tensor] = []
     if proximal_mu > 0 and global_params is None:
@@ -111,9 +112,7 @@ def train(
     history: list[dict[str, Any]] = []
     with _progress(progress) as bar:
         for epoch in range(1, epochs + 1):
-            task = bar.add_task(
-                f"{description} epoch {epoch}/{epochs}", total=len(loader), status=""
-            )
+            task = bar.add_task(f"{description} epoch {epoch}/{epochs}", total=len(loader))
             figures = _train_epoch(
                 model, loader, optimizer, proximal_mu, params, anchors, bar, task
             )
