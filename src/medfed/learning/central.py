@@ -94,7 +94,8 @@ def run_central(
     rows: list[dict[str, Any]] = []
 
     def after_epoch(epoch: int, figures: dict[str, Any]) -> None:
-        row = {"epoch": epoch, "train": figures, "test": evaluate(model, test_loader)}
+        train_figures = {key: value for key, value in figures.items() if key != "epoch"}
+        row = {"epoch": epoch, "train": train_figures, "test": evaluate(model, test_loader)}
         rows.append(row)
         if on_epoch is not None:
             on_epoch(epoch, row)
