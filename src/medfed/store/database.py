@@ -135,7 +135,10 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
     """
     database = engine.url.database or ""
     if engine.dialect.name == "sqlite" and database not in ("", ":memory:"):
-        with open(database, "ab") as handle:
+        # A separate lock file: opening and closing the database file itself would drop
+        # SQLite's own POSIX locks in this process, and another process could then delete
+        # the write-ahead log under a live connection.
+        with open(f"{database}.migrate-lock", "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
         return
