@@ -77,7 +77,7 @@ def _progress(enabled: bool) -> Progress:
 
 
 def _proximal_term(params: list[torch.Tensor], anchors: list[torch.Tensor]) -> torch.Tensor:
-    """sum ||w - w_global||^2 over the trainable parameters."""
+    """sum ||w - w_global||^2 over the model's parameters."""
     return sum((p - a).pow(2).sum() for p, a in zip(params, anchors, strict=True))
 
 
@@ -97,6 +97,8 @@ def train(
 
     ``global_params`` follow ``model.parameters()`` order; by default they are a detached copy
     of the weights at the start. ``on_epoch(epoch, figures)`` runs after each epoch (from 1).
+    An Opacus DPOptimizer replaces each gradient by its clipped, noised per-sample sum, so the
+    proximal term has no effect under DP-SGD.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
