@@ -27,10 +27,15 @@ def screenshot(page: Page, name: str) -> Path:
     """A full-page screenshot in test-artifacts/screenshots/ (after charts have drawn)."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.wait_for_timeout(800)  # charts animate, smooth scrolling ends
-    page.evaluate("window.scrollTo(0, 0)")
-    page.wait_for_timeout(200)
+    viewport = page.viewport_size or {"width": 1440, "height": 900}
+    # A window as tall as the page, so the charts are laid out as a user sees them (a
+    # full-page capture can draw them before they have resized).
+    height = page.evaluate("document.documentElement.scrollHeight")
+    page.set_viewport_size({"width": viewport["width"], "height": max(height, viewport["height"])})
+    page.wait_for_timeout(500)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=path, full_page=True)
+    page.screenshot(path=path)
+    page.set_viewport_size(viewport)
     return path
 
 
