@@ -177,6 +177,17 @@ def test_history_filters_sorts_and_compares_runs(tab: Page, server: Server) -> N
     wait_until(lambda: chart_points(tab, "[data-testid=comparison]") == 10, 5, "the overlay")
     screenshot(tab, "history-compare")
 
+    for index in range(12):
+        seed_run(server, f"page-filler-{index}", rounds=1, hospitals=2, with_checkpoint=False)
+    total = server.store.list_runs()[1]
+    tab.get_by_test_id("runs-search").fill("")
+    expect(tab.get_by_test_id("runs-total")).to_have_text(f"{total} runs")
+    tab.get_by_test_id("pagination").locator(".el-select").click()
+    tab.locator(".el-select-dropdown__item:visible", has_text="10/page").click()
+    expect(table.locator(".el-table__body tr")).to_have_count(10)
+    tab.get_by_test_id("pagination").locator(".btn-next").click()
+    expect(table.locator(".el-table__body tr")).to_have_count(min(10, total - 10))
+
 
 def test_run_detail_downloads_model_and_report(tab: Page, server: Server, tmp_path: Path) -> None:
     run_id = seed_run(server, "detail-run", strategy="FedMedian", rounds=4, final_accuracy=0.88)
@@ -213,6 +224,9 @@ def test_hospitals_page_lists_sites_with_their_runs(tab: Page, server: Server) -
     login(tab, path="/hospitals")
     table = tab.get_by_test_id("hospitals-table")
     expect(table).to_contain_text("hospital-0")
+    more = table.get_by_role("button", name=re.compile(r"more$"))
+    for _ in range(more.count()):
+        more.first.click()  # each click expands one hospital's list of runs
     expect(table).to_contain_text(run_id[:8])
     expect(table.locator(".el-table__body tr").first).to_contain_text("online")
     screenshot(tab, "hospitals")
