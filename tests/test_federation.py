@@ -151,7 +151,7 @@ def test_failed_and_silent_hospitals_are_recorded_and_the_run_goes_on(
         **{
             "federated.num_clients": 3,
             "federated.rounds": 2,
-            "federated.round_timeout": 25,
+            "federated.round_timeout": 50,
             "federated.simulated_failures": ["hospital-1@1", "hospital-2@2:hang"],
         },
     )

@@ -24,7 +24,7 @@ DEMO_SETTINGS = {
     "data.channels": 1,
     "model.name": "resnet18",
     "training.batch_size": 32,
-    "training.learning_rate": 1e-3,
+    "training.learning_rate": 3e-4,
     "training.epochs": 1,
     "partition.scheme": "dirichlet",
     "partition.alpha": 0.5,
@@ -33,7 +33,7 @@ DEMO_SETTINGS = {
     "federated.min_evaluate_clients": 3,
     "federated.min_available_clients": 4,
     "federated.strategy": "FedAvg",
-    "federated.rounds": 6,
+    "federated.rounds": 8,
     "federated.local_epochs": 1,
 }
 
