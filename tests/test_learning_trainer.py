@@ -130,6 +130,14 @@ def test_training_learns_and_reports_every_epoch():
     assert model.training, "evaluate restores the training mode it found"
 
 
+def test_scheduler_steps_once_per_batch():
+    model = fresh_model()
+    optimizer = make_optimizer(model, TrainingConfig(learning_rate=0.1))
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    train(model, blob_loader(), 2, optimizer, scheduler=schedule)  # 2 x 4 batches
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**8)
+
+
 def test_sgd_and_adam_follow_the_config():
     model = fresh_model()
     sgd = make_optimizer(model, TrainingConfig(optimizer="sgd", momentum=0.5, weight_decay=0.1))

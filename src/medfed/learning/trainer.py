@@ -89,6 +89,7 @@ def train(
     *,
     proximal_mu: float = 0.0,
     global_params: list[torch.Tensor] | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     progress: bool = False,
     description: str = "train",
     on_epoch: EpochCallback | None = None,
@@ -96,7 +97,8 @@ def train(
     """Minimise cross-entropy (+ ``proximal_mu``/2 * ||w - w_global||^2 when mu > 0).
 
     ``global_params`` follow ``model.parameters()`` order; by default they are a detached copy
-    of the weights at the start. ``on_epoch(epoch, figures)`` runs after each epoch (from 1).
+    of the weights at the start. ``scheduler`` (if any) steps after every optimizer step.
+    ``on_epoch(epoch, figures)`` runs after each epoch (from 1).
     An Opacus DPOptimizer replaces each gradient by its clipped, noised per-sample sum, so the
     proximal term has no effect under DP-SGD.
     """
@@ -116,7 +118,7 @@ def train(
         for epoch in range(1, epochs + 1):
             task = bar.add_task(f"{description} epoch {epoch}/{epochs}", total=len(loader))
             figures = _train_epoch(
-                model, loader, optimizer, proximal_mu, params, anchors, bar, task
+                model, loader, optimizer, scheduler, proximal_mu, params, anchors, bar, task
             )
             figures["epoch"] = epoch
             history.append(figures)
@@ -137,6 +139,7 @@ def _train_epoch(
     model: nn.Module,
     loader: BatchLoader,
     optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
     proximal_mu: float,
     params: list[torch.Tensor],
     anchors: list[torch.Tensor],
@@ -162,6 +165,8 @@ def _train_epoch(
             proximal_sum += proximal.detach() * len(y)
         total.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(dim=1) == y).sum()
         seen += len(y)
