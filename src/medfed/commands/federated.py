@@ -44,9 +44,9 @@ def _open_store(cfg: MedfedConfig) -> RunStore:
 
 
 def _finish(store: RunStore, run_id: str, status: str) -> None:
-    from medfed.federation.follow import rounds_table
+    from medfed.commands.runs import rounds_table
 
-    console.print(rounds_table(store, run_id))
+    console.print(rounds_table(store.rounds(run_id)))
     run = store.get_run(run_id)
     if status != "finished":
         raise FederationError(f"run {run_id} {status}: {run.error or 'see medfed runs show'}")

@@ -103,7 +103,7 @@ def show_run(
         checkpoints = store.checkpoints(run.id)
     console = Console()
     console.print(_run_summary(run))
-    console.print(_rounds_table(rounds))
+    console.print(rounds_table(rounds))
     if results:
         console.print(_results_table(last, results))
     if checkpoints:
@@ -169,7 +169,7 @@ def _run_summary(run: RunRecord) -> Table:
     return grid
 
 
-def _rounds_table(rounds: list[RoundRecord]) -> Table:
+def rounds_table(rounds: list[RoundRecord]) -> Table:
     table = Table(title="rounds", caption=None if rounds else "no round finished yet")
     for column in ("round", "loss", "acc", "F1", "AUC", "time", "up", "down", "ε", "clients"):
         table.add_column(column, justify="right")

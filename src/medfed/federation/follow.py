@@ -6,7 +6,6 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from medfed.store import RunStore
 
@@ -61,38 +60,3 @@ def _describe(kind: str, payload: dict) -> str:
     if kind == "run_failed":
         return f"[red]failed: {payload.get('error', '')[:80]}[/]"
     return ""
-
-
-def rounds_table(store: RunStore, run_id: str) -> Table:
-    """One row per completed round: global test metrics, time and traffic."""
-    table = Table(title="Rounds (global model on the held-out test set)")
-    for name in (
-        "round",
-        "loss",
-        "accuracy",
-        "F1",
-        "AUC",
-        "seconds",
-        "up MB",
-        "down MB",
-        "ok/failed",
-    ):
-        table.add_column(name, justify="right")
-    for r in store.rounds(run_id):
-        m = r.metrics or {}
-        table.add_row(
-            str(r.round),
-            _fmt(m.get("loss")),
-            _fmt(m.get("accuracy")),
-            _fmt(m.get("f1")),
-            _fmt(m.get("auc")),
-            f"{r.duration_s:.1f}",
-            f"{r.bytes_up / 1e6:.2f}",
-            f"{r.bytes_down / 1e6:.2f}",
-            f"{r.num_clients_ok}/{r.num_clients_failed}",
-        )
-    return table
-
-
-def _fmt(value: float | None) -> str:
-    return "-" if value is None else f"{value:.4f}"
