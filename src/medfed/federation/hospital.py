@@ -57,8 +57,13 @@ def open_hospital(
     cache_dir = cfg.data.cache_dir or home / "cache"
     if "data-path" in node_config:
         name = str(node_config.get("hospital", f"hospital-{node_config.get('client-id', 0)}"))
+        # A site may hold a single class (e.g. only tumour cases): still a useful hospital.
         data = load_image_set(
-            Path(str(node_config["data-path"])), cfg.data, cache_dir, class_names=class_names
+            Path(str(node_config["data-path"])),
+            cfg.data,
+            cache_dir,
+            class_names=class_names,
+            min_classes=1,
         )
         indices = np.arange(len(data.labels))
     else:
