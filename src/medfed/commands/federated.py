@@ -122,7 +122,7 @@ def client_command(
     from medfed.federation.superlink import run_supernode
 
     cfg = load_config(config, {"federated.server_address": server})
-    data_set = load_image_set(data, cfg.data, cfg.cache_dir, progress=True)
+    data_set = load_image_set(data, cfg.data, cfg.cache_dir, progress=True, min_classes=1)
     console.print(
         f"hospital {name or client_id}: {len(data_set.labels)} images "
         f"({', '.join(data_set.class_names)}) ready; connecting to {cfg.federated.server_address}"
