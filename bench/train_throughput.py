@@ -208,7 +208,8 @@ def report(args, source, cold, warm, medfed_speed, bare_speed) -> None:
     if os.getloadavg()[0] > os.cpu_count():
         console.print(
             f"[yellow]load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs: other "
-            "processes compete, so wall-clock figures are noisy (try --threads 1)[/]"
+            "processes compete, so wall-clock figures are noisy; trust the per-CPU ratio "
+            "(with --threads 1)[/]"
         )
 
 
