@@ -84,7 +84,7 @@ def test_audit_command_prints_the_table(audited_run) -> None:
         cli.app, ["audit", run_id[:8], "--db", store.url, "--max-examples", "12"]
     )
     assert result.exit_code == 0, result.output
-    for text in ("loss threshold", "ROC AUC", "TPR at 1% FPR", "12 / 12", "AUC"):
+    for text in ("loss threshold", "ROC AUC", "TPR at 1% FPR", "12 / 12", "Best attack AUC"):
         assert text in result.output
     assert store.get_run(run_id).final_metrics["audit"]["n_members"] == 12
 
