@@ -122,6 +122,7 @@ def anchor_client_app(cfg: MedfedConfig, class_names: list[str]) -> ClientApp:
 
     @app.train()
     def _train(msg: Message, context: Context) -> Message:
+        start = time.perf_counter()
         model = received_model(msg)
         data, train_rows, _ = local_data(context)
         server_round = int(msg.content["config"]["server-round"])
@@ -138,12 +139,19 @@ def anchor_client_app(cfg: MedfedConfig, class_names: list[str]) -> ClientApp:
         )
         optimizer = make_optimizer(model, cfg.training)
         result = train(model, loader, cfg.federated.local_epochs, optimizer)
-        metrics = MetricRecord({"num-examples": len(train_rows), "train_loss": result.loss})
+        metrics = MetricRecord(
+            {
+                "num-examples": len(train_rows),
+                "train_loss": result.loss,
+                "seconds": time.perf_counter() - start,
+            }
+        )
         content = RecordDict({"arrays": ArrayRecord(model.state_dict()), "metrics": metrics})
         return Message(content, reply_to=msg)
 
     @app.evaluate()
     def _evaluate(msg: Message, context: Context) -> Message:
+        start = time.perf_counter()
         model = received_model(msg)
         data, _, val_rows = local_data(context)
         loader = ArrayLoader(
@@ -159,6 +167,7 @@ def anchor_client_app(cfg: MedfedConfig, class_names: list[str]) -> ClientApp:
                 "num-examples": len(val_rows),
                 "accuracy": float(result["accuracy"]),
                 "loss": float(result["loss"]),
+                "seconds": time.perf_counter() - start,
             }
         )
         return Message(RecordDict({"metrics": metrics}), reply_to=msg)
@@ -167,11 +176,15 @@ def anchor_client_app(cfg: MedfedConfig, class_names: list[str]) -> ClientApp:
 
 
 def anchor_server_app(
-    cfg: MedfedConfig, class_names: list[str], round_ends: dict[int, tuple[float, float]]
+    cfg: MedfedConfig,
+    class_names: list[str],
+    round_ends: dict[int, tuple[float, float]],
+    hospital_seconds: list[tuple[float, float]],
 ) -> ServerApp:
     """The plain Flower ServerApp: FedAvg with a central test evaluation after each round.
 
-    ``round_ends[r]`` receives (perf_counter at the end of round r's evaluation, accuracy).
+    ``round_ends[r]`` receives (perf_counter at the end of round r's evaluation, accuracy);
+    ``hospital_seconds`` each round's mean seconds of a hospital's train and evaluate replies.
     """
     app = ServerApp()
     f = cfg.federated
@@ -199,32 +212,41 @@ def anchor_server_app(
             min_evaluate_nodes=f.min_evaluate_clients,
             min_available_nodes=f.min_available_clients,
         )
-        strategy.start(
+        result = strategy.start(
             grid=grid,
             initial_arrays=ArrayRecord(model.state_dict()),
             num_rounds=f.rounds,
             evaluate_fn=central_evaluation,
         )
+        for server_round in range(1, f.rounds + 1):
+            train_phase = result.train_metrics_clientapp[server_round]
+            evaluate_phase = result.evaluate_metrics_clientapp.get(server_round, {})
+            hospital_seconds.append(
+                (float(train_phase["seconds"]), float(evaluate_phase.get("seconds", 0.0)))
+            )
 
     return app
 
 
 @dataclass
 class Timing:
-    """Seconds of each round (between consecutive round ends) and the final test accuracy."""
+    """Seconds of each round (between consecutive round ends), the final test accuracy, and
+    each round's mean seconds of one hospital's train and evaluate replies (handler time)."""
 
     seconds: list[float]
     accuracy: float
+    hospital_seconds: list[tuple[float, float]]
     duration_s: list[float] | None = None
 
 
 def time_anchor(cfg: MedfedConfig, class_names: list[str]) -> Timing:
     quiet_flower_env(cfg.home)
     round_ends: dict[int, tuple[float, float]] = {}
+    hospital_seconds: list[tuple[float, float]] = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_simulation(
-            server_app=anchor_server_app(cfg, class_names, round_ends),
+            server_app=anchor_server_app(cfg, class_names, round_ends, hospital_seconds),
             client_app=anchor_client_app(cfg, class_names),
             num_supernodes=cfg.federated.num_clients,
             backend_config=backend_config(),
@@ -233,7 +255,7 @@ def time_anchor(cfg: MedfedConfig, class_names: list[str]) -> Timing:
     if sorted(round_ends) != list(range(rounds + 1)):
         raise SystemExit(f"anchor run ended after rounds {sorted(round_ends)}, not {rounds}")
     ends = [round_ends[r][0] for r in range(rounds + 1)]
-    return Timing(list(np.diff(ends)), round_ends[rounds][1])
+    return Timing(list(np.diff(ends)), round_ends[rounds][1], hospital_seconds)
 
 
 def time_medfed(cfg: MedfedConfig) -> Timing:
@@ -250,15 +272,34 @@ def time_medfed(cfg: MedfedConfig) -> Timing:
     marks = [e.created_at for e in events if e.type in ("run_started", "round_finished")]
     seconds = [(b - a).total_seconds() for a, b in zip(marks, marks[1:], strict=False)]
     rounds = store.rounds(run_id)
-    return Timing(seconds, float(rounds[-1].metrics["accuracy"]), [r.duration_s for r in rounds])
+    hospital_seconds = [
+        (float(r.train_metrics["seconds"]), float((r.evaluate_metrics or {}).get("seconds", 0.0)))
+        for r in rounds
+    ]
+    accuracy = float(rounds[-1].metrics["accuracy"])
+    return Timing(seconds, accuracy, hospital_seconds, [r.duration_s for r in rounds])
 
 
 def report(console: Console, medfed: list[Timing], anchor: list[Timing]) -> None:
     table = Table(title="seconds per round (between consecutive round ends)")
-    for header in ("run", "round", "medfed s", "medfed duration_s", "anchor s", "medfed/anchor"):
+    headers = (
+        "run",
+        "round",
+        "medfed s",
+        "medfed duration_s",
+        "anchor s",
+        "medfed/anchor",
+        "hospital train s medfed | anchor",
+        "hospital evaluate s medfed | anchor",
+    )
+    for header in headers:
         table.add_column(header, justify="right")
     for run, (ours, theirs) in enumerate(zip(medfed, anchor, strict=True), start=1):
         for index, (a, b) in enumerate(zip(ours.seconds, theirs.seconds, strict=True)):
+            (our_train, our_eval), (their_train, their_eval) = (
+                ours.hospital_seconds[index],
+                theirs.hospital_seconds[index],
+            )
             table.add_row(
                 str(run),
                 f"{index + 1}" + (" (actor start)" if index == 0 else ""),
@@ -266,10 +307,12 @@ def report(console: Console, medfed: list[Timing], anchor: list[Timing]) -> None
                 f"{ours.duration_s[index]:.1f}",
                 f"{b:.1f}",
                 f"{a / b:.3f}",
+                f"{our_train:.1f} | {their_train:.1f}",
+                f"{our_eval:.1f} | {their_eval:.1f}",
             )
     console.print(table)
-    ours = float(np.mean([s for t in medfed for s in t.seconds[1:]] or [np.nan]))
-    theirs = float(np.mean([s for t in anchor for s in t.seconds[1:]] or [np.nan]))
+    ours = float(np.mean([s for t in medfed for s in t.seconds[1:]]))
+    theirs = float(np.mean([s for t in anchor for s in t.seconds[1:]]))
     ratio = ours / theirs
     verdict = "[green]meets[/]" if ratio <= TARGET_RATIO else "[red]misses[/]"
     summary = Table(title="rounds 2..R, mean")
@@ -279,6 +322,12 @@ def report(console: Console, medfed: list[Timing], anchor: list[Timing]) -> None
     summary.add_row("anchor", f"{theirs:.1f}", ", ".join(f"{t.accuracy:.4f}" for t in anchor))
     console.print(summary)
     console.print(f"medfed/anchor = {ratio:.3f} ({verdict} the <= {TARGET_RATIO} target)")
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        console.print(
+            f"[yellow]load average {load:.1f} on {os.cpu_count()} CPUs: other processes "
+            "compete, so per-round figures are noisy (use --repeats)[/]"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
