@@ -15,40 +15,12 @@ from flwr.serverapp import strategy as fl
 
 from medfed.cli import main
 from medfed.config import STRATEGIES, load_config
-from medfed.federation.runner import absolute_paths, create_run, start_run, stop_run
-from medfed.federation.runtime import RunSettings
-from medfed.federation.simulation import run_simulated
+from medfed.federation.runner import absolute_paths, start_run, stop_run
 from medfed.federation.strategies import aggregate_metrics, build_strategy
 from medfed.store import RunStore
+from simulated import simulate, tiny_overrides
 
 pytestmark = pytest.mark.slow
-
-
-def tiny_overrides(data: Path, home: Path, **extra: object) -> dict[str, object]:
-    return {
-        "home": str(home),
-        "data.path": str(data),
-        "data.image_size": 16,
-        "model.name": "cancer_cnn",
-        "training.batch_size": 8,
-        "training.learning_rate": 0.003,
-        "federated.num_clients": 2,
-        "federated.rounds": 2,
-        **extra,
-    }
-
-
-def simulate(data: Path, home: Path, **extra: object) -> tuple[RunStore, str]:
-    """One simulated run in this process; returns the store and the run id."""
-    cfg = absolute_paths(load_config(None, tiny_overrides(data, home, **extra)))
-    home.mkdir(parents=True, exist_ok=True)
-    store = RunStore(cfg.database_url)
-    run_id = create_run(cfg, store)
-    settings = RunSettings(
-        run_id=run_id, config=cfg.to_dict(), store_url=store.url, home=str(cfg.home)
-    )
-    run_simulated(settings, cfg.federated.num_clients)
-    return store, run_id
 
 
 def wait_for(predicate, timeout: float = 180.0, every: float = 0.5) -> None:

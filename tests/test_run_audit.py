@@ -12,36 +12,10 @@ from medfed.config import load_config
 from medfed.data.synthetic import write_synthetic_dataset
 from medfed.errors import FederationError
 from medfed.federation.audit import audit_run
-from medfed.federation.runner import absolute_paths, create_run
-from medfed.federation.runtime import RunSettings
-from medfed.federation.simulation import run_simulated
 from medfed.store import RunStore
+from simulated import simulate
 
 pytestmark = pytest.mark.slow
-
-
-def simulate(data: Path, home: Path, **extra: object) -> tuple[RunStore, str]:
-    """One tiny simulated run (cancer_cnn, 16 px, 2 hospitals) in this process."""
-    overrides = {
-        "home": str(home),
-        "data.path": str(data),
-        "data.image_size": 16,
-        "model.name": "cancer_cnn",
-        "training.batch_size": 8,
-        "training.learning_rate": 0.003,
-        "federated.num_clients": 2,
-        "federated.rounds": 2,
-        **extra,
-    }
-    cfg = absolute_paths(load_config(None, overrides))
-    home.mkdir(parents=True, exist_ok=True)
-    store = RunStore(cfg.database_url)
-    run_id = create_run(cfg, store)
-    settings = RunSettings(
-        run_id=run_id, config=cfg.to_dict(), store_url=store.url, home=str(cfg.home)
-    )
-    run_simulated(settings, cfg.federated.num_clients)
-    return store, run_id
 
 
 @pytest.fixture(scope="module")
