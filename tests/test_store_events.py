@@ -21,16 +21,32 @@ from medfed.store import events as event_bus
 
 
 def _publish_later(store: RunStore, run_id: str, delay_s: float) -> list[float]:
-    """Publish one event after ``delay_s`` in a thread; the list receives the publish time."""
+    """Publish one event after ``delay_s`` in a thread; the list receives the publish time.
+
+    The time is taken as the publish starts: a waiter may wake before ``publish`` returns.
+    """
     published: list[float] = []
 
     def publish() -> None:
         time.sleep(delay_s)
-        store.publish(run_id, "round_finished", {"round": 1})
         published.append(time.monotonic())
+        store.publish(run_id, "round_finished", {"round": 1})
 
-    threading.Thread(target=publish, daemon=True).start()
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    _threads.append(thread)
     return published
+
+
+_threads: list[threading.Thread] = []
+
+
+@pytest.fixture(autouse=True)
+def _publishers_finish():
+    """Let each test's publishing thread finish before its stores close."""
+    yield
+    while _threads:
+        _threads.pop().join(timeout=10)
 
 
 @pytest.fixture
@@ -116,6 +132,7 @@ def test_redis_wakes_waiter_without_polling(
         published = _publish_later(publisher, run_id, 0.3)
         events = reader.wait_for_events(run_id, last, timeout_s=10)
         woke = time.monotonic()
+        _threads.pop().join(timeout=10)  # publisher finishes before its store closes
     assert [e.type for e in events] == ["round_finished"]
     assert woke - published[0] < 2
 
