@@ -25,6 +25,7 @@ from medfed.privacy.accounting import AccountantStore
 from medfed.privacy.dp import budget_exhausted, image_dataset, prepare_dp_training
 
 LOCAL_VALIDATION_FRACTION = 0.15
+BN_STATS_MAX_IMAGES = 256  # enough for stable per-channel moments; keeps the pass short
 
 
 @dataclass
@@ -245,7 +246,7 @@ def bn_statistics(
     loader = ArrayLoader(
         hospital.data.images,
         hospital.data.labels,
-        indices=hospital.train_idx,
+        indices=bn_sample(hospital.train_idx, cfg.training.seed),
         batch_size=max(cfg.training.batch_size, 64),
         transform=eval_transform(cfg.data),
     )
@@ -262,6 +263,14 @@ def bn_statistics(
         out[f"{name}.mean"] = moments[0].numpy()
         out[f"{name}.sqmean"] = moments[1].numpy()
     return out
+
+
+def bn_sample(indices: np.ndarray, seed: int) -> np.ndarray:
+    """A seeded subset of at most BN_STATS_MAX_IMAGES training images for the moments pass."""
+    if len(indices) <= BN_STATS_MAX_IMAGES:
+        return indices
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(indices, BN_STATS_MAX_IMAGES, replace=False))
 
 
 def restore_local_bn(model: torch.nn.Module, hospital: Hospital, cfg: MedfedConfig) -> None:
