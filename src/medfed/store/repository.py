@@ -6,9 +6,10 @@ import math
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import fields
 from datetime import date, datetime
 from pathlib import PurePath
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Select, case, delete, func, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
@@ -36,6 +37,8 @@ from medfed.store.records import (
     TemplateRecord,
     UserRecord,
 )
+
+R = TypeVar("R")
 
 MODES = ("simulation", "deployment")
 RUN_STATUSES = ("pending", "running", "finished", "failed", "stopped")
@@ -322,7 +325,7 @@ class RunStore:
             rows = session.scalars(
                 select(m.Round).where(m.Round.run_id == run_id).order_by(m.Round.round)
             ).all()
-            return [_round_record(row) for row in rows]
+            return [_from_row(RoundRecord, row) for row in rows]
 
     def client_results(self, run_id: str, round: int | None = None) -> list[ClientResultRecord]:
         """Hospitals' results of a run (of one round when given), by round, then arrival."""
@@ -331,7 +334,7 @@ class RunStore:
             query = query.where(m.ClientResult.round == round)
         with self._session() as session:
             rows = session.scalars(query.order_by(m.ClientResult.round, m.ClientResult.id)).all()
-            return [_client_result_record(row) for row in rows]
+            return [_from_row(ClientResultRecord, row) for row in rows]
 
     def checkpoints(self, run_id: str) -> list[CheckpointRecord]:
         with self._session() as session:
@@ -340,7 +343,7 @@ class RunStore:
                 .where(m.Checkpoint.run_id == run_id)
                 .order_by(m.Checkpoint.round, m.Checkpoint.id)
             ).all()
-            return [_checkpoint_record(row) for row in rows]
+            return [_from_row(CheckpointRecord, row) for row in rows]
 
     def latest_checkpoint(self, run_id: str) -> CheckpointRecord | None:
         """The checkpoint of the highest round (the newest of them), or None."""
@@ -351,7 +354,7 @@ class RunStore:
                 .order_by(m.Checkpoint.round.desc(), m.Checkpoint.id.desc())
                 .limit(1)
             )
-            return None if row is None else _checkpoint_record(row)
+            return None if row is None else _from_row(CheckpointRecord, row)
 
     def last_completed_round(self, run_id: str) -> int:
         """The highest recorded round of the run, 0 when none."""
@@ -374,7 +377,7 @@ class RunStore:
         with self._writing(run_id) as session:
             session.add(event)
             session.flush()
-            record = _event_record(event)
+            record = _from_row(EventRecord, event)
         self.bus.publish(record)
         return record.id
 
@@ -387,7 +390,7 @@ class RunStore:
                 .order_by(m.Event.id)
                 .limit(limit)
             ).all()
-            return [_event_record(row) for row in rows]
+            return [_from_row(EventRecord, row) for row in rows]
 
     def wait_for_events(
         self, run_id: str, after_id: int, timeout_s: float, limit: int = 1000
@@ -409,7 +412,7 @@ class RunStore:
             with self._session() as session:
                 session.add(user)
                 session.flush()
-                return _user_record(user)
+                return _from_row(UserRecord, user)
         except IntegrityError:
             raise StoreError(f"user {name!r} already exists; pick another name") from None
 
@@ -418,16 +421,19 @@ class RunStore:
         with self._session() as session:
             user = session.scalar(select(m.User).where(m.User.name == name))
         matches = verify_password(password, user.password_hash if user else None)
-        return _user_record(user) if matches and user is not None else None
+        return _from_row(UserRecord, user) if matches and user is not None else None
 
     def get_user(self, name: str) -> UserRecord | None:
         with self._session() as session:
             user = session.scalar(select(m.User).where(m.User.name == name))
-            return None if user is None else _user_record(user)
+            return None if user is None else _from_row(UserRecord, user)
 
     def list_users(self) -> list[UserRecord]:
         with self._session() as session:
-            return [_user_record(u) for u in session.scalars(select(m.User).order_by(m.User.name))]
+            return [
+                _from_row(UserRecord, u)
+                for u in session.scalars(select(m.User).order_by(m.User.name))
+            ]
 
     def audit(
         self,
@@ -452,7 +458,7 @@ class RunStore:
                 .limit(limit)
                 .offset(offset)
             ).all()
-            return [_audit_record(row) for row in rows]
+            return [_from_row(AuditRecord, row) for row in rows]
 
     def count_audit(self) -> int:
         """How many entries the audit log holds."""
@@ -473,12 +479,12 @@ class RunStore:
                 template.config = config
                 template.created_by = created_by
             session.flush()
-            return _template_record(template)
+            return _from_row(TemplateRecord, template)
 
     def list_templates(self) -> list[TemplateRecord]:
         with self._session() as session:
             rows = session.scalars(select(m.ConfigTemplate).order_by(m.ConfigTemplate.name))
-            return [_template_record(row) for row in rows]
+            return [_from_row(TemplateRecord, row) for row in rows]
 
     def get_template(self, name: str) -> TemplateRecord:
         with self._session() as session:
@@ -487,7 +493,7 @@ class RunStore:
                 names = session.scalars(select(m.ConfigTemplate.name)).all()
                 known = ", ".join(sorted(names)) or "none yet"
                 raise StoreError(f"no config template {name!r}; saved templates: {known}")
-            return _template_record(row)
+            return _from_row(TemplateRecord, row)
 
     def touch_hospital(self, name: str, info: dict[str, Any] | None = None) -> None:
         """Mark a hospital as seen now; ``info`` (when given) replaces what was known."""
@@ -604,88 +610,12 @@ def _finite_or_none(value: float | None) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
 
+def _from_row(cls: type[R], row: object, **extra: Any) -> R:
+    """A record from an ORM row: each field read from the row's attribute of the same name."""
+    names = [f.name for f in fields(cls) if f.name not in extra]  # type: ignore[arg-type]
+    return cls(**{name: getattr(row, name) for name in names}, **extra)
+
+
 def _run_record(run: m.Run, summaries: dict[str, tuple[int, float | None]]) -> RunRecord:
     done, best = summaries.get(run.id, (0, None))
-    return RunRecord(
-        id=run.id,
-        name=run.name,
-        mode=run.mode,
-        status=run.status,
-        strategy=run.strategy,
-        num_rounds=run.num_rounds,
-        config=run.config,
-        created_at=run.created_at,
-        started_at=run.started_at,
-        finished_at=run.finished_at,
-        error=run.error,
-        flower_run_id=run.flower_run_id,
-        created_by=run.created_by,
-        final_metrics=run.final_metrics,
-        rounds_done=done,
-        best_accuracy=best,
-    )
-
-
-def _round_record(row: m.Round) -> RoundRecord:
-    return RoundRecord(
-        run_id=row.run_id,
-        round=row.round,
-        metrics=row.metrics,
-        train_metrics=row.train_metrics,
-        evaluate_metrics=row.evaluate_metrics,
-        duration_s=row.duration_s,
-        bytes_up=row.bytes_up,
-        bytes_down=row.bytes_down,
-        epsilon=row.epsilon,
-        num_clients_ok=row.num_clients_ok,
-        num_clients_failed=row.num_clients_failed,
-        finished_at=row.finished_at,
-    )
-
-
-def _client_result_record(row: m.ClientResult) -> ClientResultRecord:
-    return ClientResultRecord(
-        id=row.id,
-        run_id=row.run_id,
-        round=row.round,
-        hospital=row.hospital,
-        phase=row.phase,
-        status=row.status,
-        num_examples=row.num_examples,
-        metrics=row.metrics,
-        duration_s=row.duration_s,
-        bytes_up=row.bytes_up,
-        bytes_down=row.bytes_down,
-        epsilon=row.epsilon,
-        error=row.error,
-        created_at=row.created_at,
-    )
-
-
-def _checkpoint_record(row: m.Checkpoint) -> CheckpointRecord:
-    return CheckpointRecord(
-        id=row.id,
-        run_id=row.run_id,
-        round=row.round,
-        path=row.path,
-        metric_name=row.metric_name,
-        metric_value=row.metric_value,
-        size_bytes=row.size_bytes,
-        created_at=row.created_at,
-    )
-
-
-def _event_record(row: m.Event) -> EventRecord:
-    return EventRecord(row.id, row.run_id, row.type, row.payload, row.created_at)
-
-
-def _user_record(row: m.User) -> UserRecord:
-    return UserRecord(row.name, row.role, row.created_at)
-
-
-def _audit_record(row: m.AuditEntry) -> AuditRecord:
-    return AuditRecord(row.id, row.at, row.user, row.action, row.target, row.detail)
-
-
-def _template_record(row: m.ConfigTemplate) -> TemplateRecord:
-    return TemplateRecord(row.name, row.config, row.created_by, row.created_at)
+    return _from_row(RunRecord, run, rounds_done=done, best_accuracy=best)
