@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from medfed.commands.runs import ConfigOption, DbOption
 from medfed.config import load_config
 
 CHANCE_MARGIN = 0.05
@@ -20,12 +20,8 @@ def register(app: typer.Typer) -> None:
 
 def audit(
     run_id: Annotated[str, typer.Argument(help="run id, or its first characters")],
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="medfed YAML config (database, home)")
-    ] = None,
-    db: Annotated[
-        str | None, typer.Option("--db", help="database URL; overrides the config's database")
-    ] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
     max_examples: Annotated[
         int, typer.Option("--max-examples", min=2, help="members and non-members scored, each")
     ] = 1000,

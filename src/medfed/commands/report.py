@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from medfed.commands.runs import ConfigOption, DbOption
 from medfed.config import load_config
 
 
@@ -30,12 +31,8 @@ def report(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="folder for the files; default HOME/reports")
     ] = None,
-    config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="medfed YAML config (database, home)")
-    ] = None,
-    db: Annotated[
-        str | None, typer.Option("--db", help="database URL; overrides the config's database")
-    ] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
 ) -> None:
     """Write the evaluation report of a run: metrics, curves, confusion matrix, ROC, privacy."""
     from medfed.reports import report_content, write_report
