@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,6 @@ class RunSettings:
     store_url: str = ""
     home: str = ".medfed"
     resume: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cfg(self) -> MedfedConfig:

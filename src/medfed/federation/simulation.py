@@ -47,11 +47,9 @@ def run_simulated(settings: RunSettings, num_hospitals: int) -> None:
             "log_to_driver": True,
         },
     }
+    # Hospitals need no store; Ray limits each actor to its one CPU (OMP_NUM_THREADS=1).
     client_settings = RunSettings(
-        run_id=settings.run_id,
-        config=settings.config,
-        home=settings.home,
-        extra={"threads": 1},
+        run_id=settings.run_id, config=settings.config, home=settings.home
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
