@@ -101,7 +101,9 @@ def test_four_bit_payload_packs_two_codes_per_byte() -> None:
 @pytest.mark.parametrize("fraction", [0.5, 0.1, 0.01])
 def test_topk_keeps_exactly_the_k_largest_per_tensor(fraction: float) -> None:
     update = [np.random.default_rng(5).normal(size=(40, 50)).astype(np.float32)]
-    payload, _ = encode_update(update, CodecSpec(topk=fraction, error_feedback=False))
+    payload, _ = encode_update(
+        update, CodecSpec(topk=fraction, error_feedback=False, dense_below=0)
+    )
     back = decode_update(payload)[0]
     k = round(fraction * 2000)
     kept = np.flatnonzero(back)
@@ -111,9 +113,20 @@ def test_topk_keeps_exactly_the_k_largest_per_tensor(fraction: float) -> None:
     assert np.array_equal(back.ravel()[kept], update[0].ravel()[kept])
 
 
+def test_topk_sends_small_tensors_whole() -> None:
+    rng = np.random.default_rng(3)
+    small = rng.normal(size=(64,)).astype(np.float32)
+    large = rng.normal(size=(200, 100)).astype(np.float32)
+    payload, residual = encode_update([small, large], CodecSpec(topk=0.01, dense_below=1000))
+    back = decode_update(payload)
+    assert np.array_equal(back[0], small)
+    assert np.count_nonzero(back[1]) == 200
+    assert residual is not None and not residual[0].any()
+
+
 def test_topk_sends_at_least_one_entry_of_every_tensor() -> None:
     update = [np.array([0.5, -2.0, 1.0], np.float32), np.ones((4, 4), np.float32) * 1e-6]
-    payload, _ = encode_update(update, CodecSpec(topk=0.001))
+    payload, _ = encode_update(update, CodecSpec(topk=0.001, dense_below=0))
     back = decode_update(payload)
     assert np.array_equal(back[0], [0.0, -2.0, 0.0])
     assert np.count_nonzero(back[1]) == 1
@@ -122,9 +135,9 @@ def test_topk_sends_at_least_one_entry_of_every_tensor() -> None:
 @pytest.mark.parametrize(
     "spec",
     [
-        CodecSpec(topk=0.05),
+        CodecSpec(topk=0.05, dense_below=0),
         CodecSpec(quant_bits=4),
-        CodecSpec(topk=0.1, quant_bits=8, lossless=True),
+        CodecSpec(topk=0.1, quant_bits=8, lossless=True, dense_below=0),
     ],
 )
 def test_error_feedback_carries_what_was_not_sent(spec: CodecSpec) -> None:
@@ -159,7 +172,7 @@ def test_mismatched_residual_is_refused() -> None:
 
 def test_payload_size_is_what_is_sent() -> None:
     update = [np.random.default_rng(7).normal(size=10_000).astype(np.float32)]
-    payload, _ = encode_update(update, CodecSpec(topk=0.01, quant_bits=8))
+    payload, _ = encode_update(update, CodecSpec(topk=0.01, quant_bits=8, dense_below=0))
     # 100 kept values (1 byte each) + 100 varint gaps (1-2 bytes each) + small headers
     assert isinstance(payload, bytes)
     assert 200 < len(payload) < 400
@@ -232,9 +245,12 @@ def test_residual_store_ignores_a_corrupted_file(tmp_path) -> None:
     topk=st.one_of(st.none(), st.floats(0.01, 1.0)),
     bits=st.sampled_from([None, 4, 8]),
     lossless=st.booleans(),
+    dense_below=st.sampled_from([0, 50]),
 )
-def test_property_decoded_shapes_and_residual_identity(arrays, topk, bits, lossless) -> None:
-    spec = CodecSpec(topk=topk, quant_bits=bits, lossless=lossless)
+def test_property_decoded_shapes_and_residual_identity(
+    arrays, topk, bits, lossless, dense_below
+) -> None:
+    spec = CodecSpec(topk=topk, quant_bits=bits, lossless=lossless, dense_below=dense_below)
     payload, residual = encode_update(arrays, spec, rng=np.random.default_rng(0))
     decoded = decode_update(payload)
     assert [d.shape for d in decoded] == [a.shape for a in arrays]
@@ -246,7 +262,7 @@ def test_property_decoded_shapes_and_residual_identity(arrays, topk, bits, lossl
     assert residual is not None
     for original, back, res in zip(arrays, decoded, residual, strict=True):
         np.testing.assert_allclose(back + res, original, rtol=1e-5, atol=1e-6)
-        if topk is not None and original.size:
+        if topk is not None and original.size >= dense_below:
             expected_k = min(original.size, max(1, round(topk * original.size)))
             assert np.count_nonzero(back) <= expected_k
         if bits is not None and topk is None and original.size:

@@ -186,6 +186,12 @@ class CompressionConfig(Section):
     quant_bits: Literal[4, 8] | None = None
     error_feedback: bool = True
     lossless: bool = False
+    dense_below: int = Field(
+        default=16384,
+        ge=0,
+        description="with topk, tensors with fewer entries (norm layers, biases, small heads) "
+        "are sent whole",
+    )
     downlink: Literal["fp32", "fp16", "int8"] = "fp32"
 
 
