@@ -107,6 +107,11 @@ class FederatedConfig(Section):
     ] = "FedAvg"
     rounds: int = Field(default=5, ge=1)
     local_epochs: int = Field(default=1, ge=1)
+    lr_decay: Literal["none", "cosine"] = Field(
+        default="none",
+        description="cosine: the hospitals' learning rate falls over the rounds, from "
+        "training.learning_rate in round 1 along a half cosine towards 0 after the last round",
+    )
     fraction_train: float = Field(default=1.0, gt=0, le=1)
     fraction_evaluate: float = Field(default=1.0, ge=0, le=1)
     min_train_clients: int = Field(default=2, ge=1)

@@ -5,6 +5,7 @@ Plain Python on top of the data and learning layers; ``client_app.py`` wraps it 
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,7 +135,7 @@ def train_locally(
     )
     mu = cfg.federated.proximal_mu if cfg.federated.strategy == "FedProx" else 0.0
     global_params = [p.detach().clone() for p in model.parameters()]
-    optimizer = make_optimizer(model, cfg.training)
+    optimizer = make_optimizer(model, cfg.training, lr=round_learning_rate(cfg, server_round))
     start = time.perf_counter()
     metrics = {"epsilon": -1.0, "budget-exhausted": 0}
     if cfg.privacy.mode == "sample":
@@ -153,6 +154,15 @@ def train_locally(
     keep_local_bn(model, hospital, cfg)
     metrics["train_seconds"] = time.perf_counter() - start
     return LocalUpdate(state=model.state_dict(), metrics=metrics)
+
+
+def round_learning_rate(cfg: MedfedConfig, server_round: int) -> float:
+    """The hospitals' learning rate in ``server_round`` (from 1) under ``federated.lr_decay``."""
+    rate = cfg.training.learning_rate
+    if cfg.federated.lr_decay == "none":
+        return rate
+    progress = min(server_round - 1, cfg.federated.rounds) / cfg.federated.rounds
+    return rate * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 def train_with_dp(

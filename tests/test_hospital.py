@@ -1,0 +1,52 @@
+"""A hospital's local round: the learning rate it trains with over the rounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medfed.config import load_config
+from medfed.federation.hospital import (
+    build_run_model,
+    open_hospital,
+    round_learning_rate,
+    train_locally,
+)
+from medfed.federation.runner import absolute_paths
+from simulated import tiny_overrides
+
+
+def test_cosine_decay_falls_from_the_configured_rate_towards_zero() -> None:
+    cfg = load_config(None, {"training.learning_rate": 0.01, "federated.rounds": 10})
+    assert [round_learning_rate(cfg, r) for r in (1, 5, 10)] == [0.01] * 3
+    cfg.federated.lr_decay = "cosine"
+    rates = [round_learning_rate(cfg, r) for r in range(1, 11)]
+    assert rates[0] == pytest.approx(0.01)
+    assert rates[5] == pytest.approx(0.005)  # halfway through the rounds
+    assert all(a > b for a, b in zip(rates, rates[1:], strict=False))
+    assert 0 < rates[-1] < 0.0003
+
+
+def test_a_hospital_moves_less_in_the_last_round_under_cosine_decay(
+    kaggle_dataset: Path, tmp_path: Path
+) -> None:
+    def distance(decay: str) -> float:
+        cfg = absolute_paths(
+            load_config(
+                None,
+                tiny_overrides(
+                    kaggle_dataset,
+                    tmp_path / decay,
+                    **{"federated.rounds": 4, "federated.lr_decay": decay},
+                ),
+            )
+        )
+        hospital = open_hospital(cfg, {"partition-id": 0, "num-partitions": 2}, "run", ["0", "1"])
+        model = build_run_model(cfg, 2)
+        start = model.state_dict()
+        update = train_locally(hospital, cfg, start, 2, server_round=4, run_id="run")
+        weights = [name for name, _ in model.named_parameters()]
+        return sum((update.state[k] - start[k]).norm() ** 2 for k in weights) ** 0.5
+
+    assert distance("cosine") < 0.3 * distance("none")
