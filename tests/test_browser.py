@@ -92,6 +92,12 @@ def test_new_run_form_shows_only_the_strategy_parameters_and_validates(
     tab.get_by_test_id("privacy-mode").get_by_text("Off").click()
     expect(form.get_by_text("Noise multiplier", exact=True)).to_have_count(0)
 
+    tab.get_by_test_id("topk-switch").click()
+    expect(tab.get_by_test_id("topk-adam-warning")).to_be_visible()
+    choose(tab, "optimizer-select", "SGD")
+    expect(tab.get_by_test_id("topk-adam-warning")).to_have_count(0)
+    choose(tab, "lr-decay-select", "Cosine to zero")
+
     set_number(tab, "clients-input", 2)
     set_number(tab, "min-train-input", 3)
     tab.get_by_test_id("create-and-start").click()
