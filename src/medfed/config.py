@@ -243,17 +243,6 @@ class MedfedConfig(BaseSettings):
             )
         return self
 
-    def advice(self) -> list[str]:
-        """Valid settings that are known to train poorly together, each with what to change."""
-        notes = []
-        if self.compression.topk is not None and self.training.optimizer == "adam":
-            notes.append(
-                "compression.topk with training.optimizer=adam: Adam moves nearly every weight "
-                "each step, so top-k sends little of an update and accuracy lags for many "
-                "rounds; use training.optimizer: sgd (with federated.lr_decay: cosine)"
-            )
-        return notes
-
     @classmethod
     def settings_customise_sources(
         cls,

@@ -97,8 +97,6 @@ def run_command(
         deploy = run.mode == "deployment"
     else:
         run_id = create_run(cfg, store, mode="deployment" if deploy else "simulation")
-    for note in cfg.advice():
-        console.print(f"[yellow]note:[/] {note}", highlight=False)
     if deploy:
         flower_run = submit_run(cfg, store, run_id, resume=bool(resume))
         where = f"submitted to {cfg.federated.server_address} as Flower run {flower_run}"
