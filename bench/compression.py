@@ -8,6 +8,7 @@ at most 2 MB per hospital per round.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import numpy as np
@@ -55,7 +56,7 @@ def settings() -> list[tuple[str, CodecSpec]]:
     out = []
     for name, spec in base:
         out.append((name, spec))
-        lossless = CodecSpec(spec.topk, spec.quant_bits, spec.error_feedback, lossless=True)
+        lossless = dataclasses.replace(spec, lossless=True)
         out.append(("lossless only" if name == "none" else f"{name} + zlib", lossless))
     return out
 
