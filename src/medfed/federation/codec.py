@@ -45,6 +45,7 @@ from typing import Literal
 
 import numpy as np
 
+from medfed.config import CompressionConfig
 from medfed.errors import FederationError
 
 MAGIC = b"MFC1"
@@ -69,7 +70,7 @@ class CodecSpec:
     quant_bits: Literal[4, 8] | None = None
     error_feedback: bool = True
     lossless: bool = False
-    dense_below: int = 16384
+    dense_below: int = CompressionConfig.model_fields["dense_below"].default
 
     def __post_init__(self) -> None:
         if self.topk is not None and not 0 < self.topk <= 1:
