@@ -15,6 +15,7 @@ from flwr.serverapp import strategy as fl
 
 from medfed.cli import main
 from medfed.config import STRATEGIES, load_config
+from medfed.data.datasets import load_image_set
 from medfed.federation.runner import absolute_paths, start_run, stop_run
 from medfed.federation.strategies import aggregate_metrics, build_strategy
 from medfed.store import RunStore
@@ -109,9 +110,14 @@ def test_simulated_run_records_every_round_and_hospital(kaggle_dataset: Path, tm
     checkpoints = store.checkpoints(run_id)
     assert [c.round for c in checkpoints] == [0, 1, 2]  # 0: the initial model
     assert all(Path(c.path).is_file() for c in checkpoints)
-    kinds = [e.type for e in store.events(run_id)]
+    events = store.events(run_id)
+    kinds = [e.type for e in events]
     assert kinds[0] == "run_started" and kinds[-1] == "run_finished"
     assert kinds.count("round_finished") == 2
+    # the class names found in the data label the confusion matrix in the dashboard
+    names = load_image_set(kaggle_dataset, load_config(None).data, tmp_path / "c").class_names
+    assert run.config["data"]["class_names"] == list(names)
+    assert events[0].payload["class_names"] == list(names)
 
 
 def test_failed_and_silent_hospitals_are_recorded_and_the_run_goes_on(

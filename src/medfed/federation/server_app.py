@@ -103,6 +103,8 @@ class FederatedRun:
         cfg, f = self.cfg, self.cfg.federated
         set_seed(cfg.training.seed)
         test_set, class_names = self._evaluation_data()
+        if not cfg.data.class_names:
+            self.store.set_class_names(self.run_id, class_names)
         model = build_run_model(cfg, len(class_names))
         arrays = ArrayRecord(model.state_dict())
         first_round = 1
@@ -114,7 +116,12 @@ class FederatedRun:
         self.store.publish(
             self.run_id,
             "run_started",
-            {"num_rounds": f.rounds, "strategy": f.strategy, "first_round": first_round},
+            {
+                "num_rounds": f.rounds,
+                "strategy": f.strategy,
+                "first_round": first_round,
+                "class_names": class_names,
+            },
         )
         strategy = build_strategy(cfg)
         config = {"class-names": "\n".join(class_names)}

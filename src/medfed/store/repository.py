@@ -156,6 +156,14 @@ class RunStore:
         with self._session() as session:
             self._run(session, run_id).flower_run_id = int(flower_run_id)
 
+    def set_class_names(self, run_id: str, class_names: list[str]) -> None:
+        """Write the class names found in the data into the run's stored ``data.class_names``."""
+        with self._session() as session:
+            run = self._run(session, run_id)
+            config = dict(run.config or {})
+            config["data"] = {**config.get("data", {}), "class_names": list(class_names)}
+            run.config = jsonable(config, "config")
+
     def set_final_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:
         with self._session() as session:
             self._run(session, run_id).final_metrics = jsonable(metrics, "final_metrics")

@@ -107,6 +107,11 @@ export function useRunProgress(runId) {
     run_started: (p) => {
       setStatus('running')
       if (run.value && p.num_rounds) run.value = { ...run.value, num_rounds: p.num_rounds }
+      if (run.value && p.class_names) {
+        const config = run.value.config || {}
+        const data = { ...(config.data || {}), class_names: p.class_names }
+        run.value = { ...run.value, config: { ...config, data } }
+      }
     },
     round_started: (p) => {
       currentRound.value = p.round
