@@ -3,6 +3,7 @@ SQLite RunStore."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -277,7 +278,12 @@ def test_openapi_and_docs_are_served(client: TestClient) -> None:
     spec = client.get("/api/openapi.json")
     assert spec.status_code == 200
     assert "/api/runs/{run_id}/events" in spec.json()["paths"]
-    assert client.get("/api/docs").status_code == 200
+    docs = client.get("/api/docs")
+    assert docs.status_code == 200
+    # nothing from a CDN: the page's script and style come from this server
+    sources = re.findall(r'(?:src|href)="([^"]+)"', docs.text)
+    assert sources and all(s.startswith("/") for s in sources), sources
+    assert "/api-docs/swagger-ui-bundle.js" in sources
 
 
 def test_unknown_api_path_is_a_json_404(client: TestClient) -> None:

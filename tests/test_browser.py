@@ -235,3 +235,12 @@ def test_hospitals_page_lists_sites_with_their_runs(tab: Page, server: Server) -
     expect(table).to_contain_text(run_id[:8])
     expect(table.locator(".el-table__body tr").first).to_contain_text("online")
     screenshot(tab, "hospitals")
+
+
+def test_api_docs_render_without_the_internet(tab: Page, server: Server) -> None:
+    requested: list[str] = []
+    tab.on("request", lambda request: requested.append(request.url))
+    tab.goto("/api/docs")
+    expect(tab.locator(".swagger-ui .title")).to_contain_text("medfed")
+    expect(tab.locator(".opblock-summary-path").first).to_be_visible()  # the routes are listed
+    assert requested and all(url.startswith(server.url) for url in requested), requested

@@ -1,17 +1,32 @@
+import { copyFileSync, mkdirSync } from 'node:fs'
 import { fileURLToPath, URL } from 'node:url'
 import { defineConfig } from 'vite'
 import vue from '@vitejs/plugin-vue'
 
 const apiTarget = process.env.MEDFED_API_URL || 'http://127.0.0.1:8080'
+const outDir = '../src/medfed/api/static'
+
+/** Swagger UI's script and style next to the UI, so /api/docs loads nothing from the internet. */
+function apiDocsAssets() {
+  return {
+    name: 'medfed-api-docs-assets',
+    closeBundle() {
+      mkdirSync(`${outDir}/api-docs`, { recursive: true })
+      for (const file of ['swagger-ui-bundle.js', 'swagger-ui.css']) {
+        copyFileSync(`node_modules/swagger-ui-dist/${file}`, `${outDir}/api-docs/${file}`)
+      }
+    },
+  }
+}
 
 export default defineConfig({
-  plugins: [vue()],
+  plugins: [vue(), apiDocsAssets()],
   base: '/',
   resolve: {
     alias: { '@': fileURLToPath(new URL('./src', import.meta.url)) },
   },
   build: {
-    outDir: '../src/medfed/api/static',
+    outDir,
     emptyOutDir: true,
     chunkSizeWarningLimit: 1500,
     rolldownOptions: {

@@ -57,7 +57,7 @@ def create_app(cfg: MedfedConfig, store: RunStore | None = None) -> FastAPI:
         version=__version__,
         description="Federated learning for medical image classification, built on Flower.",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # served by static.api_docs with local assets
         redoc_url=None,
         lifespan=lifespan,
     )

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request, status
+from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 STATIC_DIR = Path(__file__).parent / "static"
+API_DOCS_ASSETS = "api-docs/"  # Swagger UI files, copied from swagger-ui-dist by the build
 HASHED_ASSETS = "assets/"  # Vite names these by content hash: safe to cache for good
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -31,6 +33,18 @@ def _static_file(path: str, root: Path) -> Path | None:
     if candidate.is_file() and candidate.is_relative_to(base):
         return candidate
     return None
+
+
+@router.get("/api/docs")
+def api_docs() -> HTMLResponse:
+    """Swagger UI for the REST API, with its script and style served from the built UI."""
+    return get_swagger_ui_html(
+        openapi_url="/api/openapi.json",
+        title="medfed API",
+        swagger_js_url=f"/{API_DOCS_ASSETS}swagger-ui-bundle.js",
+        swagger_css_url=f"/{API_DOCS_ASSETS}swagger-ui.css",
+        swagger_favicon_url="/favicon.svg",
+    )
 
 
 @router.get("/{path:path}")
