@@ -13,7 +13,7 @@ from sqlalchemy import update
 
 from medfed import __version__
 from medfed.api import create_app
-from medfed.api.security import SESSION_COOKIE, TokenSigner
+from medfed.api.security import SESSION_COOKIE, LoginThrottle, TokenSigner
 from medfed.config import STRATEGIES, config_from_dict
 from medfed.store import RunStore
 from medfed.store import models as m
@@ -96,6 +96,39 @@ def test_login_with_wrong_password_is_refused_and_audited(
     assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
     entry = store.audit_log(limit=1)[0]
     assert (entry.user, entry.action, entry.target) == (None, "login.failed", "alice")
+
+
+def test_repeated_wrong_passwords_are_throttled_for_that_user_only(
+    client: TestClient, store: RunStore
+) -> None:
+    def attempt(user: str, password: str) -> int:
+        body = {"username": user, "password": password}
+        return client.post("/api/auth/login", json=body).status_code
+
+    assert [attempt(ADMIN[0], "wrong-guess") for _ in range(5)] == [401] * 5
+    refused = client.post("/api/auth/login", json={"username": ADMIN[0], "password": ADMIN[1]})
+    assert refused.status_code == 429  # even the right password, until the window passes
+    assert "too many wrong passwords for 'alice'" in refused.json()["detail"]
+    assert 0 < int(refused.headers["Retry-After"]) <= 300
+    assert store.audit_log(limit=1)[0].action == "login.throttled"
+    assert attempt(VIEWER[0], VIEWER[1]) == 200  # another user is not affected
+
+
+def test_login_throttle_forgets_old_failures_and_successes_clear_it() -> None:
+    now = [0.0]
+    throttle = LoginThrottle(max_failures=3, window_s=60, clock=lambda: now[0])
+    key = ("10.0.0.1", "alice")
+    for second in (0, 10, 20):
+        now[0] = second
+        throttle.failed(key)
+    assert throttle.retry_after(key) == pytest.approx(40)  # the first failure expires at 60
+    now[0] = 61
+    assert throttle.retry_after(key) == 0
+    throttle.failed(key)
+    assert throttle.retry_after(key) == pytest.approx(9)  # failures at 10, 20, 61
+    throttle.succeeded(key)
+    assert throttle.retry_after(key) == 0
+    assert throttle.retry_after(("10.0.0.2", "alice")) == 0
 
 
 def test_login_body_is_validated(client: TestClient) -> None:

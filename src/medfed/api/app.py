@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from medfed import __version__
 from medfed.api import static
 from medfed.api.routes import audit, auth, config, health, hospitals, runs, templates
-from medfed.api.security import TokenSigner, load_secret
+from medfed.api.security import LoginThrottle, TokenSigner, load_secret
 from medfed.api.sse import stream_limiter
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError, MedfedError, StoreError
@@ -66,6 +66,7 @@ def create_app(cfg: MedfedConfig, store: RunStore | None = None) -> FastAPI:
     app.state.signer = TokenSigner(load_secret(cfg))
     app.state.static_dir = static.STATIC_DIR
     app.state.stream_limiter = stream_limiter()
+    app.state.login_throttle = LoginThrottle()
     app.add_exception_handler(MedfedError, _medfed_error)
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # never applied to event streams
     app.include_router(_api_router())

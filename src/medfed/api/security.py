@@ -8,7 +8,9 @@ import hmac
 import json
 import os
 import secrets
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,8 @@ from medfed.errors import ConfigError
 SESSION_COOKIE = "medfed_session"
 TOKEN_LIFETIME_S = 12 * 3600
 SECRET_FILE_NAME = "api_secret.key"
+LOGIN_MAX_FAILURES = 5
+LOGIN_WINDOW_S = 300.0
 
 
 class InvalidToken(Exception):
@@ -121,3 +125,49 @@ class TokenSigner:
         now = time.time()
         self._revoked = {jti: exp for jti, exp in self._revoked.items() if exp > now}
         self._revoked[session.token_id] = session.expires_at
+
+
+class LoginThrottle:
+    """Refuses logins for a (client address, user name) after ``max_failures`` wrong passwords
+    within ``window_s`` seconds, until the oldest of them is that old; a success clears the count.
+
+    Kept in memory, per API server process: it slows password guessing, it is not an account lock.
+    """
+
+    def __init__(
+        self,
+        max_failures: int = LOGIN_MAX_FAILURES,
+        window_s: float = LOGIN_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.max_failures = max_failures
+        self.window_s = window_s
+        self.clock = clock
+        self._failures: dict[tuple[str, str], list[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: tuple[str, str], now: float) -> list[float]:
+        times = [t for t in self._failures.get(key, []) if now - t < self.window_s]
+        if times:
+            self._failures[key] = times
+        else:
+            self._failures.pop(key, None)
+        return times
+
+    def retry_after(self, key: tuple[str, str]) -> float:
+        """Seconds until ``key`` may try again; 0 when it may now."""
+        with self._lock:
+            now = self.clock()
+            times = self._recent(key, now)
+            if len(times) < self.max_failures:
+                return 0.0
+            return times[-self.max_failures] + self.window_s - now
+
+    def failed(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            now = self.clock()
+            self._failures[key] = [*self._recent(key, now), now]
+
+    def succeeded(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._failures.pop(key, None)
