@@ -71,8 +71,8 @@ def quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def simulate(cfg: MedfedConfig) -> list[RoundRecord]:
-    """One simulated medfed run in this process; its rounds as recorded in the store."""
+def simulate_run(cfg: MedfedConfig) -> tuple[RunStore, str]:
+    """One simulated medfed run in this process, run to its end; its store and run id."""
     store = RunStore(cfg.database_url)
     run_id = create_run(cfg, store)
     settings = RunSettings(
@@ -81,5 +81,11 @@ def simulate(cfg: MedfedConfig) -> list[RoundRecord]:
     run_simulated(settings, cfg.federated.num_clients)
     run = store.get_run(run_id)
     if run.status != "finished":
-        raise SystemExit(f"medfed run {run_id} ended {run.status}: {run.error}")
+        raise SystemExit(f"medfed run {cfg.name} ({run_id}) ended {run.status}: {run.error}")
+    return store, run_id
+
+
+def simulate(cfg: MedfedConfig) -> list[RoundRecord]:
+    """One simulated medfed run in this process; its rounds as recorded in the store."""
+    store, run_id = simulate_run(cfg)
     return store.rounds(run_id)

@@ -46,19 +46,16 @@ from flwr.simulation import run_simulation
 from rich.console import Console
 from rich.table import Table
 
-from _common import add_run_flags, check_data, quiet_logs, run_config, warm_cache
+from _common import add_run_flags, check_data, quiet_logs, run_config, simulate_run, warm_cache
 from medfed.config import MedfedConfig
 from medfed.data.datasets import ImageSet, load_image_set, resolve_test_path
 from medfed.data.loader import ArrayLoader
 from medfed.data.partition import partition_indices
 from medfed.data.transforms import eval_transform, train_transform
 from medfed.federation.hospital import split_local
-from medfed.federation.runner import create_run
-from medfed.federation.runtime import RunSettings, quiet_flower_env
-from medfed.federation.simulation import run_simulated
+from medfed.federation.runtime import quiet_flower_env
 from medfed.learning.trainer import evaluate, make_optimizer, set_seed, train
 from medfed.models import build_model
-from medfed.store import RunStore
 
 TARGET_RATIO = 1.10
 
@@ -259,15 +256,7 @@ def time_anchor(cfg: MedfedConfig, class_names: list[str]) -> Timing:
 
 
 def time_medfed(cfg: MedfedConfig) -> Timing:
-    store = RunStore(cfg.database_url)
-    run_id = create_run(cfg, store)
-    settings = RunSettings(
-        run_id=run_id, config=cfg.to_dict(), store_url=store.url, home=str(cfg.home)
-    )
-    run_simulated(settings, cfg.federated.num_clients)
-    run = store.get_run(run_id)
-    if run.status != "finished":
-        raise SystemExit(f"medfed run {run_id} ended {run.status}: {run.error}")
+    store, run_id = simulate_run(cfg)
     events = store.events(run_id)
     marks = [e.created_at for e in events if e.type in ("run_started", "round_finished")]
     seconds = [(b - a).total_seconds() for a, b in zip(marks, marks[1:], strict=False)]

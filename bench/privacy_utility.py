@@ -27,12 +27,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from _common import simulate_run
 from medfed.config import load_config
 from medfed.federation.audit import audit_run
-from medfed.federation.runner import absolute_paths, create_run
-from medfed.federation.runtime import RunSettings
-from medfed.federation.simulation import run_simulated
-from medfed.store import RunStore
+from medfed.federation.runner import absolute_paths
 
 COMPRESSION_TOLERANCE_POINTS = 1.0
 
@@ -102,15 +100,8 @@ def run_setting(name: str, overrides: dict[str, Any], args: argparse.Namespace) 
         )
     )
     start = time.perf_counter()
-    with RunStore(cfg.database_url) as store:
-        run_id = create_run(cfg, store)
-        settings = RunSettings(
-            run_id=run_id, config=cfg.to_dict(), store_url=store.url, home=str(cfg.home)
-        )
-        run_simulated(settings, args.hospitals)
-        run = store.get_run(run_id)
-        if run.status != "finished":
-            raise SystemExit(f"{name}: run {run_id} {run.status}: {run.error}")
+    store, run_id = simulate_run(cfg)
+    with store:
         rounds = store.rounds(run_id)
         audit = audit_run(store, run_id, max_examples=args.max_examples, seed=args.seed)
     return Outcome(
