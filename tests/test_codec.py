@@ -124,12 +124,43 @@ def test_topk_sends_small_tensors_whole() -> None:
     assert residual is not None and not residual[0].any()
 
 
-def test_topk_sends_at_least_one_entry_of_every_tensor() -> None:
+def test_tensor_scope_sends_at_least_one_entry_of_every_tensor() -> None:
     update = [np.array([0.5, -2.0, 1.0], np.float32), np.ones((4, 4), np.float32) * 1e-6]
-    payload, _ = encode_update(update, CodecSpec(topk=0.001, dense_below=0))
-    back = decode_update(payload)
+    spec = CodecSpec(topk=0.001, dense_below=0, topk_scope="tensor")
+    back = decode_update(encode_update(update, spec)[0])
     assert np.array_equal(back[0], [0.0, -2.0, 0.0])
     assert np.count_nonzero(back[1]) == 1
+
+
+def test_model_scope_keeps_the_largest_entries_of_the_whole_update() -> None:
+    rng = np.random.default_rng(11)
+    quiet = rng.normal(0, 1e-3, (50, 40)).astype(np.float32)
+    loud = rng.normal(0, 1.0, (30, 100)).astype(np.float32)
+    small = rng.normal(0, 1e-3, (8,)).astype(np.float32)
+    update = [quiet, small, loud]
+    payload, residual = encode_update(update, CodecSpec(topk=0.02, dense_below=100))
+    back = decode_update(payload)
+    assert not back[0].any()  # the quiet layer loses its turn to the loud one
+    assert np.array_equal(back[1], small)  # under dense_below: whole
+    k = round(0.02 * (quiet.size + loud.size))
+    kept = np.flatnonzero(back[2])
+    assert kept.size == k
+    assert set(kept) == set(np.argsort(-np.abs(loud.ravel()))[:k])
+    assert residual is not None and np.array_equal(residual[0], quiet)
+
+
+def test_model_scope_moves_a_quiet_layer_once_its_residual_has_grown() -> None:
+    # 10 of 200 entries a round: each loud entry goes every 10 rounds, with a residual of up
+    # to 10; the quiet entries' residual passes that after 50 rounds of 0.2
+    quiet = np.full((100,), 0.2, np.float32)
+    loud = np.ones((100,), np.float32)
+    spec = CodecSpec(topk=0.05, dense_below=0)
+    residual, first_move = None, None
+    for round_ in range(1, 81):
+        payload, residual = encode_update([quiet, loud], spec, residual=residual)
+        if first_move is None and decode_update(payload)[0].any():
+            first_move = round_
+    assert first_move is not None and 40 <= first_move <= 60
 
 
 @pytest.mark.parametrize(
@@ -246,11 +277,14 @@ def test_residual_store_ignores_a_corrupted_file(tmp_path) -> None:
     bits=st.sampled_from([None, 4, 8]),
     lossless=st.booleans(),
     dense_below=st.sampled_from([0, 50]),
+    scope=st.sampled_from(["model", "tensor"]),
 )
 def test_property_decoded_shapes_and_residual_identity(
-    arrays, topk, bits, lossless, dense_below
+    arrays, topk, bits, lossless, dense_below, scope
 ) -> None:
-    spec = CodecSpec(topk=topk, quant_bits=bits, lossless=lossless, dense_below=dense_below)
+    spec = CodecSpec(
+        topk=topk, quant_bits=bits, lossless=lossless, dense_below=dense_below, topk_scope=scope
+    )
     payload, residual = encode_update(arrays, spec, rng=np.random.default_rng(0))
     decoded = decode_update(payload)
     assert [d.shape for d in decoded] == [a.shape for a in arrays]
@@ -260,9 +294,13 @@ def test_property_decoded_shapes_and_residual_identity(
         assert all(np.array_equal(a, d) for a, d in zip(arrays, decoded, strict=True))
         return
     assert residual is not None
+    sparse = [(a, d) for a, d in zip(arrays, decoded, strict=True) if a.size >= dense_below]
+    if topk is not None and scope == "model" and sparse:
+        total = sum(a.size for a, _ in sparse)
+        assert sum(np.count_nonzero(d) for _, d in sparse) <= max(1, round(topk * total))
     for original, back, res in zip(arrays, decoded, residual, strict=True):
         np.testing.assert_allclose(back + res, original, rtol=1e-5, atol=1e-6)
-        if topk is not None and original.size >= dense_below:
+        if topk is not None and scope == "tensor" and original.size >= dense_below:
             expected_k = min(original.size, max(1, round(topk * original.size)))
             assert np.count_nonzero(back) <= expected_k
         if bits is not None and topk is None and original.size:

@@ -197,6 +197,11 @@ class CompressionConfig(Section):
         description="with topk, tensors with fewer entries (norm layers, biases, small heads) "
         "are sent whole",
     )
+    topk_scope: Literal["model", "tensor"] = Field(
+        default="model",
+        description="model: the largest entries of the whole update; tensor: the same fraction "
+        "of every tensor",
+    )
     downlink: Literal["fp32", "fp16", "int8"] = "fp32"
 
 

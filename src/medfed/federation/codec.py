@@ -3,14 +3,14 @@
 Uplink: a hospital sends the *delta* between its trained weights and the global weights it
 received, as one list of numpy arrays (one per ``state_dict`` tensor, in order). The delta can be
 
-- sparsified: top-k by magnitude, **per tensor** (``k = max(1, round(topk * size))``). Update
-  magnitudes differ by orders of magnitude between layers (classifier, convolutions, norm
-  parameters, biases); one global threshold would starve whole small layers for many rounds,
-  while per-tensor selection moves every layer each round and gives each tensor its own
-  quantization range. Tensors with fewer than ``dense_below`` entries (norm parameters, biases,
-  small heads: about 0.5% of a ResNet) are sent whole instead: keeping 1% of a 64-entry bias
-  would move it by one entry a round. Kept indices are sorted and stored as gaps in LEB128
-  varints (about 1-2 bytes per index instead of 4);
+- sparsified: top-k by magnitude. Tensors with fewer than ``dense_below`` entries (norm
+  parameters, biases, small heads: about 0.5% of a ResNet) are sent whole: keeping 1% of a
+  64-entry bias would move it by one entry a round, and one threshold would starve them. Over
+  the other tensors, ``topk_scope="model"`` keeps the ``round(topk * n)`` largest entries of all
+  of them together, so the budget goes to the layers whose update is largest this round;
+  ``"tensor"`` keeps the same fraction ``max(1, round(topk * size))`` of every tensor. Each kept
+  tensor still gets its own quantization range. Kept indices are sorted and stored as gaps in
+  LEB128 varints (about 1-2 bytes per index instead of 4);
 - quantized: stochastic uniform quantization to 8 or 4 bits (two 4-bit codes per byte) with a
   per-tensor offset and step; rounding up or down at random makes the decoded value unbiased and
   the error of each entry at most one step, ``(max - min) / (2**bits - 1)``;
@@ -55,6 +55,7 @@ _FLOAT32_BITS, _FLOAT16_BITS = 32, 16
 _ZLIB_LEVEL = 6
 
 Precision = Literal["fp32", "fp16", "int8"]
+TopkScope = Literal["model", "tensor"]
 
 
 class CodecError(FederationError, ValueError):
@@ -71,6 +72,7 @@ class CodecSpec:
     error_feedback: bool = True
     lossless: bool = False
     dense_below: int = CompressionConfig.model_fields["dense_below"].default
+    topk_scope: TopkScope = CompressionConfig.model_fields["topk_scope"].default
 
     def __post_init__(self) -> None:
         if self.topk is not None and not 0 < self.topk <= 1:
@@ -79,6 +81,8 @@ class CodecSpec:
             raise ValueError(f"compression.quant_bits={self.quant_bits}: must be 4, 8 or None")
         if self.dense_below < 0:
             raise ValueError(f"compression.dense_below={self.dense_below}: must be >= 0")
+        if self.topk_scope not in ("model", "tensor"):
+            raise ValueError(f"compression.topk_scope={self.topk_scope!r}: use model or tensor")
 
     @classmethod
     def from_config(cls, cfg: object) -> CodecSpec:
@@ -89,6 +93,7 @@ class CodecSpec:
             error_feedback=cfg.error_feedback,  # type: ignore[attr-defined]
             lossless=cfg.lossless,  # type: ignore[attr-defined]
             dense_below=cfg.dense_below,  # type: ignore[attr-defined]
+            topk_scope=cfg.topk_scope,  # type: ignore[attr-defined]
         )
 
     @property
@@ -118,13 +123,10 @@ def encode_update(
     use_feedback = spec.error_feedback and spec.is_lossy
     if use_feedback and residual is not None:
         _check_same_shapes(arrays, residual)
-    records: list[bytes] = []
-    new_residual: list[np.ndarray] = []
+    arrays = [np.asarray(array) for array in arrays]
+    targets: dict[int, np.ndarray] = {}
     for index, array in enumerate(arrays):
-        array = np.asarray(array)
         if not spec.is_lossy or not _is_float(array):
-            records.append(_raw_record(array))
-            new_residual.append(np.zeros(array.shape, np.float32))
             continue
         target = array.astype(np.float32)
         if use_feedback and residual is not None:
@@ -134,7 +136,17 @@ def encode_update(
                 f"update tensor {index} {array.shape} holds NaN or infinite values: local "
                 "training diverged; lower training.learning_rate"
             )
-        record, sent = _lossy_record(target, array.dtype, spec, rng)
+        targets[index] = target
+    kept = _kept_indices(targets, spec)
+    records: list[bytes] = []
+    new_residual: list[np.ndarray] = []
+    for index, array in enumerate(arrays):
+        if index not in targets:
+            records.append(_raw_record(array))
+            new_residual.append(np.zeros(array.shape, np.float32))
+            continue
+        target = targets[index]
+        record, sent = _lossy_record(target, array.dtype, spec, kept.get(index), rng)
         records.append(record)
         new_residual.append(target - sent)
     payload = _pack(records, spec.lossless)
@@ -247,16 +259,38 @@ def _raw_record(array: np.ndarray) -> bytes:
     return _header(_RAW, array.dtype, array.shape) + np.ascontiguousarray(array).tobytes()
 
 
+def _kept_indices(targets: dict[int, np.ndarray], spec: CodecSpec) -> dict[int, np.ndarray]:
+    """Sorted indices top-k keeps in each sparsified tensor (tensors left out are sent whole)."""
+    if spec.topk is None:
+        return {}
+    sparse = {i: t.ravel() for i, t in targets.items() if t.size >= spec.dense_below and t.size}
+    if spec.topk_scope == "tensor":
+        return {i: _topk_indices(flat, spec.topk) for i, flat in sparse.items()}
+    if not sparse:
+        return {}
+    order = list(sparse)
+    sizes = np.array([sparse[i].size for i in order], np.int64)
+    offsets = np.concatenate(([0], np.cumsum(sizes)))
+    everything = np.concatenate([sparse[i] for i in order])
+    chosen = _topk_indices(everything, spec.topk)
+    bounds = np.searchsorted(chosen, offsets)
+    return {i: chosen[bounds[n] : bounds[n + 1]] - offsets[n] for n, i in enumerate(order)}
+
+
 def _lossy_record(
-    target: np.ndarray, dtype: np.dtype, spec: CodecSpec, rng: np.random.Generator
+    target: np.ndarray,
+    dtype: np.dtype,
+    spec: CodecSpec,
+    indices: np.ndarray | None,
+    rng: np.random.Generator,
 ) -> tuple[bytes, np.ndarray]:
-    """Encode one float tensor; return the record and the float32 values the decoder will see."""
+    """Encode one float tensor, whole or at ``indices``; return the record and the float32
+    values the decoder will see."""
     flat = target.ravel()
     bits = spec.quant_bits or _FLOAT32_BITS
-    if spec.topk is None or flat.size < spec.dense_below:
+    if indices is None:
         block, sent = _values_block(flat, bits, rng)
         return _header(_DENSE, dtype, target.shape) + block, sent.reshape(target.shape)
-    indices = _topk_indices(flat, spec.topk)
     block, sent_values = _values_block(flat[indices], bits, rng)
     index_bytes = _varint_encode(np.diff(indices, prepend=0).astype(np.uint64))
     record = (

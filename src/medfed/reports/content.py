@@ -279,8 +279,9 @@ def _augmentation(data: dict) -> str:
 
 def _compression(section: dict) -> list[tuple[str, str]]:
     topk, bits = section.get("topk"), section.get("quant_bits")
+    scope = "each tensor" if section.get("topk_scope") == "tensor" else "the whole update"
     rows = [
-        ("sparsification", f"top {topk * 100:g}% of entries" if topk else "none"),
+        ("sparsification", f"top {topk * 100:g}% of entries of {scope}" if topk else "none"),
         ("quantisation", f"{bits}-bit" if bits else "none (fp32)"),
         ("lossless coding", fmt.setting(bool(section.get("lossless")))),
     ]
