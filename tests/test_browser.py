@@ -132,6 +132,9 @@ def test_server_rejections_are_shown_on_the_field_and_templates_round_trip(
     tab.get_by_role("button", name="Reset to defaults").click()
     choose(tab, "strategy-select", "FedTrimmedAvg")
     set_number(tab, "rounds-input", 4)
+    expect(tab.get_by_test_id("topk-scope")).to_have_count(0)
+    tab.get_by_test_id("topk-switch").click()
+    tab.get_by_test_id("topk-scope").get_by_text("Each tensor").click()
     tab.get_by_role("button", name="Save as template").click()
     tab.locator(".el-message-box input").fill("trimmed-4")
     tab.get_by_role("button", name="Save", exact=True).click()
@@ -139,6 +142,8 @@ def test_server_rejections_are_shown_on_the_field_and_templates_round_trip(
     saved = server.store.get_template("trimmed-4").config
     assert saved["federated"]["strategy"] == "FedTrimmedAvg"
     assert saved["federated"]["rounds"] == 4
+    assert saved["compression"]["topk"] == 0.1
+    assert saved["compression"]["topk_scope"] == "tensor"
 
     tab.get_by_role("button", name="Reset to defaults").click()
     expect(tab.locator("[data-testid=rounds-input] input")).not_to_have_value("4")

@@ -30,6 +30,7 @@ export const FALLBACK_ENUMS = {
   'federated.bn': ['average', 'local'],
   'privacy.mode': ['none', 'sample', 'client'],
   'compression.downlink': ['fp32', 'fp16', 'int8'],
+  'compression.topk_scope': ['model', 'tensor'],
   'training.optimizer': ['adam', 'sgd'],
   'data.layout': ['auto', 'kaggle', 'folders'],
 }
