@@ -2,7 +2,8 @@
 
 Run: ``.venv/bin/python bench/compression.py``. The update is small gaussian deltas (sigma 1e-3)
 shaped like torchvision's resnet50 state dict (~25.6 M entries, ~102 MB as fp32). The target is
-at most 2 MB per hospital per round.
+at most 2 MB per hospital per round. Top-k keeps the largest entries of the whole update (the
+default), except in the "per tensor" row.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def settings() -> list[tuple[str, CodecSpec]]:
         ("top-k 1%", CodecSpec(topk=0.01)),
         ("top-k 0.1%", CodecSpec(topk=0.001)),
         ("top-k 1% + 8-bit", CodecSpec(topk=0.01, quant_bits=8)),
+        ("top-k 1% + 8-bit, per tensor", CodecSpec(topk=0.01, quant_bits=8, topk_scope="tensor")),
         ("top-k 1% + 4-bit", CodecSpec(topk=0.01, quant_bits=4)),
     ]
     out = []

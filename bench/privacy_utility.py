@@ -1,16 +1,20 @@
-"""Privacy against utility: test accuracy and membership-attack AUC per privacy / codec setting.
+"""Privacy and compression against utility: test accuracy, attack AUC and upload per setting.
 
 Run: ``.venv/bin/python bench/privacy_utility.py`` (make the data first with
-``.venv/bin/medfed data demo data/demo``). Every setting trains the same model (cancer_cnn with
-GroupNorm, which DP-SGD accepts) with the same local optimizer for the same number of rounds on
-4 simulated hospitals with an IID split of the training images, then scores the final global
-model on the held-out test set and attacks it with the membership-inference audit
-(`medfed audit`). Settings: no DP, sample-level DP-SGD at epsilon 8, 3 and 1 (delta 1e-5,
-clip 1.0), and top-k 1% + 8-bit update compression with error feedback.
+``.venv/bin/medfed data demo data/demo``). Two studies, each against its own uncompressed,
+non-private baseline trained the same way, on 4 simulated hospitals with an IID split of the
+training images. Every run's final global model is scored on the held-out test set and attacked
+with the membership-inference audit (`medfed audit`).
 
-Every setting trains with SGD (what DP-SGD uses) and cosine decay of the learning rate over the
-rounds, so the last rounds take small steps and the final accuracy does not hinge on one noisy
-round.
+- privacy: cancer_cnn with GroupNorm (which DP-SGD accepts), SGD at 0.1 with cosine decay over
+  the rounds (what DP-SGD learns best with): no DP, then sample-level DP-SGD at epsilon 8, 3
+  and 1 (delta 1e-5, clip 1.0).
+- compression: the demo's ResNet-18 (GroupNorm), SGD at 0.03 with cosine decay: uncompressed,
+  then top-k 1% + 8-bit with error feedback over the whole update (the default) and over each
+  tensor. The compressed run must end within 1 accuracy point of the uncompressed one.
+
+``--seeds N`` repeats every setting with N training seeds (model initialisation, batches,
+augmentation) and reports the mean: single runs of 20 rounds differ by several points.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -35,6 +40,19 @@ from medfed.federation.runner import absolute_paths
 COMPRESSION_TOLERANCE_POINTS = 1.0
 
 
+@dataclass(frozen=True)
+class Study:
+    """Settings that differ from a first, baseline setting in one respect, trained alike."""
+
+    name: str
+    recipe: dict[str, Any]
+    settings: dict[str, dict[str, Any]]
+
+    @property
+    def baseline(self) -> str:
+        return next(iter(self.settings))
+
+
 def dp_setting(epsilon: float) -> dict[str, Any]:
     return {
         "privacy.mode": "sample",
@@ -44,18 +62,44 @@ def dp_setting(epsilon: float) -> dict[str, Any]:
     }
 
 
-BASELINE = "no DP, no compression"
-COMPRESSED = "top-k 1% + 8-bit (error feedback)"
-SETTINGS: dict[str, dict[str, Any]] = {
-    BASELINE: {},
-    COMPRESSED: {
+def codec_setting(scope: str) -> dict[str, Any]:
+    return {
         "compression.topk": 0.01,
         "compression.quant_bits": 8,
         "compression.error_feedback": True,
-    },
-    "sample DP, epsilon 8": dp_setting(8.0),
-    "sample DP, epsilon 3": dp_setting(3.0),
-    "sample DP, epsilon 1": dp_setting(1.0),
+        "compression.topk_scope": scope,
+    }
+
+
+COMPRESSED = "top-k 1% + 8-bit, error feedback"
+STUDIES = {
+    "privacy": Study(
+        "privacy",
+        {
+            "model.name": "cancer_cnn",
+            "training.optimizer": "sgd",
+            "training.learning_rate": 0.1,
+        },
+        {
+            "no DP": {},
+            "sample DP, epsilon 8": dp_setting(8.0),
+            "sample DP, epsilon 3": dp_setting(3.0),
+            "sample DP, epsilon 1": dp_setting(1.0),
+        },
+    ),
+    "compression": Study(
+        "compression",
+        {
+            "model.name": "resnet18",
+            "training.optimizer": "sgd",
+            "training.learning_rate": 0.03,
+        },
+        {
+            "uncompressed": {},
+            COMPRESSED: codec_setting("model"),
+            f"{COMPRESSED}, per tensor": codec_setting("tensor"),
+        },
+    ),
 }
 
 
@@ -67,35 +111,35 @@ class Outcome:
     auc: float
     calibrated_auc: float
     tpr_at_1pct_fpr: float
+    upload_kb: float
     n_members: int
     seconds: float
 
 
-def run_setting(name: str, overrides: dict[str, Any], args: argparse.Namespace) -> Outcome:
-    """Train one setting in its own home, then audit the final global model."""
-    home = Path(args.work) / name.replace(" ", "_").replace(",", "").replace("%", "pct")
+def run_setting(study: Study, name: str, seed: int, args: argparse.Namespace) -> Outcome:
+    """Train one setting with one seed in its own home, then audit the final global model."""
+    slug = name.replace(" ", "_").replace(",", "").replace("%", "pct").replace("+", "plus")
+    home = Path(args.work) / study.name / f"{slug}-seed{seed}"
     home.mkdir(parents=True, exist_ok=True)
     cfg = absolute_paths(
         load_config(
             None,
             {
-                "name": f"bench {name}",
+                "name": f"bench {study.name}: {name} (seed {seed})",
                 "home": str(home),
                 "data.path": str(args.data),
                 "data.image_size": args.image_size,
                 "data.cache_dir": str(Path(args.work) / "cache"),
-                "model.name": "cancer_cnn",
                 "model.norm": "group",
                 "partition.scheme": "iid",
                 "federated.num_clients": args.hospitals,
                 "federated.rounds": args.rounds,
                 "federated.local_epochs": args.local_epochs,
-                "training.seed": args.seed,
-                "training.optimizer": args.optimizer,
-                "training.learning_rate": args.learning_rate,
-                "training.batch_size": args.batch_size,
-                "federated.lr_decay": args.lr_decay,
-                **overrides,
+                "federated.lr_decay": "cosine",
+                "training.batch_size": 32,
+                "training.seed": seed,
+                **study.recipe,
+                **study.settings[name],
             },
         )
     )
@@ -103,7 +147,8 @@ def run_setting(name: str, overrides: dict[str, Any], args: argparse.Namespace) 
     store, run_id = simulate_run(cfg)
     with store:
         rounds = store.rounds(run_id)
-        audit = audit_run(store, run_id, max_examples=args.max_examples, seed=args.seed)
+        audit = audit_run(store, run_id, max_examples=args.max_examples, seed=seed)
+    uploads = [r.bytes_up / max(r.num_clients_ok, 1) for r in rounds]
     return Outcome(
         name=name,
         accuracy=float(rounds[-1].metrics["accuracy"]),
@@ -111,15 +156,32 @@ def run_setting(name: str, overrides: dict[str, Any], args: argparse.Namespace) 
         auc=audit.auc,
         calibrated_auc=audit.calibrated_auc,
         tpr_at_1pct_fpr=max(audit.tpr_at_1pct_fpr, audit.calibrated_tpr_at_1pct_fpr),
+        upload_kb=statistics.mean(uploads) / 1e3,
         n_members=audit.n_members,
         seconds=time.perf_counter() - start,
     )
 
 
-def results_table(outcomes: list[Outcome], args: argparse.Namespace) -> Table:
+def _mean(values: list[float]) -> float:
+    return statistics.mean(values)
+
+
+def _accuracy_cell(runs: list[Outcome]) -> str:
+    accuracies = [o.accuracy for o in runs]
+    if len(runs) == 1:
+        return f"{accuracies[0]:.1%}"
+    return f"{_mean(accuracies):.1%} ({min(accuracies):.1%}-{max(accuracies):.1%})"
+
+
+def results_table(
+    study: Study, results: dict[str, list[Outcome]], args: argparse.Namespace
+) -> Table:
+    recipe = study.recipe
     table = Table(
-        title=f"Privacy vs utility: {args.hospitals} IID hospitals, cancer_cnn (GroupNorm), "
-        f"{args.image_size} px, {args.rounds} rounds x {args.local_epochs} local epoch(s)"
+        title=f"{study.name}: {args.hospitals} IID hospitals, {recipe['model.name']} (GroupNorm), "
+        f"{args.image_size} px, {args.rounds} rounds x {args.local_epochs} local epoch(s), "
+        f"{recipe['training.optimizer']} at {recipe['training.learning_rate']:g} with cosine "
+        f"decay, {args.seeds} seed(s)"
     )
     columns = (
         "setting",
@@ -129,62 +191,76 @@ def results_table(outcomes: list[Outcome], args: argparse.Namespace) -> Table:
         "attack AUC",
         "calibrated AUC",
         "best TPR at 1% FPR",
-        "members",
+        "upload / hospital / round",
         "time (s)",
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "setting" else "right")
-    baseline = outcomes[0].accuracy
-    for o in outcomes:
+    baseline = _mean([o.accuracy for o in results[study.baseline]])
+    for name, runs in results.items():
+        epsilons = [o.epsilon for o in runs if o.epsilon is not None]
         table.add_row(
-            o.name,
-            f"{o.accuracy:.1%}",
-            "-" if o is outcomes[0] else f"{100 * (o.accuracy - baseline):+.1f}",
-            "-" if o.epsilon is None else f"{o.epsilon:.2f}",
-            f"{o.auc:.3f}",
-            f"{o.calibrated_auc:.3f}",
-            f"{o.tpr_at_1pct_fpr:.1%}",
-            str(o.n_members),
-            f"{o.seconds:.0f}",
+            name,
+            _accuracy_cell(runs),
+            "-" if name == study.baseline else f"{gap_points(runs, baseline):+.1f}",
+            f"{_mean(epsilons):.2f}" if epsilons else "-",
+            f"{_mean([o.auc for o in runs]):.3f}",
+            f"{_mean([o.calibrated_auc for o in runs]):.3f}",
+            f"{_mean([o.tpr_at_1pct_fpr for o in runs]):.1%}",
+            f"{_mean([o.upload_kb for o in runs]):,.0f} KB",
+            f"{_mean([o.seconds for o in runs]):.0f}",
         )
     return table
 
 
-def compression_verdict(outcomes: list[Outcome]) -> str | None:
-    by_name = {o.name: o for o in outcomes}
-    if BASELINE not in by_name or COMPRESSED not in by_name:
+def gap_points(runs: list[Outcome], baseline_accuracy: float) -> float:
+    return 100 * (_mean([o.accuracy for o in runs]) - baseline_accuracy)
+
+
+def compression_verdict(results: dict[str, list[Outcome]]) -> str | None:
+    study = STUDIES["compression"]
+    if COMPRESSED not in results or study.baseline not in results:
         return None
-    gap = 100 * (by_name[COMPRESSED].accuracy - by_name[BASELINE].accuracy)
+    baseline = _mean([o.accuracy for o in results[study.baseline]])
+    gap = gap_points(results[COMPRESSED], baseline)
     within = abs(gap) <= COMPRESSION_TOLERANCE_POINTS
     return (
-        f"Compressed updates ({COMPRESSED}): {gap:+.1f} accuracy points against uncompressed, "
+        f"Compressed updates ({COMPRESSED}): {gap:+.1f} accuracy points against uncompressed "
+        f"(mean of {len(results[COMPRESSED])} seed(s)), "
         f"{'within' if within else 'NOT within'} {COMPRESSION_TOLERANCE_POINTS:g} point."
     )
 
 
 def parse_args() -> argparse.Namespace:
+    names = [name for study in STUDIES.values() for name in study.settings]
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/demo"))
+    parser.add_argument("--study", choices=[*STUDIES, "both"], default="both")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--local-epochs", type=int, default=1)
     parser.add_argument("--hospitals", type=int, default=4)
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--max-examples", type=int, default=1000, help="per side of the audit")
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--optimizer", choices=["sgd", "adam"], default="sgd")
-    parser.add_argument("--learning-rate", type=float, default=0.1)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr-decay", choices=["none", "cosine"], default="cosine")
+    parser.add_argument("--seed", type=int, default=42, help="the first training seed")
+    parser.add_argument("--seeds", type=int, default=1, help="training seeds per setting")
     parser.add_argument(
         "--only",
         nargs="+",
-        choices=list(SETTINGS),
+        choices=names,
         metavar="SETTING",
-        help="run only these settings (the baseline always runs first): "
-        + ", ".join(SETTINGS).replace("%", "%%"),
+        help="run only these settings (each study's baseline always runs first): "
+        + ", ".join(names).replace("%", "%%"),
     )
     parser.add_argument("--work", type=Path, help="folder for the runs; default a temp folder")
     return parser.parse_args()
+
+
+def chosen_settings(study: Study, only: list[str] | None) -> list[str]:
+    """The study's settings to run, baseline first; none when ``only`` names none of them."""
+    if only is None:
+        return list(study.settings)
+    picked = [n for n in study.settings if n in only and n != study.baseline]
+    return [study.baseline, *picked] if picked or study.baseline in only else []
 
 
 def main() -> None:
@@ -193,29 +269,30 @@ def main() -> None:
     os.environ.setdefault("PYTHONWARNINGS", "ignore")  # the hospitals' Ray workers inherit it
     if not (args.data / "test").is_dir():
         raise SystemExit(f"{args.data}/test not found: run `medfed data demo {args.data}` first")
-    chosen = [BASELINE] + [n for n in SETTINGS if n != BASELINE and n in (args.only or SETTINGS)]
-    console = Console(width=160)
+    studies = list(STUDIES.values()) if args.study == "both" else [STUDIES[args.study]]
+    seeds = [args.seed + i for i in range(args.seeds)]
+    console = Console(width=180)
     with tempfile.TemporaryDirectory(prefix="medfed-bench-") as scratch:
         args.work = args.work or Path(scratch)
-        outcomes = []
-        for name in chosen:
-            console.print(f"[bold]{name}[/] …", highlight=False)
-            outcome = run_setting(name, SETTINGS[name], args)
-            console.print(
-                f"  accuracy {outcome.accuracy:.1%}, attack AUC {outcome.auc:.3f} / "
-                f"calibrated {outcome.calibrated_auc:.3f}, {outcome.seconds:.0f} s",
-                highlight=False,
-            )
-            outcomes.append(outcome)
-    console.print(results_table(outcomes, args))
-    console.print(
-        f"Every setting trains with {args.optimizer}, learning rate {args.learning_rate:g} "
-        f"({args.lr_decay} decay over the rounds), batch {args.batch_size}.",
-        highlight=False,
-    )
-    verdict = compression_verdict(outcomes)
-    if verdict:
-        console.print(verdict, highlight=False)
+        for study in studies:
+            results: dict[str, list[Outcome]] = {}
+            for name in chosen_settings(study, args.only):
+                for seed in seeds:
+                    console.print(f"[bold]{study.name}: {name}[/], seed {seed} …", highlight=False)
+                    outcome = run_setting(study, name, seed, args)
+                    console.print(
+                        f"  accuracy {outcome.accuracy:.1%}, attack AUC {outcome.auc:.3f} / "
+                        f"calibrated {outcome.calibrated_auc:.3f}, upload "
+                        f"{outcome.upload_kb:,.0f} KB per hospital per round, "
+                        f"{outcome.seconds:.0f} s",
+                        highlight=False,
+                    )
+                    results.setdefault(name, []).append(outcome)
+            if results:
+                console.print(results_table(study, results, args))
+            verdict = compression_verdict(results) if study.name == "compression" else None
+            if verdict:
+                console.print(verdict, highlight=False)
 
 
 if __name__ == "__main__":

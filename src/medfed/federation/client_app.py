@@ -27,6 +27,7 @@ from medfed.federation.hospital import (
     evaluate_locally,
     hash_name,
     open_hospital,
+    round_learning_rate,
     train_locally,
 )
 from medfed.federation.runtime import RunSettings
@@ -86,6 +87,7 @@ def handle_train(msg: Message, context: Context, fixed: RunSettings | None = Non
         settings.run_id,
         seed=cfg.training.seed + server_round + hash_name(hospital.name),
         clip_norm=float(clip) if clip is not None else None,
+        learning_rate=round_learning_rate(cfg, server_round),
     )
     if clip is not None:
         update.metrics[NORM_BIT_KEY] = bool(clipped)

@@ -71,9 +71,13 @@ def pack_update(
     run_id: str,
     seed: int,
     clip_norm: float | None = None,
+    learning_rate: float = 1.0,
 ) -> tuple[ArrayRecord, int, bool]:
     """Encode ``local - global`` as one payload; the residual is kept in ``residual_path``.
 
+    The residual is stored per unit of ``learning_rate`` (this round's local rate) and comes
+    back scaled by the next round's: as the rate decays, what earlier, larger steps left
+    unsent shrinks with the steps instead of landing whole on a model that has moved on.
     With ``clip_norm`` (client-level DP, clipping at the hospital) the update is clipped to
     that L2 norm before encoding; the third value says whether it was clipped.
     """
@@ -85,12 +89,13 @@ def pack_update(
     if clip_norm is not None:
         delta, clipped = clip_update(delta, clip_norm)
     store = ResidualStore(residual_path, run_id)
-    residual = store.load() if spec.error_feedback else None
+    per_unit = store.load() if spec.error_feedback else None
+    residual = None if per_unit is None else [r * learning_rate for r in per_unit]
     payload, new_residual = encode_update(
         delta, spec, residual=residual, rng=np.random.default_rng(seed)
     )
-    if spec.error_feedback and spec.is_lossy:
-        store.save(new_residual)
+    if new_residual is not None:
+        store.save([r / learning_rate for r in new_residual])
     return _payload_record(payload), len(payload), clipped
 
 
