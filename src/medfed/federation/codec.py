@@ -146,7 +146,8 @@ def encode_update(
             new_residual.append(np.zeros(array.shape, np.float32))
             continue
         target = targets[index]
-        record, sent = _lossy_record(target, array.dtype, spec, kept.get(index), rng)
+        bits = spec.quant_bits or _FLOAT32_BITS
+        record, sent = _lossy_record(target, array.dtype, bits, kept.get(index), rng)
         records.append(record)
         new_residual.append(target - sent)
     payload = _pack(records, spec.lossless)
@@ -280,14 +281,13 @@ def _kept_indices(targets: dict[int, np.ndarray], spec: CodecSpec) -> dict[int, 
 def _lossy_record(
     target: np.ndarray,
     dtype: np.dtype,
-    spec: CodecSpec,
+    bits: int,
     indices: np.ndarray | None,
     rng: np.random.Generator,
 ) -> tuple[bytes, np.ndarray]:
     """Encode one float tensor, whole or at ``indices``; return the record and the float32
     values the decoder will see."""
     flat = target.ravel()
-    bits = spec.quant_bits or _FLOAT32_BITS
     if indices is None:
         block, sent = _values_block(flat, bits, rng)
         return _header(_DENSE, dtype, target.shape) + block, sent.reshape(target.shape)
