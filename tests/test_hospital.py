@@ -1,9 +1,11 @@
-"""A hospital's local round: the learning rate it trains with over the rounds."""
+"""A hospital's local round: the learning rate it trains with over the rounds, its share of a
+simulated run's images."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from medfed.config import load_config
@@ -50,3 +52,28 @@ def test_a_hospital_moves_less_in_the_last_round_under_cosine_decay(
         return sum((update.state[k] - start[k]).norm() ** 2 for k in weights) ** 0.5
 
     assert distance("cosine") < 0.3 * distance("none")
+
+
+def test_held_out_canaries_reach_no_hospital_and_planted_ones_carry_their_wrong_label(
+    kaggle_dataset: Path, tmp_path: Path
+) -> None:
+    overrides = tiny_overrides(kaggle_dataset, tmp_path, **{"privacy.canaries": 4})
+    cfg = absolute_paths(load_config(None, overrides))
+    hospitals = [
+        open_hospital(cfg, {"partition-id": p, "num-partitions": 2}, "run", ["0", "1"])
+        for p in range(2)
+    ]
+    canaries = hospitals[0].canaries
+    assert len(canaries.planted) == len(canaries.held_out) == 4
+    seen = np.concatenate([np.r_[h.train_idx, h.val_idx] for h in hospitals])
+    assert len(seen) == len(hospitals[0].data) - 4
+    assert not set(seen) & set(canaries.held_out)
+    assert set(canaries.planted) <= set(seen)
+    plain = open_hospital(
+        absolute_paths(load_config(None, tiny_overrides(kaggle_dataset, tmp_path))),
+        {"partition-id": 0, "num-partitions": 2},
+        "run",
+        ["0", "1"],
+    )
+    chosen = np.r_[canaries.planted, canaries.held_out]
+    assert np.all(hospitals[0].data.labels[chosen] == 1 - plain.data.labels[chosen])

@@ -25,7 +25,7 @@ def audited_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[RunStore, str
     data = write_synthetic_dataset(
         root / "kaggle", layout="kaggle", n_per_class=16, size=32, test_per_class=6
     )
-    store, run_id = simulate(data, root / "home")
+    store, run_id = simulate(data, root / "home", **{"privacy.canaries": 4})
     assert store.get_run(run_id).status == "finished", store.get_run(run_id).error
     return store, run_id
 
@@ -36,7 +36,7 @@ def test_audit_scores_members_against_the_test_set_and_is_stored(audited_run) ->
 
     result = audit_run(store, run_id, max_examples=10, seed=3)
 
-    # 28 training images (2 hospitals x 14) and 12 test images: 10 of each
+    # 28 images go to the hospitals (4 canaries held out), 24 train, 12 test: 10 of each
     assert result.n_members == result.n_nonmembers == 10
     for value in (result.auc, result.calibrated_auc):
         assert 0.0 <= value <= 1.0
@@ -51,6 +51,16 @@ def test_audit_scores_members_against_the_test_set_and_is_stored(audited_run) ->
     assert audit_run(store, run_id, max_examples=10, seed=3) == result
 
 
+def test_planted_canaries_are_attacked_against_the_held_out_ones(audited_run) -> None:
+    store, run_id = audited_run
+    audit_run(store, run_id, max_examples=10, seed=3)
+    canaries = store.get_run(run_id).final_metrics["audit"]["canaries"]
+    # 4 planted, minus those that fell into a hospital's local validation split
+    assert 2 <= canaries["n_members"] == canaries["n_nonmembers"] <= 4
+    for key in ("auc", "calibrated_auc", "tpr_at_1pct_fpr", "calibrated_tpr_at_1pct_fpr"):
+        assert 0.0 <= canaries[key] <= 1.0
+
+
 def test_audit_command_prints_the_table(audited_run) -> None:
     store, run_id = audited_run
     cli._register()
@@ -60,6 +70,8 @@ def test_audit_command_prints_the_table(audited_run) -> None:
     assert result.exit_code == 0, result.output
     for text in ("loss threshold", "ROC AUC", "TPR at 1% FPR", "12 / 12", "Best attack AUC"):
         assert text in result.output
+    assert "canaries: loss threshold" in result.output
+    assert "Planted canaries: Best attack" in result.output
     assert store.get_run(run_id).final_metrics["audit"]["n_members"] == 12
 
 

@@ -182,6 +182,12 @@ class PrivacyConfig(Section):
     clipping: Literal["fixed", "adaptive"] = "fixed"
     clip_side: Literal["server", "client"] = "server"
     epsilon_budget: float | None = Field(default=None, gt=0, description="stop a hospital past it")
+    canaries: int = Field(
+        default=0,
+        ge=0,
+        description="simulated runs: training images planted with a wrong label (as many more "
+        "held out) so the audit measures the worst-case leak",
+    )
 
 
 class CompressionConfig(Section):

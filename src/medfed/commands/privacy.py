@@ -45,6 +45,10 @@ def audit(
         delta = run.config.get("privacy", {}).get("delta")
         console.print(f"Differential privacy of the run: epsilon {epsilon:.2f}, delta {delta:g}")
     console.print(_reading(result.auc, result.calibrated_auc), highlight=False, soft_wrap=True)
+    canaries = run.final_metrics["audit"].get("canaries")
+    if canaries:
+        reading = _reading(canaries["auc"], canaries["calibrated_auc"])
+        console.print(f"Planted canaries: {reading}", highlight=False, soft_wrap=True)
 
 
 def _table(audit: dict[str, Any], run_id: str) -> Table:
@@ -59,6 +63,16 @@ def _table(audit: dict[str, Any], run_id: str) -> Table:
         f"{audit['calibrated_tpr_at_1pct_fpr']:.1%}",
         sizes,
     )
+    canaries = audit.get("canaries")
+    if canaries:
+        counts = f"{canaries['n_members']} / {canaries['n_nonmembers']}"
+        for name, prefix in (("loss threshold", ""), ("calibrated", "calibrated_")):
+            table.add_row(
+                f"canaries: {name}",
+                f"{canaries[f'{prefix}auc']:.3f}",
+                f"{canaries[f'{prefix}tpr_at_1pct_fpr']:.1%}",
+                counts,
+            )
     return table
 
 

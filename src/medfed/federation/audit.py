@@ -2,7 +2,9 @@
 
 Members are the images the simulated hospitals trained on (each hospital's local training
 split); non-members are the held-out test set, which no hospital ever saw. The round-0 global
-model, when the run saved one, serves as the reference model of the calibrated attack.
+model, when the run saved one, serves as the reference model of the calibrated attack. A run
+with ``privacy.canaries`` is also attacked on its planted canaries against its held-out ones
+(stored under ``audit.canaries``): the leak of the examples a model can only know by heart.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import torch
 
 from medfed.config import MedfedConfig, config_from_dict
+from medfed.data.canaries import Canaries
 from medfed.data.datasets import ImageSet, load_image_set, resolve_test_path
 from medfed.data.loader import ArrayLoader
 from medfed.data.transforms import eval_transform
@@ -47,21 +50,32 @@ def audit_run(
     home = Path(cfg.home)
     test_set = _test_set(cfg, run_id)
     class_names = list(cfg.data.class_names or test_set.class_names)
-    members, member_idx = _members(cfg, run_id, class_names)
+    members, member_idx, canaries = _members(cfg, run_id, class_names)
 
     rng = np.random.default_rng(seed)
     artifacts = ArtifactStore(home / "artifacts")
     model = _load_model(cfg, artifacts, target, len(class_names))
     initial = _initial_checkpoint(store, run_id)
     reference = _load_model(cfg, artifacts, initial, len(class_names)) if initial else None
+    ordinary = np.setdiff1d(member_idx, canaries.planted)
     result = membership_audit(
         model,
-        _loader(cfg, members, _subsample(member_idx, max_examples, rng)),
+        _loader(cfg, members, _subsample(ordinary, max_examples, rng)),
         _loader(cfg, test_set, _subsample(np.arange(len(test_set)), max_examples, rng)),
         reference,
         seed=seed,
     )
-    _store_result(store, run_id, result, target.round, reference is not None, seed)
+    canary_result = None
+    planted = np.intersect1d(canaries.planted, member_idx)  # not those in local validation
+    if len(planted) >= 2:
+        canary_result = membership_audit(
+            model,
+            _loader(cfg, members, planted),
+            _loader(cfg, members, canaries.held_out),
+            reference,
+            seed=seed,
+        )
+    _store_result(store, run_id, result, canary_result, target.round, reference is not None, seed)
     return result
 
 
@@ -90,8 +104,11 @@ def _test_set(cfg: MedfedConfig, run_id: str) -> ImageSet:
     return load_image_set(path, cfg.data, cache, class_names=cfg.data.class_names)
 
 
-def _members(cfg: MedfedConfig, run_id: str, class_names: list[str]) -> tuple[ImageSet, np.ndarray]:
-    """The run's training images and the indices every simulated hospital trained on."""
+def _members(
+    cfg: MedfedConfig, run_id: str, class_names: list[str]
+) -> tuple[ImageSet, np.ndarray, Canaries]:
+    """The run's training images, the indices the simulated hospitals trained on, and the
+    run's canaries."""
     num = cfg.federated.num_clients
     hospitals = [
         open_hospital(
@@ -103,7 +120,7 @@ def _members(cfg: MedfedConfig, run_id: str, class_names: list[str]) -> tuple[Im
         for p in range(num)
     ]
     indices = np.unique(np.concatenate([h.train_idx for h in hospitals]))
-    return hospitals[0].data, indices
+    return hospitals[0].data, indices, hospitals[0].canaries
 
 
 def _subsample(indices: np.ndarray, limit: int, rng: np.random.Generator) -> np.ndarray:
@@ -135,6 +152,7 @@ def _store_result(
     store: RunStore,
     run_id: str,
     result: AuditResult,
+    canary_result: AuditResult | None,
     model_round: int,
     has_reference: bool,
     seed: int,
@@ -146,5 +164,7 @@ def _store_result(
         "reference": "round-0 model" if has_reference else "per-class losses",
         "seed": seed,
     }
+    if canary_result is not None:
+        audit["canaries"] = canary_result.to_dict()
     final = dict(store.get_run(run_id).final_metrics or {})
     store.set_final_metrics(run_id, {**final, "audit": audit})

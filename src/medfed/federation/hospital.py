@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from medfed.config import MedfedConfig
+from medfed.data.canaries import Canaries, plant_canaries
 from medfed.data.datasets import ImageSet, load_image_set
 from medfed.data.loader import ArrayLoader
 from medfed.data.partition import partition_indices
@@ -38,6 +39,7 @@ class Hospital:
     train_idx: np.ndarray
     val_idx: np.ndarray
     state_dir: Path
+    canaries: Canaries  # a simulated run's planted and held-out canaries (none in deployment)
 
     @property
     def num_train(self) -> int:
@@ -68,25 +70,38 @@ def open_hospital(
             min_classes=1,
         )
         indices = np.arange(len(data.labels))
+        canaries = Canaries.none(data.labels)
     else:
         pid = int(node_config.get("partition-id", 0))
         num = int(node_config.get("num-partitions", 1))
         name = f"hospital-{pid}"
-        data = load_image_set(cfg.data.path, cfg.data, cache_dir, class_names=class_names)
+        data, canaries = simulated_training_set(cfg, cache_dir, class_names)
+        shared = np.setdiff1d(np.arange(len(data)), canaries.held_out)
         p = cfg.partition
         parts = partition_indices(
-            data.labels,
+            data.labels[shared],
             num,
             p.scheme,
             alpha=p.alpha,
             classes_per_client=p.classes_per_client,
             seed=p.seed,
         )
-        indices = parts[pid]
+        indices = shared[parts[pid]]
     train_idx, val_idx = split_local(indices, cfg.training.seed)
     state_dir = home / "hospitals" / name / run_id
     state_dir.mkdir(parents=True, exist_ok=True)
-    return Hospital(name, data, train_idx, val_idx, state_dir)
+    return Hospital(name, data, train_idx, val_idx, state_dir, canaries)
+
+
+def simulated_training_set(
+    cfg: MedfedConfig, cache_dir: Path, class_names: list[str]
+) -> tuple[ImageSet, Canaries]:
+    """The images simulated hospitals share out, with ``privacy.canaries`` planted (their
+    labels changed; the held-out ones go to no hospital)."""
+    data = load_image_set(cfg.data.path, cfg.data, cache_dir, class_names=class_names)
+    count, num_classes = cfg.privacy.canaries, len(data.class_names)
+    canaries = plant_canaries(data.labels, count, num_classes, cfg.partition.seed)
+    return replace(data, labels=canaries.labels), canaries
 
 
 def split_local(indices: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -569,6 +569,17 @@ def _audit_rows(audit: dict[str, Any] | None) -> list[tuple[str, str]]:
         for key in AUDIT_LABELS
         if key in audit
     ]
+    canaries = audit.get("canaries")
+    if isinstance(canaries, dict):
+        planted, held_out = canaries.get("n_members"), canaries.get("n_nonmembers")
+        rows += [
+            ("Attack AUC on planted canaries", fmt.decimal(canaries.get("auc"))),
+            (
+                "True positive rate at 1% false positives, canaries",
+                fmt.percent(canaries.get("tpr_at_1pct_fpr")),
+            ),
+            ("Planted / held-out canaries", f"{fmt.integer(planted)} / {fmt.integer(held_out)}"),
+        ]
     others = [k for k, v in audit.items() if k not in AUDIT_LABELS and not isinstance(v, dict)]
     return rows + [(key.replace("_", " "), fmt.setting(audit[key])) for key in sorted(others)]
 
