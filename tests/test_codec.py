@@ -149,18 +149,18 @@ def test_model_scope_keeps_the_largest_entries_of_the_whole_update() -> None:
     assert residual is not None and np.array_equal(residual[0], quiet)
 
 
-def test_model_scope_moves_a_quiet_layer_once_its_residual_has_grown() -> None:
-    # 10 of 200 entries a round: each loud entry goes every 10 rounds, with a residual of up
-    # to 10; the quiet entries' residual passes that after 50 rounds of 0.2
-    quiet = np.full((100,), 0.2, np.float32)
-    loud = np.ones((100,), np.float32)
-    spec = CodecSpec(topk=0.05, dense_below=0)
-    residual, first_move = None, None
-    for round_ in range(1, 81):
-        payload, residual = encode_update([quiet, loud], spec, residual=residual)
-        if first_move is None and decode_update(payload)[0].any():
-            first_move = round_
-    assert first_move is not None and 40 <= first_move <= 60
+def test_entries_are_chosen_by_this_rounds_update_and_carry_their_residual() -> None:
+    spec = CodecSpec(topk=0.25, dense_below=0)
+    update = [np.array([0.0, 0.0, 1.0, 0.5], np.float32)]
+    residual = [np.array([5.0, 0.0, 0.25, 0.0], np.float32)]
+    payload, residual = encode_update(update, spec, residual=residual)
+    assert np.array_equal(decode_update(payload)[0], [0.0, 0.0, 1.25, 0.0])
+    assert residual is not None
+    assert np.array_equal(residual[0], [5.0, 0.0, 0.0, 0.5])  # entry 0 waits for its entry to move
+    payload, residual = encode_update(
+        [np.array([0.6, 0, 0, 0], np.float32)], spec, residual=residual
+    )
+    assert np.array_equal(decode_update(payload)[0], np.float32([5.6, 0.0, 0.0, 0.0]))
 
 
 @pytest.mark.parametrize(
