@@ -35,3 +35,12 @@ def test_canaries_get_another_class_and_are_planted_or_held_out() -> None:
 def test_too_many_canaries_name_the_key_and_the_limit() -> None:
     with pytest.raises(DataError, match=r"privacy.canaries=11.*40 images.*at most 10"):
         plant_canaries(np.zeros(40, np.int64), 11, num_classes=2, seed=0)
+
+
+def test_planted_and_held_out_canaries_carry_the_same_wrong_labels() -> None:
+    labels = np.random.default_rng(1).integers(0, 4, 400)
+    canaries = plant_canaries(labels, 60, num_classes=4, seed=3)
+    planted = np.bincount(canaries.labels[canaries.planted], minlength=4)
+    held_out = np.bincount(canaries.labels[canaries.held_out], minlength=4)
+    assert np.all(np.abs(planted - held_out) <= 1), (planted, held_out)
+    assert planted.sum() == held_out.sum() == 60

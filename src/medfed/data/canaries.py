@@ -32,7 +32,8 @@ class Canaries:
 
 
 def plant_canaries(labels: np.ndarray, count: int, num_classes: int, seed: int) -> Canaries:
-    """Pick ``2 * count`` images (seeded), give each another class; plant half, hold out half."""
+    """Pick ``2 * count`` images (seeded), give each another class; plant half, hold out half,
+    with as many of each wrong label on both sides (one more at most)."""
     labels = np.asarray(labels)
     if count == 0:
         return Canaries.none(labels)
@@ -47,4 +48,7 @@ def plant_canaries(labels: np.ndarray, count: int, num_classes: int, seed: int) 
     shift = rng.integers(1, num_classes, size=2 * count)
     changed = labels.copy()
     changed[chosen] = (labels[chosen] + shift) % num_classes
-    return Canaries(changed, np.sort(chosen[:count]), np.sort(chosen[count:]))
+    # alternate within each wrong label, so planted and held-out canaries carry the same labels:
+    # a model that leans to one class must not look like one that remembers
+    paired = chosen[np.argsort(changed[chosen], kind="stable")]
+    return Canaries(changed, np.sort(paired[0::2]), np.sort(paired[1::2]))
