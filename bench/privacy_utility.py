@@ -2,19 +2,20 @@
 
 Run: ``.venv/bin/python bench/privacy_utility.py`` (make the data first with
 ``.venv/bin/medfed data demo data/demo``). Two studies, each against its own uncompressed,
-non-private baseline trained the same way, on 4 simulated hospitals with an IID split of the
+non-private baseline trained the same way, on simulated hospitals with an IID split of the
 training images. Every run's final global model is scored on the held-out test set and attacked
 with the membership-inference audit (`medfed audit`).
 
-- privacy: cancer_cnn with GroupNorm (which DP-SGD accepts), SGD at 0.1 with cosine decay
-  (what DP-SGD learns best with), 10 rounds of 5 local epochs without augmentation, so the
-  non-private model has every chance to learn its training images by heart. 50 mislabelled
-  canaries are planted among them (50 more held out): the canary AUC is the attack's success on
+- privacy: 2 hospitals, cancer_cnn with GroupNorm (which DP-SGD accepts), SGD at 0.1 with
+  cosine decay (what DP-SGD learns best with), 10 rounds of 10 local epochs without
+  augmentation, so the non-private model has every chance to learn its training images by
+  heart (averaging over more hospitals blurs what each one learnt by heart). 100 mislabelled
+  canaries are planted among them (100 more held out): the canary AUC is the attack's success on
   them, the leak that differential privacy bounds. Settings: no DP, then sample-level DP-SGD at
   epsilon 8, 3 and 1 (delta 1e-5, clip 1.0).
-- compression: the demo's ResNet-18 (GroupNorm), SGD at 0.03 with cosine decay over 20 rounds
-  of 1 local epoch: uncompressed, then top-k 1% + 8-bit with error feedback over the whole
-  update (the default) and over each tensor. The compressed run must end within 1 accuracy
+- compression: 4 hospitals, the demo's ResNet-18 (GroupNorm), SGD at 0.03 with cosine decay
+  over 20 rounds of 1 local epoch: uncompressed, then top-k 1% + 8-bit with error feedback over
+  the whole update (the default) and over each tensor. The compressed run must end within 1 accuracy
   point of the uncompressed one.
 
 ``--seeds N`` repeats every setting with N training seeds (model initialisation, batches,
@@ -42,7 +43,7 @@ from medfed.federation.audit import audit_run
 from medfed.federation.runner import absolute_paths
 
 COMPRESSION_TOLERANCE_POINTS = 1.0
-CANARIES = 50
+CANARIES = 100
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,9 @@ STUDIES = {
             "model.name": "cancer_cnn",
             "training.optimizer": "sgd",
             "training.learning_rate": 0.1,
+            "federated.num_clients": 2,
             "federated.rounds": 10,
-            "federated.local_epochs": 5,
+            "federated.local_epochs": 10,
             "data.rotation": 0.0,
             "data.hflip": False,
             "privacy.canaries": CANARIES,
@@ -103,6 +105,7 @@ STUDIES = {
             "model.name": "resnet18",
             "training.optimizer": "sgd",
             "training.learning_rate": 0.03,
+            "federated.num_clients": 4,
             "federated.rounds": 20,
             "federated.local_epochs": 1,
         },
@@ -145,7 +148,6 @@ def run_setting(study: Study, name: str, seed: int, args: argparse.Namespace) ->
                 "data.cache_dir": str(Path(args.work) / "cache"),
                 "model.norm": "group",
                 "partition.scheme": "iid",
-                "federated.num_clients": args.hospitals,
                 "federated.lr_decay": "cosine",
                 "training.batch_size": 32,
                 "training.seed": seed,
@@ -178,7 +180,11 @@ def run_setting(study: Study, name: str, seed: int, args: argparse.Namespace) ->
 
 def overrides(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe keys given on the command line."""
-    flags = {"federated.rounds": args.rounds, "federated.local_epochs": args.local_epochs}
+    flags = {
+        "federated.num_clients": args.hospitals,
+        "federated.rounds": args.rounds,
+        "federated.local_epochs": args.local_epochs,
+    }
     return {key: value for key, value in flags.items() if value is not None}
 
 
@@ -199,11 +205,11 @@ def results_table(
     recipe = {**study.recipe, **overrides(args)}
     augmented = recipe.get("data.rotation", 1) or recipe.get("data.hflip", True)
     table = Table(
-        title=f"{study.name}: {args.hospitals} IID hospitals, {recipe['model.name']} (GroupNorm), "
-        f"{args.image_size} px, {recipe['federated.rounds']} rounds x "
-        f"{recipe['federated.local_epochs']} local epoch(s), {recipe['training.optimizer']} at "
-        f"{recipe['training.learning_rate']:g} with cosine decay, "
-        f"{'with' if augmented else 'no'} augmentation, {args.seeds} seed(s)"
+        title=f"{study.name}: {recipe['federated.num_clients']} IID hospitals, "
+        f"{recipe['model.name']} (GroupNorm), {args.image_size} px, "
+        f"{recipe['federated.rounds']} rounds x {recipe['federated.local_epochs']} local "
+        f"epoch(s), {recipe['training.optimizer']} at {recipe['training.learning_rate']:g} with "
+        f"cosine decay, {'with' if augmented else 'no'} augmentation, {args.seeds} seed(s)"
     )
     columns = (
         "setting",
@@ -263,7 +269,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--study", choices=[*STUDIES, "both"], default="both")
     parser.add_argument("--rounds", type=int, help="default: the study's own")
     parser.add_argument("--local-epochs", type=int, help="default: the study's own")
-    parser.add_argument("--hospitals", type=int, default=4)
+    parser.add_argument("--hospitals", type=int, help="default: the study's own")
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--max-examples", type=int, default=1000, help="per side of the audit")
     parser.add_argument("--seed", type=int, default=42, help="the first training seed")
