@@ -162,8 +162,8 @@ def run_setting(study: Study, name: str, seed: int, args: argparse.Namespace) ->
     with store:
         rounds = store.rounds(run_id)
         audit = audit_run(store, run_id, max_examples=args.max_examples, seed=seed)
+        canaries = store.get_run(run_id).final_metrics["audit"].get("canaries")
     uploads = [r.bytes_up / max(r.num_clients_ok, 1) for r in rounds]
-    canaries = store.get_run(run_id).final_metrics["audit"].get("canaries")
     return Outcome(
         name=name,
         accuracy=float(rounds[-1].metrics["accuracy"]),
