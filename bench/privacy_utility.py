@@ -27,11 +27,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import statistics
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import mean
 from typing import Any
 
 from rich.console import Console
@@ -128,7 +128,6 @@ class Outcome:
     tpr_at_1pct_fpr: float
     canary_auc: float | None
     upload_kb: float
-    n_members: int
     seconds: float
 
 
@@ -172,8 +171,7 @@ def run_setting(study: Study, name: str, seed: int, args: argparse.Namespace) ->
         calibrated_auc=audit.calibrated_auc,
         tpr_at_1pct_fpr=max(audit.tpr_at_1pct_fpr, audit.calibrated_tpr_at_1pct_fpr),
         canary_auc=max(canaries["auc"], canaries["calibrated_auc"]) if canaries else None,
-        upload_kb=statistics.mean(uploads) / 1e3,
-        n_members=audit.n_members,
+        upload_kb=mean(uploads) / 1e3,
         seconds=time.perf_counter() - start,
     )
 
@@ -188,15 +186,11 @@ def overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {key: value for key, value in flags.items() if value is not None}
 
 
-def _mean(values: list[float]) -> float:
-    return statistics.mean(values)
-
-
 def _accuracy_cell(runs: list[Outcome]) -> str:
     accuracies = [o.accuracy for o in runs]
     if len(runs) == 1:
         return f"{accuracies[0]:.1%}"
-    return f"{_mean(accuracies):.1%} ({min(accuracies):.1%}-{max(accuracies):.1%})"
+    return f"{mean(accuracies):.1%} ({min(accuracies):.1%}-{max(accuracies):.1%})"
 
 
 def results_table(
@@ -225,7 +219,7 @@ def results_table(
     )
     for column in columns:
         table.add_column(column, justify="left" if column == "setting" else "right")
-    baseline = _mean([o.accuracy for o in results[study.baseline]])
+    baseline = mean([o.accuracy for o in results[study.baseline]])
     for name, runs in results.items():
         epsilons = [o.epsilon for o in runs if o.epsilon is not None]
         canary_aucs = [o.canary_auc for o in runs if o.canary_auc is not None]
@@ -233,26 +227,26 @@ def results_table(
             name,
             _accuracy_cell(runs),
             "-" if name == study.baseline else f"{gap_points(runs, baseline):+.1f}",
-            f"{_mean(epsilons):.2f}" if epsilons else "-",
-            f"{_mean([o.auc for o in runs]):.3f}",
-            f"{_mean([o.calibrated_auc for o in runs]):.3f}",
-            f"{_mean([o.tpr_at_1pct_fpr for o in runs]):.1%}",
-            f"{_mean(canary_aucs):.3f}" if canary_aucs else "-",
-            f"{_mean([o.upload_kb for o in runs]):,.0f} KB",
-            f"{_mean([o.seconds for o in runs]):.0f}",
+            f"{mean(epsilons):.2f}" if epsilons else "-",
+            f"{mean([o.auc for o in runs]):.3f}",
+            f"{mean([o.calibrated_auc for o in runs]):.3f}",
+            f"{mean([o.tpr_at_1pct_fpr for o in runs]):.1%}",
+            f"{mean(canary_aucs):.3f}" if canary_aucs else "-",
+            f"{mean([o.upload_kb for o in runs]):,.0f} KB",
+            f"{mean([o.seconds for o in runs]):.0f}",
         )
     return table
 
 
 def gap_points(runs: list[Outcome], baseline_accuracy: float) -> float:
-    return 100 * (_mean([o.accuracy for o in runs]) - baseline_accuracy)
+    return 100 * (mean([o.accuracy for o in runs]) - baseline_accuracy)
 
 
 def compression_verdict(results: dict[str, list[Outcome]]) -> str | None:
     study = STUDIES["compression"]
     if COMPRESSED not in results or study.baseline not in results:
         return None
-    baseline = _mean([o.accuracy for o in results[study.baseline]])
+    baseline = mean([o.accuracy for o in results[study.baseline]])
     gap = gap_points(results[COMPRESSED], baseline)
     within = abs(gap) <= COMPRESSION_TOLERANCE_POINTS
     return (
