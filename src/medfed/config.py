@@ -128,6 +128,18 @@ class FederatedConfig(Section):
     )
     round_timeout: float = Field(default=600, gt=0, description="seconds to wait for replies")
     checkpoint_every: int = Field(default=1, ge=1)
+    max_update_norm: float = Field(
+        default=1e4,
+        gt=0,
+        description="a hospital's update (L2 norm of its change to the float weights) above "
+        "this is refused as that hospital's failure in that round",
+    )
+    max_examples: int = Field(
+        default=10_000_000,
+        ge=1,
+        description="a hospital reporting more training or BatchNorm examples than this is "
+        "refused (its weight in the average would be unbounded)",
+    )
     simulated_failures: list[str] = Field(
         default_factory=list,
         description="simulation fault drills: 'hospital-1@2' fails in round 2, "
@@ -211,6 +223,34 @@ class CompressionConfig(Section):
     downlink: Literal["fp32", "fp16", "int8"] = "fp32"
 
 
+class DeploymentConfig(Section):
+    """Real hospitals: TLS, hospital keys and the SuperLink's loopback port (never stored with
+    a run, never sent to hospitals)."""
+
+    insecure: bool = Field(
+        default=False,
+        description="plain HTTP between hospitals and the platform (warns at every start)",
+    )
+    certs_dir: Path | None = Field(
+        default=None, description="platform: CA and server certificate; default HOME/certs"
+    )
+    ca_path: Path | None = Field(
+        default=None,
+        description="hospital: the platform's CA certificate (ca.pem) the server is checked "
+        "against; default CERTS_DIR/ca.pem",
+    )
+    hospital_key: Path | None = Field(
+        default=None, description="hospital: its private key from `medfed hospital add`"
+    )
+    superlink_port: int = Field(
+        default=9093,
+        ge=1,
+        le=65535,
+        description="platform: loopback port of Flower's SuperLink (control and runtime API); "
+        "hospitals reach only its Fleet API, through federated.server_address",
+    )
+
+
 class ApiConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -238,6 +278,7 @@ class MedfedConfig(BaseSettings):
     database: DatabaseConfig = DatabaseConfig()
     privacy: PrivacyConfig = PrivacyConfig()
     compression: CompressionConfig = CompressionConfig()
+    deployment: DeploymentConfig = DeploymentConfig()
     api: ApiConfig = ApiConfig()
 
     @model_validator(mode="after")
@@ -269,6 +310,10 @@ class MedfedConfig(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.database.resolved_url(self.home)
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.deployment.certs_dir or self.home / "certs"
 
     @property
     def cache_dir(self) -> Path:

@@ -112,7 +112,7 @@ class CheckpointOut(BaseModel):
 
 class HospitalOut(BaseModel):
     name: str
-    last_seen: datetime
+    last_seen: datetime | None
     runs: list[str]
     status: Literal["online", "offline"]
 

@@ -32,6 +32,7 @@ NAMING_CONVENTION = {
 ID_LENGTH = 32
 NAME_LENGTH = 200
 PATH_LENGTH = 1000
+FINGERPRINT_LENGTH = 100
 
 
 def utcnow() -> datetime:
@@ -193,9 +194,17 @@ class ConfigTemplate(Base):
 
 
 class Hospital(Base):
+    """A hospital: registered with its public key (deployment) or only seen (simulation)."""
+
     __tablename__ = "hospitals"
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(NAME_LENGTH), unique=True)
-    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime | None]  # None until it first takes part in a round
     info: Mapped[dict[str, Any] | None]
+    public_key: Mapped[str | None] = mapped_column(Text)
+    fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_LENGTH))
+    node_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    registered_at: Mapped[datetime | None]
+    registered_by: Mapped[str | None] = mapped_column(String(NAME_LENGTH))
+    removed_at: Mapped[datetime | None]

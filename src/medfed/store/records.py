@@ -125,9 +125,20 @@ class TemplateRecord:
 @dataclass(frozen=True, slots=True)
 class HospitalRecord:
     name: str
-    last_seen: datetime
+    last_seen: datetime | None
     info: dict[str, Any] | None
     run_ids: tuple[str, ...] = ()
+    public_key: str | None = None
+    fingerprint: str | None = None
+    node_id: int | None = None
+    registered_at: datetime | None = None
+    registered_by: str | None = None
+    removed_at: datetime | None = None
+
+    @property
+    def registered(self) -> bool:
+        """Holds a key the platform accepts now (added, not removed)."""
+        return self.public_key is not None and self.removed_at is None
 
     @property
     def runs_joined(self) -> int:

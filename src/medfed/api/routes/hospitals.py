@@ -24,7 +24,7 @@ def list_hospitals(store: StoreDep, _user: CurrentUser) -> list[HospitalOut]:
             name=h.name,
             last_seen=h.last_seen,
             runs=list(h.run_ids),
-            status="online" if now - h.last_seen <= ONLINE_WINDOW else "offline",
+            status="online" if h.last_seen and now - h.last_seen <= ONLINE_WINDOW else "offline",
         )
         for h in store.list_hospitals()
     ]
