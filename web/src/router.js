@@ -1,6 +1,6 @@
 import { createRouter, createWebHistory } from 'vue-router'
 import { onUnauthorized } from './lib/api'
-import { session } from './lib/session'
+import { safeRedirect, session } from './lib/session'
 
 const routes = [
   { path: '/', redirect: '/runs' },
@@ -76,11 +76,3 @@ onUnauthorized(() => {
   const current = router.currentRoute.value
   if (!current.meta.public) router.replace({ name: 'login', query: { redirect: current.fullPath } })
 })
-
-/** Only same-site paths may be redirected to after sign-in. */
-export function safeRedirect(value) {
-  const target = Array.isArray(value) ? value[0] : value
-  return typeof target === 'string' && target.startsWith('/') && !target.startsWith('//')
-    ? target
-    : '/runs'
-}

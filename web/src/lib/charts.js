@@ -11,18 +11,9 @@ import {
 } from 'echarts/components'
 import { CanvasRenderer } from 'echarts/renderers'
 
-use([
-  BarChart,
-  HeatmapChart,
-  LineChart,
-  DataZoomComponent,
-  GridComponent,
-  LegendComponent,
-  TitleComponent,
-  TooltipComponent,
-  VisualMapComponent,
-  CanvasRenderer,
-])
+use([BarChart, HeatmapChart, LineChart, CanvasRenderer])
+use([DataZoomComponent, GridComponent, LegendComponent, TitleComponent])
+use([TooltipComponent, VisualMapComponent])
 
 export const PALETTE = [
   '#0f766e',

@@ -19,6 +19,15 @@ const EVENT_TYPES = [
 
 const PHASE_ORDER = { train: 0, fit: 0, evaluate: 1 }
 
+/** An event's JSON payload ({} when empty), or null when it is not JSON. */
+export function parseEvent(data) {
+  try {
+    return JSON.parse(data || '{}') || {}
+  } catch {
+    return null
+  }
+}
+
 function clientKey(row) {
   return `${row.round}|${row.hospital}|${row.phase}`
 }
@@ -164,12 +173,8 @@ export function useRunProgress(runId) {
     }
     for (const type of EVENT_TYPES) {
       source.addEventListener(type, (message) => {
-        let payload = {}
-        try {
-          payload = JSON.parse(message.data || '{}') || {}
-        } catch {
-          return
-        }
+        const payload = parseEvent(message.data)
+        if (!payload) return
         connection.value = 'live'
         lastEventAt.value = new Date()
         handlers[type](payload)

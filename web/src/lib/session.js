@@ -41,3 +41,11 @@ export const session = {
     state.checked = true
   },
 }
+
+/** Only same-site paths may be redirected to after sign-in. */
+export function safeRedirect(value) {
+  const target = Array.isArray(value) ? value[0] : value
+  return typeof target === 'string' && target.startsWith('/') && !target.startsWith('//')
+    ? target
+    : '/runs'
+}

@@ -1,39 +1,9 @@
-/** Start / stop a run and download its artifacts, with confirmation and error messages. */
-import { ElMessage, ElMessageBox } from 'element-plus'
-import { ApiError, api } from './api'
+/** Downloads of files the API serves (models, reports, keys) with the session cookie. */
+import { ElMessage } from 'element-plus'
+import { ApiError } from './api'
 
-export async function confirmStop(run) {
-  try {
-    await ElMessageBox.confirm(
-      `Stop “${run.name}”? Hospitals finish their current step, then the run ends as stopped.`,
-      'Stop run',
-      { confirmButtonText: 'Stop run', cancelButtonText: 'Keep running', type: 'warning' },
-    )
-  } catch {
-    return null
-  }
-  try {
-    const updated = await api.stopRun(run.id)
-    ElMessage.success('Stop requested')
-    return updated
-  } catch (err) {
-    ElMessage.error(`Could not stop the run: ${err.message}`)
-    return null
-  }
-}
-
-export async function startRun(run) {
-  try {
-    const updated = await api.startRun(run.id)
-    ElMessage.success(`Run “${run.name}” started`)
-    return updated
-  } catch (err) {
-    ElMessage.error(`Could not start the run: ${err.message}`)
-    return null
-  }
-}
-
-function filenameFrom(response, fallback) {
+/** The file name a response's Content-Disposition gives, else `fallback`. */
+export function filenameFrom(response, fallback) {
   const header = response.headers.get('content-disposition') || ''
   const star = /filename\*=(?:UTF-8'')?([^;]+)/i.exec(header)
   if (star) return decodeURIComponent(star[1].replace(/"/g, '').trim())
