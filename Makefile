@@ -36,10 +36,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+	cd web && npm test
 
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	cd web && npm run lint && npm test
 
 bench: setup
 	for b in bench/*.py; do $(PY) $$b || exit 1; done

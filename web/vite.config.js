@@ -43,4 +43,9 @@ export default defineConfig({
   server: {
     proxy: { '/api': { target: apiTarget, changeOrigin: false } },
   },
+  test: {
+    include: ['tests/unit/**/*.test.js'],
+    environment: 'node',
+    reporters: ['default', './tests/unit/summary.js'],
+  },
 })
