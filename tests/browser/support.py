@@ -19,6 +19,7 @@ from medfed.config import MedfedConfig, config_from_dict
 from medfed.store import ArtifactStore, RunStore
 
 ADMIN = ("admin", "admin-password")
+SECRET_KEY = "browser-tests-" + "0" * 32  # the API asks for at least 32 bytes
 VIEWER = ("viewer", "viewer-password")
 STATIC_INDEX = Path(__file__).resolve().parents[2] / "src/medfed/api/static/index.html"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts/screenshots"
@@ -47,7 +48,7 @@ def free_port() -> int:
 
 def server_config(home: Path, **values: Any) -> MedfedConfig:
     """The server's config: its home (database, artifacts) in ``home``, a fixed secret."""
-    return config_from_dict({"home": str(home), "api": {"secret_key": "browser-tests"}, **values})
+    return config_from_dict({"home": str(home), "api": {"secret_key": SECRET_KEY}, **values})
 
 
 @contextmanager
