@@ -6,7 +6,7 @@ import importlib
 
 import typer
 
-MODULES = ("data", "train", "federated", "runs", "platform", "report", "privacy")
+MODULES = ("data", "train", "federated", "runs", "platform", "hospitals", "report", "privacy")
 
 
 def register_all(app: typer.Typer) -> None:

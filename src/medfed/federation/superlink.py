@@ -1,28 +1,44 @@
-"""Deployment mode: the SuperLink on the platform host, a SuperNode per hospital, run submission.
+"""Deployment mode: the SuperLink and its gateway on the platform host, a SuperNode per hospital.
 
-Hospitals dial out to the SuperLink; the ServerApp runs next to it and finds the run store
-through ``MEDFED_STORE_URL``. Runs are submitted with ``flwr run`` on medfed's own Flower app
-(``flower_app/``), whose code is the installed medfed package.
+The SuperLink listens on loopback only (``deployment.superlink_port``): its Control API, which
+submits runs and registers hospitals, has no authentication of its own, so only the platform
+host may reach it. Hospitals dial the gateway at ``federated.server_address``, which answers
+Flower's Fleet API only, over TLS, for registered hospitals (see ``gateway.py``). The ServerApp
+runs next to the SuperLink and finds the run store through ``MEDFED_STORE_URL``. Runs are
+submitted with ``flwr run`` on medfed's own Flower app (``flower_app/``), whose code is the
+installed medfed package.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError
+from medfed.federation.certs import CertPaths
 from medfed.federation.runtime import RunSettings, quiet_flower_env
 from medfed.store import RunStore
+
+log = logging.getLogger("medfed.superlink")
 
 APP_DIR = Path(__file__).parent / "flower_app"
 CONNECTION = "medfed"
 START_TIMEOUT_S = 60.0
+LOOPBACK = "127.0.0.1"
+INSECURE_WARNING = (
+    "--insecure: hospitals connect over plain HTTP and without keys; anyone who reaches "
+    "{address} can join as a hospital and read the model. Use it on a closed test network only."
+)
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -31,7 +47,7 @@ def split_address(address: str) -> tuple[str, int]:
         raise FederationError(
             f"federated.server_address = {address!r}: expected HOST:PORT, e.g. 127.0.0.1:8000"
         )
-    return host, int(port)
+    return host.strip("[]"), int(port)
 
 
 def flower_env(cfg: MedfedConfig, store_url: str | None = None) -> dict[str, str]:
@@ -45,111 +61,226 @@ def flower_env(cfg: MedfedConfig, store_url: str | None = None) -> dict[str, str
     return env
 
 
-def _wait_for_port(host: str, port: int, process: subprocess.Popen, log: Path) -> None:
+def wait_for_port(host: str, port: int, process: subprocess.Popen, log_file: Path) -> None:
+    """Return once ``host:port`` accepts connections; FederationError if ``process`` ends
+    (with the last lines of its log)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+            tail = log_file.read_text(errors="replace").strip().splitlines()[-3:]
             raise FederationError(
-                f"the SuperLink stopped at start-up (exit {process.returncode}): "
+                f"{log_file.stem} stopped at start-up (exit {process.returncode}): "
                 + " / ".join(tail)
             )
-        with socket.socket() as sock:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
             sock.settimeout(0.5)
             if sock.connect_ex((host, port)) == 0:
                 return
-        time.sleep(0.3)
+        time.sleep(0.2)
     process.terminate()
-    raise FederationError(f"the SuperLink did not open {host}:{port} in {START_TIMEOUT_S:g}s")
+    raise FederationError(f"nothing opened {host}:{port} within {START_TIMEOUT_S:g}s")
 
 
-def start_superlink(cfg: MedfedConfig, store_url: str | None = None) -> subprocess.Popen:
-    """Start ``flower-superlink`` at ``federated.server_address``; returns once it listens."""
-    host, port = split_address(cfg.federated.server_address)
-    home = Path(cfg.home).resolve()
-    (home / "flwr").mkdir(parents=True, exist_ok=True)
-    log = home / "flwr" / "superlink.log"
-    command = [
-        "flower-superlink",
-        "--insecure",
-        "--disable-runtime-dependency-installation",
-        "--database",
-        str(home / "flwr" / "superlink.db"),
-        "--host",
-        host,
-        "--port",
-        str(port),
-    ]
-    env = flower_env(cfg, store_url or cfg.database_url)
-    with open(log, "ab") as out:
-        process = subprocess.Popen(
+def _background(command: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_file, "ab") as out:
+        return subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
-    _wait_for_port(host, port, process, log)
+
+
+@dataclass
+class PlatformLink:
+    """The SuperLink on loopback and the hospital-facing gateway, as started processes."""
+
+    superlink: subprocess.Popen
+    gateway: subprocess.Popen
+    processes: list[subprocess.Popen] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.processes = [self.gateway, self.superlink]
+
+
+def tls_paths(cfg: MedfedConfig) -> CertPaths | None:
+    """The platform's certificates (None with ``--insecure``); an error if not made yet."""
+    if cfg.deployment.insecure:
+        return None
+    return CertPaths(cfg.certs_dir).require()
+
+
+def start_platform_link(cfg: MedfedConfig, store_url: str) -> PlatformLink:
+    """Start the SuperLink (loopback) and the gateway at ``federated.server_address``."""
+    host, port = split_address(cfg.federated.server_address)
+    certs = tls_paths(cfg)
+    if certs is None:
+        log.warning(INSECURE_WARNING.format(address=cfg.federated.server_address))
+    home = Path(cfg.home).resolve()
+    flwr_dir = home / "flwr"
+    env = flower_env(cfg, store_url)
+    superlink = _background(
+        superlink_command(cfg, certs, flwr_dir / "superlink.db"), env, flwr_dir / "superlink.log"
+    )
+    try:
+        wait_for_port(
+            LOOPBACK, cfg.deployment.superlink_port, superlink, flwr_dir / "superlink.log"
+        )
+        gateway_command = [
+            sys.executable,
+            "-m",
+            "medfed.federation.gateway",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--upstream-port",
+            str(cfg.deployment.superlink_port),
+        ]
+        gateway_command += ["--insecure"] if certs is None else ["--certs", str(certs.folder)]
+        gateway = _background(gateway_command, env, flwr_dir / "gateway.log")
+        wait_for_port(host, port, gateway, flwr_dir / "gateway.log")
+    except BaseException:
+        superlink.terminate()
+        raise
     write_connection(cfg)
-    return process
+    return PlatformLink(superlink, gateway)
+
+
+def superlink_command(cfg: MedfedConfig, certs: CertPaths | None, database: Path) -> list[str]:
+    command = [
+        "flower-superlink",
+        "--disable-runtime-dependency-installation",
+        "--database",
+        str(database),
+        "--host",
+        LOOPBACK,
+        "--port",
+        str(cfg.deployment.superlink_port),
+    ]
+    if certs is None:
+        return [*command, "--insecure"]
+    return [
+        *command,
+        "--ssl-certfile",
+        str(certs.server_cert),
+        "--ssl-keyfile",
+        str(certs.server_key),
+        "--ssl-ca-certfile",
+        str(certs.ca_cert),
+        "--enable-supernode-auth",
+    ]
+
+
+@dataclass(frozen=True)
+class HospitalLink:
+    """How a hospital reaches the platform: address, CA file and key (both None: insecure)."""
+
+    server_address: str
+    ca_path: Path | None
+    key_path: Path | None
+
+    @classmethod
+    def from_config(cls, cfg: MedfedConfig) -> HospitalLink:
+        d = cfg.deployment
+        if d.insecure:
+            return cls(cfg.federated.server_address, None, None)
+        if d.hospital_key is None:
+            raise FederationError(
+                "no hospital key given: pass --key NAME.key (made on the platform with "
+                "`medfed hospital add NAME`), or --insecure for a platform without TLS"
+            )
+        return cls(
+            cfg.federated.server_address, d.ca_path or cfg.certs_dir / "ca.pem", d.hospital_key
+        )
 
 
 def supernode_command(
-    cfg: MedfedConfig, *, client_id: int, data_path: Path, name: str | None, port: int | None
+    cfg: MedfedConfig, link: HospitalLink, *, data_path: Path, port: int, name: str
 ) -> list[str]:
+    """``flower-supernode`` for a hospital; ``name`` is only a label in its own node config."""
     home = Path(cfg.home).resolve()
-    hospital = name or f"hospital-{client_id}"
-    node_config = (
-        f'data-path="{Path(data_path).resolve()}" hospital="{hospital}" '
-        f'client-id={client_id} home="{home}"'
-    )
-    return [
+    node_config = f'data-path="{Path(data_path).resolve()}" hospital="{name}" home="{home}"'
+    command = [
         "flower-supernode",
-        "--insecure",
         "--superlink",
-        cfg.federated.server_address,
+        link.server_address,
         "--port",
-        str(port or 9100 + client_id),
+        str(port),
         "--node-config",
         node_config,
+    ]
+    if link.ca_path is None:
+        return [*command, "--insecure"]
+    return [
+        *command,
+        "--root-certificates",
+        str(link.ca_path),
+        "--auth-supernode-private-key",
+        str(link.key_path),
     ]
 
 
 def start_supernode(
     cfg: MedfedConfig,
+    link: HospitalLink,
     *,
-    client_id: int,
     data_path: Path,
-    name: str | None = None,
-    port: int | None = None,
+    port: int,
+    name: str,
     log: Path | None = None,
 ) -> subprocess.Popen:
     """A hospital's SuperNode in the background (its log in ``log``)."""
-    command = supernode_command(cfg, client_id=client_id, data_path=data_path, name=name, port=port)
+    command = supernode_command(cfg, link, data_path=data_path, port=port, name=name)
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
     return subprocess.Popen(
-        command,
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env=flower_env(cfg),
-        start_new_session=True,
+        command, stdout=out, stderr=subprocess.STDOUT, env=flower_env(cfg), start_new_session=True
     )
 
 
 def run_supernode(
-    cfg: MedfedConfig, *, client_id: int, data_path: Path, name: str | None, port: int | None
+    cfg: MedfedConfig, link: HospitalLink, *, data_path: Path, port: int, name: str
 ) -> int:
-    """Run a hospital's SuperNode in the foreground until it is stopped; its exit code."""
-    command = supernode_command(cfg, client_id=client_id, data_path=data_path, name=name, port=port)
+    """Run a hospital's SuperNode until it ends or this process is stopped (Ctrl-C, SIGTERM),
+    which stops the SuperNode and every process it started; returns its exit code."""
+    command = supernode_command(cfg, link, data_path=data_path, port=port, name=name)
+    process = subprocess.Popen(command, env=flower_env(cfg), start_new_session=True)
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
     try:
-        return subprocess.call(command, env=flower_env(cfg))
+        return process.wait()
     except KeyboardInterrupt:
+        stop_process_group(process)
         return 0
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_process_group(process: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM to a process started in its own session and to its children; SIGKILL if they
+    linger."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def write_connection(cfg: MedfedConfig) -> None:
-    """The ``medfed`` SuperLink connection in Flower's config (inside medfed's home)."""
+    """The ``medfed`` connection in Flower's config (inside medfed's home): the loopback
+    SuperLink, checked against the platform's CA."""
     path = Path(cfg.home).resolve() / "flwr" / "config.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
-        f'[superlink.{CONNECTION}]\naddress = "{cfg.federated.server_address}"\ninsecure = true\n'
-    )
+    address = f"{LOOPBACK}:{cfg.deployment.superlink_port}"
+    if cfg.deployment.insecure:
+        security = "insecure = true\n"
+    else:
+        security = f"root-certificates = {json.dumps(str(cfg.certs_dir.resolve() / 'ca.pem'))}\n"
+    path.write_text(f'[superlink.{CONNECTION}]\naddress = "{address}"\n{security}')
 
 
 def submit_run(cfg: MedfedConfig, store: RunStore, run_id: str, *, resume: bool = False) -> int:
@@ -178,7 +309,7 @@ def submit_run(cfg: MedfedConfig, store: RunStore, run_id: str, *, resume: bool 
         reply = {"success": False, "error-message": (done.stdout + done.stderr).strip()[-300:]}
     if not reply.get("success"):
         raise FederationError(
-            f"the SuperLink at {cfg.federated.server_address} refused the run: "
+            f"the SuperLink on {LOOPBACK}:{cfg.deployment.superlink_port} refused the run: "
             f"{reply.get('error-message', 'no reason given')} (is `medfed server` running?)"
         )
     flower_run_id = int(reply["run-id"])
