@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import update
 
 from medfed.api import sse
-from medfed.config import MedfedConfig
+from medfed.config import RUN_SECTIONS, MedfedConfig
 from medfed.store import ArtifactStore, RunStore
 from medfed.store import models as m
 from test_api_support import (
@@ -143,7 +143,7 @@ def test_run_summary_and_detail_fields(
     detail = client.get(f"/api/runs/{run_id}", headers=viewer).json()
     assert detail["final_metrics"] == {"accuracy": 0.8, "auc": 0.9}
     assert detail["config"]["federated"]["num_clients"] == 3
-    assert detail["config"]["api"]["secret_key"] is None
+    assert set(detail["config"]) <= set(RUN_SECTIONS)  # no database, API or home settings
     assert detail["flower_run_id"] is None
 
 
@@ -182,7 +182,7 @@ def test_create_run_without_start_merges_over_server_defaults(
     assert config["model"]["name"] == "cancer_cnn"  # the server's default
     assert config["training"]["seed"] == 7
     assert config["name"] == "prox-3"
-    assert Path(config["home"]) == (tmp_path / "home").resolve()
+    assert set(config) == set(RUN_SECTIONS)  # the platform's home and secrets stay its own
     stored = store.get_run(run["id"])
     assert stored.config["federated"]["strategy"] == "FedProx"
     actions = [(e.action, e.target) for e in store.audit_log()]

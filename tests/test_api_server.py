@@ -34,7 +34,8 @@ def _listening(port: int) -> bool:
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     path = tmp_path / "medfed.yml"
-    path.write_text(f"home: {tmp_path / 'home'}\napi:\n  secret_key: server-test-secret\n")
+    secret = "server-test-secret-0123456789abcdef"
+    path.write_text(f"home: {tmp_path / 'home'}\napi:\n  secret_key: {secret}\n")
     return path
 
 

@@ -14,7 +14,7 @@ from medfed.store import RunStore
 
 ADMIN = ("alice", "alice-password")
 VIEWER = ("victor", "victor-password")
-SECRET = "test-secret-key"
+SECRET = "test-secret-key-" + "0" * 32  # the API asks for at least 32 bytes
 
 
 def server_config(home: Path, **sections: Any) -> MedfedConfig:

@@ -206,9 +206,9 @@ def test_a_killed_server_resumes_without_losing_or_repeating_rounds(
 
 
 def test_stop_ends_a_run_after_its_current_phase(kaggle_dataset: Path, tmp_path: Path):
-    store, run_id, _ = _background_run(kaggle_dataset, tmp_path / "home", rounds=20)
+    store, run_id, cfg = _background_run(kaggle_dataset, tmp_path / "home", rounds=20)
     wait_for(lambda: store.last_completed_round(run_id) >= 1)
-    stop_run(run_id, store)
+    stop_run(run_id, store, cfg.home)
     wait_for(lambda: store.get_run(run_id).status == "stopped", timeout=120)
     assert store.last_completed_round(run_id) < 20
     assert store.events(run_id)[-1].type == "run_stopped"

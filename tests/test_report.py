@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from medfed.config import config_from_dict
+from medfed.config import MedfedConfig, config_from_dict
 from medfed.data.datasets import load_image_set
 from medfed.data.loader import ArrayLoader
 from medfed.data.transforms import eval_transform, train_transform
@@ -53,6 +53,11 @@ def run_config(home: Path, data: Path) -> dict:
             "compression": {"topk": 0.1, "quant_bits": 8},
         }
     ).to_dict()
+
+
+def platform(tmp_path: Path) -> MedfedConfig:
+    """The platform's configuration: the home whose artifacts and key hold the checkpoints."""
+    return config_from_dict({"home": str(tmp_path / "home")})
 
 
 def trained_state(cfg: dict) -> dict:
@@ -113,7 +118,11 @@ def seed_run(store: RunStore, cfg: dict, *, checkpoint_state: dict | None = None
     if checkpoint_state is not None:
         artifacts = ArtifactStore(Path(cfg["home"]) / "artifacts")
         path = artifacts.save_state_dict(
-            f"{run_id}/round-{ROUNDS:04d}", checkpoint_state, {"round": ROUNDS}
+            f"{run_id}/round-{ROUNDS:04d}",
+            checkpoint_state,
+            {"round": ROUNDS},
+            run_id=run_id,
+            round=ROUNDS,
         )
         store.record_checkpoint(
             run_id,
@@ -185,7 +194,7 @@ def seeded(store: RunStore, tmp_path: Path, kaggle_dataset: Path) -> tuple[str, 
 
 def test_html_report_shows_every_section_with_the_run_numbers(store, seeded, tmp_path):
     run_id, _ = seeded
-    path = build_report(store, run_id, tmp_path / "out", "html")
+    path = build_report(store, run_id, tmp_path / "out", "html", platform=platform(tmp_path))
     html = path.read_text(encoding="utf-8")
 
     assert path.name == f"medfed-report-{run_id}.html"
@@ -207,7 +216,9 @@ def test_html_report_shows_every_section_with_the_run_numbers(store, seeded, tmp
 
 def test_html_report_is_self_contained(store, seeded, tmp_path):
     run_id, _ = seeded
-    html = build_report(store, run_id, tmp_path / "out").read_text(encoding="utf-8")
+    html = build_report(store, run_id, tmp_path / "out", platform=platform(tmp_path)).read_text(
+        encoding="utf-8"
+    )
 
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
     assert len(images) == 7  # data, curves, hospitals, confusion, roc, traffic, epsilon
@@ -221,7 +232,7 @@ def test_html_report_is_self_contained(store, seeded, tmp_path):
 
 def test_pdf_report_has_a_summary_page_and_chart_pages(store, seeded, tmp_path):
     run_id, _ = seeded
-    path = build_report(store, run_id, tmp_path / "out", "pdf")
+    path = build_report(store, run_id, tmp_path / "out", "pdf", platform=platform(tmp_path))
     data = path.read_bytes()
 
     assert path.suffix == ".pdf"
@@ -229,9 +240,9 @@ def test_pdf_report_has_a_summary_page_and_chart_pages(store, seeded, tmp_path):
     assert len(re.findall(rb"/Type\s*/Page\b", data)) == 4
 
 
-def test_roc_is_scored_with_the_decrypted_checkpoint_on_the_test_set(store, seeded):
+def test_roc_is_scored_with_the_decrypted_checkpoint_on_the_test_set(store, seeded, tmp_path):
     run_id, cfg = seeded
-    content = report_content(store, run_id)
+    content = report_content(store, run_id, platform=platform(tmp_path))
 
     config = config_from_dict(cfg)
     test_set = load_image_set(Path(cfg["data"]["path"]) / "test", config.data, config.cache_dir)
@@ -250,7 +261,9 @@ def test_roc_is_scored_with_the_decrypted_checkpoint_on_the_test_set(store, seed
 
 def test_report_explains_a_missing_checkpoint(store, tmp_path, kaggle_dataset):
     run_id = seed_run(store, run_config(tmp_path / "home", kaggle_dataset))
-    html = build_report(store, run_id, tmp_path / "out").read_text(encoding="utf-8")
+    html = build_report(store, run_id, tmp_path / "out", platform=platform(tmp_path)).read_text(
+        encoding="utf-8"
+    )
 
     assert "ROC curve not available" in html
     assert "No model checkpoint is stored for this run" in html
@@ -261,7 +274,9 @@ def test_report_explains_missing_test_data(store, tmp_path, kaggle_dataset):
     state = trained_state(cfg)
     cfg["data"]["path"] = str(tmp_path / "moved-away")
     run_id = seed_run(store, cfg, checkpoint_state=state)
-    html = build_report(store, run_id, tmp_path / "out").read_text(encoding="utf-8")
+    html = build_report(store, run_id, tmp_path / "out", platform=platform(tmp_path)).read_text(
+        encoding="utf-8"
+    )
 
     assert "ROC curve not available" in html
     assert "names no held-out test set" in html
@@ -270,7 +285,9 @@ def test_report_explains_missing_test_data(store, tmp_path, kaggle_dataset):
 def test_given_roc_is_drawn_without_a_checkpoint(store, tmp_path, kaggle_dataset):
     run_id = seed_run(store, run_config(tmp_path / "home", kaggle_dataset))
     roc = roc_from_predictions([0, 0, 1, 1], [[0.9, 0.1], [0.4, 0.6], [0.3, 0.7], [0.2, 0.8]])
-    html = build_report(store, run_id, tmp_path / "out", roc=roc).read_text(encoding="utf-8")
+    html = build_report(
+        store, run_id, tmp_path / "out", roc=roc, platform=platform(tmp_path)
+    ).read_text(encoding="utf-8")
 
     assert "ROC curve not available" not in html
     assert "AUC 1.000 over 4 held-out test images" in html

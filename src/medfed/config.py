@@ -6,11 +6,20 @@ Nested keys in the environment use ``__``: ``MEDFED_FEDERATED__NUM_CLIENTS=8``.
 
 from __future__ import annotations
 
+import copy
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -40,6 +49,18 @@ TRAINING_SECTIONS = (
     "federated",
     "privacy",
     "compression",
+)
+# What defines a run: stored with it, written into its checkpoints, shown in its report. The
+# rest (home, database, API, deployment, model key) is the platform's and stays on its host.
+RUN_SECTIONS = ("name", *TRAINING_SECTIONS)
+MIN_SECRET_KEY_BYTES = 32
+# Keys whose values are never echoed in error messages.
+SECRET_KEYS = (
+    "api.secret_key",
+    "database.url",
+    "database.redis_url",
+    "database.mysql.password",
+    "model_key",
 )
 
 
@@ -254,7 +275,40 @@ class DeploymentConfig(Section):
 class ApiConfig(Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
-    secret_key: str | None = None
+    secret_key: str | None = Field(
+        default=None,
+        description=f"signs login tokens; at least {MIN_SECRET_KEY_BYTES} bytes. Default: a "
+        "random key kept in HOME/api_secret.key",
+    )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For "
+        "names the client; from any other peer the header is ignored",
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _long_enough(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode("utf-8")) < MIN_SECRET_KEY_BYTES:
+            raise ValueError(
+                f"must be at least {MIN_SECRET_KEY_BYTES} bytes, it has "
+                f'{len(value.encode("utf-8"))}; make one with `python -c "import secrets; '
+                'print(secrets.token_hex(32))"` or leave it unset (a random key is kept in '
+                "HOME/api_secret.key)"
+            )
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{entry!r} is not an IP address or network; use e.g. 127.0.0.1 or 10.0.0.0/8"
+                ) from None
+        return value
 
 
 class MedfedConfig(BaseSettings):
@@ -270,6 +324,18 @@ class MedfedConfig(BaseSettings):
 
     name: str = "medfed-run"
     home: Path = Field(default=Path(".medfed"), description="database, models, cache, logs")
+    model_key_file: Path | None = Field(
+        default=None,
+        description="key of the encrypted checkpoints (32 random bytes, URL-safe base64); "
+        "default HOME/secret.key, made on first use",
+    )
+    model_key: str | None = Field(
+        default=None,
+        exclude=True,
+        repr=False,
+        description="the checkpoint key itself (URL-safe base64), normally from the "
+        "MEDFED_MODEL_KEY environment variable; overrides model_key_file; never stored or shown",
+    )
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     training: TrainingConfig = TrainingConfig()
@@ -320,7 +386,10 @@ class MedfedConfig(BaseSettings):
         return self.data.cache_dir or self.home / "cache"
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able dict, as stored with a run and sent to Flower."""
+        """Plain JSON-able dict of the whole configuration (``model_key`` left out).
+
+        A run stores only :func:`run_definition` of it.
+        """
         return self.model_dump(mode="json")
 
 
@@ -375,6 +444,9 @@ def describe_validation_error(exc: ValidationError, source: str = "config") -> s
             msg = "unknown key (check the spelling against config_template.yml)"
             lines.append(f"{source}: {key}: {msg}")
             continue
+        if key in SECRET_KEYS:
+            lines.append(f"{source}: {key}: {msg}")
+            continue
         shown = value if not isinstance(value, dict) else "{...}"
         lines.append(f"{source}: {key} = {shown!r}: {msg}")
     return "\n".join(lines)
@@ -412,6 +484,23 @@ def config_from_dict(values: dict[str, Any], source: str = "config") -> MedfedCo
         return MedfedConfig.model_validate(values, context=None)  # type: ignore[call-arg]
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc, source)) from None
+
+
+def run_definition(values: dict[str, Any]) -> dict[str, Any]:
+    """What defines a run (:data:`RUN_SECTIONS`) out of a config dict: never the home,
+    database, API, deployment or key settings. A copy; unknown keys are dropped too."""
+    return {key: copy.deepcopy(values[key]) for key in RUN_SECTIONS if key in values}
+
+
+def run_config(
+    platform: MedfedConfig, definition: dict[str, Any], source: str = "run config"
+) -> MedfedConfig:
+    """The configuration a run trains with: the platform's own (home, database, keys) with the
+    run's stored sections in place of its defaults. A section missing from ``definition``
+    takes the model's default, not the platform's."""
+    values = run_definition(definition)
+    run = config_from_dict(values, source)
+    return platform.model_copy(update={key: getattr(run, key) for key in RUN_SECTIONS})
 
 
 def nest_dotted(flat: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from medfed.api.sse import stream_limiter
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError, MedfedError, StoreError
 from medfed.store import RunStore
+from medfed.store.home import private_home
 
 
 def _api_router() -> APIRouter:
@@ -44,6 +45,7 @@ def create_app(cfg: MedfedConfig, store: RunStore | None = None) -> FastAPI:
     """The app for ``cfg``; opens (and later closes) a store at ``cfg.database_url`` unless
     one is given."""
     own_store = store is None
+    private_home(cfg.home)
     run_store = store or RunStore(cfg.database_url, redis_url=cfg.database.redis_url)
 
     @asynccontextmanager

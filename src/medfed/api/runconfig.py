@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
 from medfed.api.schemas import RUN_CONFIG_SECTIONS
-from medfed.config import MedfedConfig
+from medfed.config import RUN_SECTIONS, MedfedConfig, run_definition
 from medfed.store.database import redact
 
 CONFIG_LOC = ("body", "config")
@@ -67,27 +67,32 @@ def _located(exc: ValidationError) -> list[dict[str, Any]]:
 def validate_run_config(
     defaults: MedfedConfig, partial: dict[str, Any], name: str | None = None
 ) -> MedfedConfig:
-    """``partial`` over ``defaults`` as a :class:`MedfedConfig`, or a 422 naming the bad keys."""
+    """``partial`` over the run sections of ``defaults``, as the server's config with those
+    sections (home, database and keys stay the server's), or a 422 naming the bad keys."""
     errors = _section_errors(partial)
     if errors:
         raise RequestValidationError(errors)
-    merged = _deep_merge(defaults.to_dict(), partial)
+    merged = _deep_merge(run_definition(defaults.to_dict()), partial)
     if name is not None:
         merged["name"] = name
     try:
-        return MedfedConfig.model_validate(merged)
+        run = MedfedConfig.model_validate(merged)
     except ValidationError as exc:
         raise RequestValidationError(_located(exc)) from None
+    return defaults.model_copy(update={key: getattr(run, key) for key in RUN_SECTIONS})
 
 
 def redact_config(values: dict[str, Any]) -> dict[str, Any]:
-    """A config dict safe to show: no API signing key, no database password."""
+    """A config dict safe to show: no API signing key, no model key, no passwords in the
+    database or Redis URLs, no MySQL password."""
     shown = copy.deepcopy(values)
+    shown.pop("model_key", None)
     if shown.get("api"):
         shown["api"]["secret_key"] = None
     database = shown.get("database") or {}
-    if database.get("url"):
-        database["url"] = redact(database["url"])
+    for key in ("url", "redis_url"):
+        if database.get(key):
+            database[key] = redact(database[key])
     if database.get("mysql"):
         database["mysql"]["password"] = ""
     return shown

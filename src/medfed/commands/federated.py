@@ -12,9 +12,10 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from medfed.config import MedfedConfig, config_from_dict, load_config
+from medfed.config import MedfedConfig, load_config, run_config
 from medfed.errors import FederationError
 from medfed.store import RunStore
+from medfed.store.home import private_home
 
 console = Console()
 
@@ -39,7 +40,7 @@ DEMO_SETTINGS = {
 
 
 def _open_store(cfg: MedfedConfig) -> RunStore:
-    Path(cfg.home).mkdir(parents=True, exist_ok=True)
+    private_home(cfg.home)
     return RunStore(cfg.database_url, redis_url=cfg.database.redis_url)
 
 
@@ -89,11 +90,11 @@ def run_command(
     if resume:
         run_id = store.resolve_run_id(resume)
         run = store.get_run(run_id)
-        if run.status == "finished" or worker_alive(Path(run.config["home"]), run_id):
+        if run.status == "finished" or worker_alive(Path(cfg.home), run_id):
             raise FederationError(
                 f"run {run_id} is {run.status}: only a stopped, failed or interrupted run resumes"
             )
-        cfg = config_from_dict(run.config)
+        cfg = run_config(cfg, run.config, source=f"run {run_id} config")
         deploy = run.mode == "deployment"
     else:
         run_id = create_run(cfg, store, mode="deployment" if deploy else "simulation")

@@ -16,6 +16,7 @@ from rich.console import Console
 from medfed.config import MedfedConfig, load_config
 from medfed.errors import ConfigError
 from medfed.store import RunStore
+from medfed.store.home import private_home
 
 console = Console()
 STOP_TIMEOUT_S = 10.0
@@ -105,7 +106,7 @@ def server_command(
 
     cfg = load_config(config, {"api.host": host, "api.port": port})
     _check_port_free(cfg.api.host, cfg.api.port, "api.host:api.port", "pick another --port/--host")
-    Path(cfg.home).mkdir(parents=True, exist_ok=True)
+    private_home(cfg.home)
     with RunStore(cfg.database_url, redis_url=cfg.database.redis_url) as store:
         app = create_app(cfg, store)
         if not store.list_users():

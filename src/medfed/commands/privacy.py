@@ -36,7 +36,11 @@ def audit(
     with RunStore(db or cfg.database_url) as store:
         full_id = store.resolve_run_id(run_id)
         with console.status(f"Attacking the global model of run {full_id}…"):
-            result = audit_run(store, full_id, max_examples=max_examples, seed=seed)
+            # --db alone names no home: the run's checkpoints tell where it is
+            platform = None if db and config is None else cfg
+            result = audit_run(
+                store, full_id, max_examples=max_examples, seed=seed, platform=platform
+            )
         run = store.get_run(full_id)
         rounds = store.rounds(full_id)
     console.print(_table(run.final_metrics["audit"], full_id))

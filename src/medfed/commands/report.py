@@ -44,7 +44,9 @@ def report(
     with RunStore(db or cfg.database_url) as store:
         full_id = store.resolve_run_id(run_id)
         with console.status(f"Scoring the model of run {full_id} and drawing the report…"):
-            content = report_content(store, full_id, artifacts_root=Path(cfg.home) / "artifacts")
+            # --db alone names no home: the run's checkpoints tell where it is
+            platform = None if db and config is None else cfg
+            content = report_content(store, full_id, platform=platform)
             out_dir = out or Path(cfg.home) / "reports"
             paths = [write_report(content, out_dir, fmt) for fmt in formats]
     if content.roc is None:

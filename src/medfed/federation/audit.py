@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfed.config import MedfedConfig, config_from_dict
+from medfed.config import MedfedConfig, config_from_dict, run_config
 from medfed.data.canaries import Canaries
 from medfed.data.datasets import ImageSet, load_image_set, resolve_test_path
 from medfed.data.loader import ArrayLoader
@@ -24,17 +24,24 @@ from medfed.errors import FederationError
 from medfed.federation.hospital import build_run_model, open_hospital
 from medfed.privacy.audit import AuditResult, membership_audit
 from medfed.store import CheckpointRecord, RunRecord, RunStore
-from medfed.store.artifacts import ArtifactStore
+from medfed.store.artifacts import ArtifactStore, home_of_checkpoint
 
 AUDIT_BATCH_SIZE = 256
 
 
 def audit_run(
-    store: RunStore, run_id: str, *, max_examples: int = 1000, seed: int = 0
+    store: RunStore,
+    run_id: str,
+    *,
+    max_examples: int = 1000,
+    seed: int = 0,
+    platform: MedfedConfig | None = None,
 ) -> AuditResult:
     """Attack the run's latest global model; store the result in ``final_metrics["audit"]``.
 
     Up to ``max_examples`` members and as many non-members (seeded subsamples) are scored.
+    ``platform`` is the platform's configuration (home, model key); without it the home is
+    the one whose artifacts hold the run's checkpoints.
     """
     if max_examples < 2:
         raise FederationError(f"max_examples={max_examples}: the audit needs at least 2 per side")
@@ -46,14 +53,16 @@ def audit_run(
             "configuration instead"
         )
     target = _trained_checkpoint(store, run)
-    cfg = config_from_dict(run.config, source=f"run {run_id} config")
-    home = Path(cfg.home)
+    if platform is None:
+        home = home_of_checkpoint(target.path)
+        platform = config_from_dict({} if home is None else {"home": str(home)})
+    cfg = run_config(platform, run.config, source=f"run {run_id} config")
     test_set = _test_set(cfg, run_id)
     class_names = list(cfg.data.class_names or test_set.class_names)
     members, member_idx, canaries = _members(cfg, run_id, class_names)
 
     rng = np.random.default_rng(seed)
-    artifacts = ArtifactStore(home / "artifacts")
+    artifacts = ArtifactStore.for_config(cfg, create_key=False)
     model = _load_model(cfg, artifacts, target, len(class_names))
     initial = _initial_checkpoint(store, run_id)
     reference = _load_model(cfg, artifacts, initial, len(class_names)) if initial else None
@@ -142,7 +151,9 @@ def _loader(cfg: MedfedConfig, images: ImageSet, indices: np.ndarray) -> ArrayLo
 def _load_model(
     cfg: MedfedConfig, artifacts: ArtifactStore, checkpoint: CheckpointRecord, num_classes: int
 ) -> torch.nn.Module:
-    state, _ = artifacts.load_state_dict(Path(checkpoint.path))
+    state, _ = artifacts.load_state_dict(
+        Path(checkpoint.path), run_id=checkpoint.run_id, round=checkpoint.round
+    )
     model = build_run_model(cfg, num_classes)
     model.load_state_dict(state)
     return model.eval()

@@ -8,10 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from medfed.config import MedfedConfig
+from medfed.config import MedfedConfig, run_definition
 from medfed.errors import FederationError
+from medfed.federation.runtime import platform_env
 from medfed.federation.server_app import stop_flag
 from medfed.store import RunStore
+from medfed.store.home import private_home
 
 ACTIVE = ("pending", "running")
 
@@ -36,11 +38,11 @@ def run_dir(home: Path, run_id: str) -> Path:
 def create_run(
     cfg: MedfedConfig, store: RunStore, *, mode: str = "simulation", created_by: str | None = None
 ) -> str:
-    """A new pending run row holding the whole configuration."""
+    """A new pending run row holding what defines the run (never the platform's secrets)."""
     cfg = absolute_paths(cfg)
     return store.create_run(
         cfg.name,
-        cfg.to_dict(),
+        run_definition(cfg.to_dict()),
         mode=mode,
         strategy=cfg.federated.strategy,
         num_rounds=cfg.federated.rounds,
@@ -56,26 +58,37 @@ def start_run(
     created_by: str | None = None,
     resume: bool = False,
 ) -> str:
-    """Create the run (unless ``run_id``) and start its worker process; returns the run id."""
+    """Create the run (unless ``run_id``) and start its worker process; returns the run id.
+
+    ``cfg`` is the platform's configuration with the run's sections (see
+    :func:`medfed.config.run_config`). The worker finds the store, home and model key in its
+    environment (:func:`worker_env`): no URL or password is on its command line.
+    """
     cfg = absolute_paths(cfg)
     run_id = run_id or create_run(cfg, store, created_by=created_by)
+    private_home(cfg.home)
     folder = run_dir(cfg.home, run_id)
     stop_flag(cfg.home, run_id).unlink(missing_ok=True)
-    command = [sys.executable, "-m", "medfed.federation.worker", run_id, "--store", store.url]
+    command = [sys.executable, "-m", "medfed.federation.worker", run_id]
     if resume:
         command.append("--resume")
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
     with open(folder / "worker.log", "ab") as logfile:
         process = subprocess.Popen(
             command,
             stdout=logfile,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=env,
+            env=worker_env(cfg, store.url),
             start_new_session=True,
         )
     (folder / "worker.pid").write_text(str(process.pid))
     return run_id
+
+
+def worker_env(cfg: MedfedConfig, store_url: str) -> dict[str, str]:
+    """The environment of a run's worker: this one, plus the store URL, home and model key
+    of the platform (values a process list would show never go on a command line)."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", **platform_env(cfg, store_url))
 
 
 def worker_alive(home: Path, run_id: str) -> bool:
@@ -89,12 +102,13 @@ def worker_alive(home: Path, run_id: str) -> bool:
     return True
 
 
-def stop_run(run_id: str, store: RunStore, *, force: bool = False) -> None:
-    """Ask a run to stop after its current phase (``force``: end its process now)."""
+def stop_run(run_id: str, store: RunStore, home: Path, *, force: bool = False) -> None:
+    """Ask a run to stop after its current phase (``force``: end its process now); ``home``
+    is the platform's home, where the run's worker keeps its files."""
     run = store.get_run(run_id)
     if run.status not in ACTIVE:
         raise FederationError(f"run {run_id} is {run.status}, not running: nothing to stop")
-    home = Path(run.config.get("home", ".medfed"))
+    home = Path(home)
     flag = stop_flag(home, run_id)
     flag.parent.mkdir(parents=True, exist_ok=True)
     flag.touch()

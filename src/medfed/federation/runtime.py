@@ -8,10 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from medfed.config import TRAINING_SECTIONS, MedfedConfig, config_from_dict
+from medfed.config import MedfedConfig, config_from_dict, run_definition
+from medfed.store.artifacts import KEY_ENV, KEY_FILE_ENV
 
-# Sections a hospital needs; database and API settings (credentials) never leave the platform.
-HOSPITAL_SECTIONS = ("name", *TRAINING_SECTIONS)
+# How the platform's processes (run worker, deployment ServerApp) learn where the store, the
+# home and the model key are: environment variables, never command-line arguments.
+STORE_URL_ENV = "MEDFED_STORE_URL"
+HOME_ENV = "MEDFED_HOME"
 
 FLOWER_ENV = {
     "FLWR_TELEMETRY_ENABLED": "0",
@@ -27,6 +30,17 @@ def quiet_flower_env(home: Path) -> dict[str, str]:
     env = dict(FLOWER_ENV, FLWR_HOME=str((home / "flwr").resolve()))
     os.environ.update(env)
     (home / "flwr").mkdir(parents=True, exist_ok=True)
+    return env
+
+
+def platform_env(cfg: MedfedConfig, store_url: str) -> dict[str, str]:
+    """Variables giving a process the platform's store URL, home and model key (when set in
+    the configuration rather than the environment already)."""
+    env = {STORE_URL_ENV: store_url, HOME_ENV: str(Path(cfg.home).resolve())}
+    if cfg.model_key_file is not None:
+        env[KEY_FILE_ENV] = str(Path(cfg.model_key_file).resolve())
+    if cfg.model_key:
+        env[KEY_ENV] = cfg.model_key
     return env
 
 
@@ -46,8 +60,7 @@ class RunSettings:
 
     def hospital_view(self) -> RunSettings:
         """The same run without the platform's secrets, as sent to hospitals."""
-        config = {k: v for k, v in self.config.items() if k in HOSPITAL_SECTIONS}
-        return RunSettings(run_id=self.run_id, config=config)
+        return RunSettings(run_id=self.run_id, config=run_definition(self.config))
 
     def to_run_config(self) -> dict[str, str | bool]:
         """Flower run-config keys (``flwr run --run-config``) carrying these settings.
@@ -73,7 +86,7 @@ class RunSettings:
         return cls(
             run_id=str(run_config["medfed-run-id"]),
             config=json.loads(str(run_config["medfed-config"])),
-            store_url=os.environ.get("MEDFED_STORE_URL", ""),
-            home=os.environ.get("MEDFED_HOME", ".medfed"),
+            store_url=os.environ.get(STORE_URL_ENV, ""),
+            home=os.environ.get(HOME_ENV, ".medfed"),
             resume=bool(run_config.get("medfed-resume", False)),
         )

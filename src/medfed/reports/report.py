@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from medfed.config import MedfedConfig, config_from_dict
 from medfed.errors import ConfigError, MedfedError, StoreError
 from medfed.reports.content import ReportContent, gather_content
 from medfed.reports.html import render_html
 from medfed.reports.pdf import write_pdf
 from medfed.reports.roc import RocData, roc_of_checkpoint
-from medfed.store import CheckpointRecord, RunRecord, RunStore
-from medfed.store.artifacts import KEY_FILE
+from medfed.store import ArtifactStore, CheckpointRecord, RunRecord, RunStore
+from medfed.store.artifacts import home_of_checkpoint
 
 FORMATS = ("html", "pdf")
 
@@ -23,18 +24,18 @@ def build_report(
     fmt: Literal["html", "pdf"] = "html",
     *,
     roc: RocData | None = None,
-    artifacts_root: Path | None = None,
+    platform: MedfedConfig | None = None,
 ) -> Path:
     """Write the report of run ``run_id`` into ``out_dir`` and return the file's path.
 
-    Without ``roc`` the ROC curve is computed from the run's latest checkpoint (decrypted from
-    ``artifacts_root``, default ``HOME/artifacts`` of the run's config) on the config's held-out
-    test set (``artifacts_root``, when given, is tried before the run's own home); when either
-    is missing the report says why in place of the curve.
+    Without ``roc`` the ROC curve is computed from the run's latest checkpoint, decrypted with
+    the ``platform`` configuration's key (without it: the key of the home whose artifacts hold
+    the checkpoint), on the run's held-out test set; when any of these is missing the report
+    says why in place of the curve.
     """
     if fmt not in FORMATS:
         raise ConfigError(f"report format {fmt!r} is not known: use html or pdf")
-    content = report_content(store, run_id, roc=roc, artifacts_root=artifacts_root)
+    content = report_content(store, run_id, roc=roc, platform=platform)
     return write_report(content, out_dir, fmt)
 
 
@@ -43,14 +44,14 @@ def report_content(
     run_id: str,
     *,
     roc: RocData | None = None,
-    artifacts_root: Path | None = None,
+    platform: MedfedConfig | None = None,
 ) -> ReportContent:
     """Read everything the report shows about ``run_id`` (a StoreError when it is unknown)."""
     run = store.get_run(run_id)
     checkpoint = store.latest_checkpoint(run.id)
     roc_note = ""
     if roc is None:
-        roc, roc_note = _roc_of_run(run, checkpoint, artifacts_root)
+        roc, roc_note = _roc_of_run(run, checkpoint, platform)
     return gather_content(
         run, store.rounds(run.id), store.client_results(run.id), checkpoint, roc, roc_note
     )
@@ -75,16 +76,29 @@ def write_report(content: ReportContent, out_dir: Path, fmt: Literal["html", "pd
 
 
 def _roc_of_run(
-    run: RunRecord, checkpoint: CheckpointRecord | None, artifacts_root: Path | None
+    run: RunRecord, checkpoint: CheckpointRecord | None, platform: MedfedConfig | None
 ) -> tuple[RocData | None, str]:
     """The ROC of the run's latest checkpoint, or None and the reason it is not available."""
     if checkpoint is None:
         return None, "No model checkpoint is stored for this run, so the model cannot be scored."
-    roots = [Path(run.config.get("home", ".medfed")) / "artifacts"]
-    if artifacts_root is not None:
-        roots.insert(0, Path(artifacts_root))
-    root = next((r for r in roots if (r.parent / KEY_FILE).is_file()), roots[0])
+    if platform is None:
+        home = home_of_checkpoint(checkpoint.path)
+        if home is None:
+            return None, (
+                "The platform's configuration (home and model key) was not given, so the "
+                "checkpoint cannot be decrypted and scored."
+            )
+        platform = config_from_dict({"home": str(home)})
     try:
-        return roc_of_checkpoint(run.config, Path(checkpoint.path), root), ""
+        artifacts = ArtifactStore.for_config(platform, create_key=False)
+        roc = roc_of_checkpoint(
+            run.config,
+            Path(checkpoint.path),
+            artifacts,
+            cache_dir=platform.cache_dir,
+            run_id=run.id,
+            round=checkpoint.round,
+        )
+        return roc, ""
     except MedfedError as exc:
         return None, f"The round-{checkpoint.round} checkpoint could not be scored: {exc}"

@@ -11,14 +11,14 @@ import torch
 from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.preprocessing import label_binarize
 
-from medfed.config import config_from_dict
+from medfed.config import config_from_dict, run_definition
 from medfed.data.datasets import load_image_set, resolve_test_path
 from medfed.data.loader import ArrayLoader
 from medfed.data.transforms import eval_transform
 from medfed.errors import DataError, ModelError, StoreError
 from medfed.learning.trainer import BatchLoader, predict_proba
 from medfed.models import build_model
-from medfed.store.artifacts import KEY_FILE, ArtifactStore
+from medfed.store.artifacts import ArtifactStore
 
 
 @dataclass(frozen=True)
@@ -76,26 +76,35 @@ def compute_roc(
 
 
 def roc_of_checkpoint(
-    config: dict[str, Any], checkpoint_path: Path, artifacts_root: Path
+    config: dict[str, Any],
+    checkpoint_path: Path,
+    artifacts: ArtifactStore,
+    *,
+    cache_dir: Path | None = None,
+    run_id: str | None = None,
+    round: int | None = None,
 ) -> RocData:
-    """ROC of a stored (encrypted) model on the held-out test set named by the run's config."""
-    cfg = config_from_dict(config, "the run's stored config")
+    """ROC of a stored (encrypted) model on the held-out test set named by the run's config;
+    the checkpoint must belong to ``run_id`` and ``round`` when they are given. Decoded test
+    images are cached in the run's ``data.cache_dir``, else ``cache_dir``, else next to the
+    artifacts."""
+    cfg = config_from_dict(run_definition(config), "the run's stored config")
     test_path = resolve_test_path(cfg.data)
     if test_path is None:
         raise DataError(
             f"the run's config names no held-out test set: data.test_path is unset and "
             f"{Path(cfg.data.path) / 'test'} does not exist"
         )
-    artifacts = _artifact_store(Path(artifacts_root))
     path = Path(checkpoint_path)
     if not path.is_absolute() and path.exists():
         path = path.resolve()
     if not artifacts.path_of(path).is_file():
         raise StoreError(f"checkpoint file {artifacts.path_of(path)} is missing")
-    test_set = load_image_set(test_path, cfg.data, cfg.cache_dir, class_names=cfg.data.class_names)
+    cache = cfg.data.cache_dir or cache_dir or artifacts.root.parent / "cache"
+    test_set = load_image_set(test_path, cfg.data, cache, class_names=cfg.data.class_names)
     class_names = list(cfg.data.class_names or test_set.class_names)
     model = build_model(cfg.model.name, cfg.data.channels, len(class_names), cfg.model.norm)
-    state_dict, _ = artifacts.load_state_dict(path)
+    state_dict, _ = artifacts.load_state_dict(path, run_id=run_id, round=round)
     try:
         model.load_state_dict(state_dict)
     except RuntimeError as exc:
@@ -108,14 +117,3 @@ def roc_of_checkpoint(
         test_set.images, test_set.labels, batch_size=128, transform=eval_transform(cfg.data)
     )
     return compute_roc(model, loader, class_names)
-
-
-def _artifact_store(root: Path) -> ArtifactStore:
-    """The artifact store at ``root``, only when its key exists (never creates a new key)."""
-    key = root.parent / KEY_FILE
-    if not key.is_file():
-        raise StoreError(
-            f"no artifact key {key}: the checkpoint cannot be decrypted; point at the run's "
-            "home (the config's `home`)"
-        )
-    return ArtifactStore(root)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.pool import StaticPool
 
 from medfed.errors import StoreError
+from medfed.store.home import make_private_dir, tighten
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 URL_EXAMPLES = (
@@ -70,7 +72,7 @@ def _sqlite_engine(url: URL) -> Engine:
     if database in ("", ":memory:"):
         engine = create_engine(url, poolclass=StaticPool, connect_args={"check_same_thread": False})
     else:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(database).expanduser())
         engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
 
     @event.listens_for(engine, "connect")
@@ -83,6 +85,21 @@ def _sqlite_engine(url: URL) -> Engine:
         cursor.close()
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """Create the SQLite file (and its folder, 0700 when made here) with mode 0600 before
+    SQLite opens it, or take group and other access from an existing one. SQLite gives its
+    -wal and -shm files the database file's mode."""
+    make_private_dir(path.parent)
+    try:
+        # O_EXCL: an existing file is never opened here, since closing a descriptor of it
+        # would drop the SQLite locks this process holds on it.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        tighten(path)
+    except OSError:
+        pass  # SQLite reports what is wrong with the path when it opens it
 
 
 def unreachable(url: str, exc: DBAPIError) -> StoreError:
@@ -138,7 +155,8 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         # A separate lock file: opening and closing the database file itself would drop
         # SQLite's own POSIX locks in this process, and another process could then delete
         # the write-ahead log under a live connection.
-        with open(f"{database}.migrate-lock", "ab") as handle:
+        lock = os.open(f"{database}.migrate-lock", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(lock, "ab") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             yield
         return

@@ -33,6 +33,7 @@ ID_LENGTH = 32
 NAME_LENGTH = 200
 PATH_LENGTH = 1000
 FINGERPRINT_LENGTH = 100
+TOKEN_ID_LENGTH = 64
 
 
 def utcnow() -> datetime:
@@ -170,6 +171,19 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     role: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Raised by a password change: tokens issued before carry a lower version and stop working.
+    token_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class RevokedToken(Base):
+    """A login token ended by logout, kept until it would have expired anyway."""
+
+    __tablename__ = "revoked_tokens"
+
+    token_id: Mapped[str] = mapped_column(String(TOKEN_ID_LENGTH), primary_key=True)
+    user: Mapped[str] = mapped_column(String(NAME_LENGTH))
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    revoked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class AuditEntry(Base):

@@ -102,6 +102,7 @@ class UserRecord:
     name: str
     role: str
     created_at: datetime
+    token_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

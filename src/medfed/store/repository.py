@@ -15,6 +15,7 @@ from sqlalchemy import Select, case, delete, func, or_, select
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from medfed.config import run_definition
 from medfed.errors import StoreError
 from medfed.store import models as m
 from medfed.store.database import (
@@ -117,7 +118,11 @@ class RunStore:
         created_by: str | None = None,
         run_id: str | None = None,
     ) -> str:
-        """Record a new pending run; returns its id (a uuid hex unless ``run_id`` is given)."""
+        """Record a new pending run; returns its id (a uuid hex unless ``run_id`` is given).
+
+        Only what defines the run is kept of ``config`` (see :func:`medfed.config.run_definition`):
+        never the platform's home, database, API or key settings.
+        """
         _check_choice("mode", mode, MODES)
         if not name.strip() or len(name) > m.NAME_LENGTH:
             raise StoreError(f"a run name needs 1 to {m.NAME_LENGTH} characters, not {len(name)}")
@@ -129,7 +134,7 @@ class RunStore:
             status="pending",
             strategy=strategy,
             num_rounds=num_rounds,
-            config=jsonable(config, "config"),
+            config=jsonable(run_definition(config), "config"),
             created_by=created_by,
         )
         try:
@@ -413,8 +418,7 @@ class RunStore:
         _check_choice("role", role, ROLES)
         if not name.strip():
             raise StoreError("a user name cannot be empty")
-        if len(password) < MIN_PASSWORD_LENGTH:
-            raise StoreError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
+        _check_password(password)
         user = m.User(name=name, password_hash=hash_password(password), role=role)
         try:
             with self._session() as session:
@@ -435,6 +439,34 @@ class RunStore:
         with self._session() as session:
             user = session.scalar(select(m.User).where(m.User.name == name))
             return None if user is None else _from_row(UserRecord, user)
+
+    def set_password(self, name: str, password: str) -> UserRecord:
+        """Give ``name`` a new password; every login token issued before stops working."""
+        _check_password(password)
+        with self._session() as session:
+            user = session.scalar(select(m.User).where(m.User.name == name))
+            if user is None:
+                raise StoreError(f"no user {name!r}; `medfed users list` shows the users")
+            user.password_hash = hash_password(password)
+            user.token_version = (user.token_version or 0) + 1
+            session.flush()
+            return _from_row(UserRecord, user)
+
+    def revoke_token(self, token_id: str, user: str, expires_at: datetime) -> None:
+        """Refuse a login token from now on (until ``expires_at``, when it would have expired
+        anyway); tokens already past their expiry are forgotten here."""
+        with self._session() as session:
+            session.execute(delete(m.RevokedToken).where(m.RevokedToken.expires_at < m.utcnow()))
+        try:
+            with self._session() as session:
+                session.add(m.RevokedToken(token_id=token_id, user=user, expires_at=expires_at))
+        except IntegrityError:
+            pass  # revoked already
+
+    def token_revoked(self, token_id: str) -> bool:
+        """Whether the login token ``token_id`` was ended by a logout."""
+        with self._session() as session:
+            return session.get(m.RevokedToken, token_id) is not None
 
     def list_users(self) -> list[UserRecord]:
         with self._session() as session:
@@ -627,6 +659,11 @@ def _no_hospital(name: str) -> StoreError:
 
 def _no_run(run_id: str) -> StoreError:
     return StoreError(f"no run {run_id}; `medfed runs list` shows the runs")
+
+
+def _check_password(password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise StoreError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
 
 
 def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:

@@ -25,7 +25,7 @@ from medfed.api.schemas import (
     RunSummary,
 )
 from medfed.api.sse import run_events
-from medfed.config import config_from_dict
+from medfed.config import run_config
 from medfed.errors import StoreError
 from medfed.store import RUN_STATUSES, ArtifactStore, RunRecord, RunStore
 from medfed.store.repository import SORT_KEYS
@@ -133,7 +133,7 @@ def get_run(run_id: str, store: StoreDep, _user: CurrentUser) -> RunDetail:
 
 
 @router.post("/{run_id}/start", response_model=RunDetail)
-def start_run(run_id: str, store: StoreDep, user: AdminUser) -> RunDetail:
+def start_run(run_id: str, store: StoreDep, cfg: ConfigDep, user: AdminUser) -> RunDetail:
     """Start a run created with ``start: false``; a stopped, failed or interrupted run resumes
     from its last checkpoint."""
     run = load_run(store, run_id)
@@ -141,24 +141,24 @@ def start_run(run_id: str, store: StoreDep, user: AdminUser) -> RunDetail:
         raise _conflict(f"run {run_id} is finished; create a new run to train again")
     from medfed.federation import runner  # imports Flower: only when a run starts
 
-    if runner.worker_alive(Path(run.config["home"]), run_id):
+    if runner.worker_alive(Path(cfg.home), run_id):
         raise _conflict(f"run {run_id} is already being trained ({run.status})")
     resume = run.started_at is not None
-    run_cfg = config_from_dict(run.config, source=f"run {run_id} config")
+    run_cfg = run_config(cfg, run.config, source=f"run {run_id} config")
     runner.start_run(run_cfg, store, run_id=run_id, resume=resume)
     store.audit(user.name, "run.start", run_id, {"resume": resume})
     return run_detail(store.get_run(run_id))
 
 
 @router.post("/{run_id}/stop", response_model=RunDetail)
-def stop_run(run_id: str, store: StoreDep, user: AdminUser) -> RunDetail:
+def stop_run(run_id: str, store: StoreDep, cfg: ConfigDep, user: AdminUser) -> RunDetail:
     """Stop a pending or running run."""
     run = load_run(store, run_id)
     if run.status not in ACTIVE_STATUSES:
         raise _conflict(f"run {run_id} is already {run.status}")
     from medfed.federation import runner  # imports Flower: only when a run stops
 
-    runner.stop_run(run_id, store)
+    runner.stop_run(run_id, store, Path(cfg.home))
     store.audit(user.name, "run.stop", run_id)
     return run_detail(store.get_run(run_id))
 
@@ -242,10 +242,12 @@ def model(
     if checkpoint is None:
         which = "any round" if round_ is None else f"round {round_}"
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"run {run_id} has no model of {which}")
-    artifacts = ArtifactStore(Path(run.config.get("home", cfg.home)) / "artifacts")
     folder = Path(tempfile.mkdtemp(prefix="medfed-model-"))
     try:
-        plain = artifacts.export_plain(checkpoint.path, folder / "model.pt")
+        artifacts = ArtifactStore.for_config(cfg, create_key=False)
+        plain = artifacts.export_plain(
+            checkpoint.path, folder / "model.pt", run_id=run_id, round=checkpoint.round
+        )
     except StoreError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -274,7 +276,13 @@ def report(
     run = load_run(store, run_id)
     from medfed.reports import build_report  # matplotlib: only when a report is asked for
 
-    path = build_report(store, run_id, Path(cfg.home) / "reports" / run_id, format_)
+    path = build_report(
+        store,
+        run_id,
+        Path(cfg.home) / "reports" / run_id,
+        format_,
+        platform=cfg,
+    )
     store.audit(user.name, "report.download", run_id, {"format": format_})
     return FileResponse(
         path,
