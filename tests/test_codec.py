@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+import struct
+import tracemalloc
+import zlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,13 +14,16 @@ from hypothesis import strategies as st
 
 from medfed.errors import FederationError
 from medfed.federation.codec import (
+    MAGIC,
     CodecError,
     CodecSpec,
     ResidualStore,
+    TensorSpec,
     decode_update,
     decode_weights,
     encode_update,
     encode_weights,
+    max_payload_size,
 )
 
 
@@ -330,3 +338,308 @@ def test_property_weights_keep_shapes_dtypes_and_integers(arrays, precision) -> 
             span = float(original.max() - original.min())
             bound = span / 255 / 2 if precision == "int8" else np.abs(original).max() / 1024
             assert np.abs(back - original).max() <= bound * (1 + 1e-3) + 1e-7
+
+
+# --------------------------------------------------------------------------- untrusted payloads
+
+LAYOUT = [
+    TensorSpec("conv.weight", (16, 3, 3, 3), np.float32),
+    TensorSpec("conv.bias", (16,), np.float32),
+    TensorSpec("bn.num_batches_tracked", (), np.int64),
+    TensorSpec("fc.weight", (10, 64), np.float32),
+    TensorSpec("empty", (0, 3), np.float32),
+]
+RAW, DENSE, SPARSE = 0, 1, 2  # record kinds, as the module docstring lays the format out
+LEGIT_SIZE = len(encode_update(model_like_update(), CodecSpec())[0])
+ZLIB_STATE = 64 * 1024  # zlib's inflate window and state: a constant, whatever the payload
+# refusing a payload may take twice the largest legitimate payload (the legacy decoder took
+# 256 MiB for a 36-byte header and 64 MiB for a 65 KB zlib bomb)
+BUDGET = 2 * max_payload_size(LAYOUT) + ZLIB_STATE
+
+
+def record(kind: int, dtype: str, shape: tuple[int, ...], data: bytes = b"") -> bytes:
+    """One record as the format describes it: kind, dtype, shape, then its data."""
+    text = np.dtype(dtype).str.encode()
+    dims = struct.pack(f"<B{len(shape)}I", len(shape), *shape)
+    return struct.pack("<BB", kind, len(text)) + text + dims + data
+
+
+def body_of(records: list[bytes], count: int | None = None) -> bytes:
+    return struct.pack("<I", len(records) if count is None else count) + b"".join(records)
+
+
+def payload_of(records: list[bytes], count: int | None = None) -> bytes:
+    return MAGIC + b"\x00" + body_of(records, count)
+
+
+def legit_records(seed: int = 0) -> list[bytes]:
+    """The records of an exact dense payload of :func:`model_like_update`."""
+    out = []
+    for array in model_like_update(seed):
+        out.append(record(RAW, array.dtype.str, array.shape, array.tobytes()))
+    return out
+
+
+def with_record(index: int, replacement: bytes) -> bytes:
+    records = legit_records()
+    records[index] = replacement
+    return payload_of(records)
+
+
+def peak_while(fn) -> tuple[BaseException | None, int]:
+    """The exception ``fn`` raised (or None) and the peak bytes it allocated meanwhile."""
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    error = None
+    try:
+        fn()
+    except Exception as exc:
+        error = exc
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return error, peak
+
+
+def assert_refused(payload: bytes, match: str, layout=LAYOUT, budget: int = BUDGET) -> None:
+    error, peak = peak_while(lambda: decode_update(payload, layout))
+    assert isinstance(error, CodecError), error
+    assert re.search(match, str(error)), str(error)
+    assert peak < budget, f"refusing took {peak} bytes: {error}"
+
+
+def values_block(values: np.ndarray) -> bytes:
+    return b"\x20" + np.asarray(values, np.float32).tobytes()
+
+
+def quantized_block(offset: float, step: float, codes: np.ndarray, bits: int = 8) -> bytes:
+    return struct.pack("<Bff", bits, offset, step) + np.asarray(codes, np.uint8).tobytes()
+
+
+def varints(values: list[int]) -> bytes:
+    """LEB128: 7 bits a byte, the high bit set on all but a value's last byte."""
+    out = bytearray()
+    for value in values:
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        out.append(value)
+    return bytes(out)
+
+
+def sparse_data(k: int, gaps: list[int], values: bytes) -> bytes:
+    index = varints(gaps)
+    return struct.pack("<QQ", k, len(index)) + index + values
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        CodecSpec(),
+        CodecSpec(lossless=True),
+        CodecSpec(quant_bits=8),
+        CodecSpec(quant_bits=4, lossless=True),
+        CodecSpec(topk=0.1, dense_below=0),
+        CodecSpec(topk=0.1, quant_bits=8, topk_scope="tensor", dense_below=20),
+        CodecSpec(topk=0.05, quant_bits=4, lossless=True, dense_below=0),
+    ],
+)
+def test_checked_decoding_gives_what_the_unchecked_one_does(spec: CodecSpec) -> None:
+    payload, _ = encode_update(model_like_update(3), spec, rng=np.random.default_rng(0))
+    assert len(payload) <= max_payload_size(LAYOUT)
+    trusted = decode_update(payload)
+    checked = decode_update(payload, LAYOUT)
+    for a, b, spec_ in zip(trusted, checked, LAYOUT, strict=True):
+        assert b.shape == spec_.shape and b.dtype == spec_.dtype
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_checked_weights_accept_counters_sent_as_floats(precision: str) -> None:
+    weights = model_like_update(4)
+    weights[2] = np.array(6.5)  # a BatchNorm counter after the server's averaging
+    layout = [*LAYOUT[:2], TensorSpec("bn.num_batches_tracked", (), None), *LAYOUT[3:]]
+    back = decode_weights(encode_weights(weights, precision), layout)
+    assert [b.shape for b in back] == [s.shape for s in layout]
+    assert back[2].dtype == np.float64
+
+
+def test_an_oversized_shape_header_is_refused_before_allocating() -> None:
+    # 36 bytes claiming a 65536 x 65536 float32 sparse tensor: 16 GiB if believed
+    bomb = record(SPARSE, "<f4", (65536, 65536), sparse_data(0, [], b"\x20"))
+    assert_refused(with_record(0, bomb), r"'conv.weight': shape \(65536, 65536\), expected")
+
+
+def test_a_decompression_bomb_stops_at_the_largest_legitimate_body() -> None:
+    layout = [TensorSpec("w", (100_000,), np.float32)]  # room for a 65 KB bomb
+    body = body_of([record(RAW, "<f4", (100_000,))]) + bytes(64 * 2**20)
+    bomb = MAGIC + b"\x01" + zlib.compress(body, 9)
+    assert len(bomb) < 100_000 < max_payload_size(layout)
+    # 64 MiB if believed; zlib's output buffer grows by doubling up to the cap
+    assert_refused(bomb, "inflates beyond", layout, budget=3 * max_payload_size(layout))
+
+
+def test_a_payload_larger_than_any_update_of_the_model_is_refused() -> None:
+    body = body_of([record(RAW, "<f4", (1,))]) + bytes(64 * 2**20)
+    bomb = MAGIC + b"\x01" + zlib.compress(body, 9)
+    assert_refused(bomb, "larger than any update of this model")
+
+
+@pytest.mark.parametrize(
+    "index,replacement,match",
+    [
+        (1, record(RAW, "<f4", (), b"\0" * 4), r"'conv.bias': shape \(\), expected \(16,\)"),
+        (1, record(RAW, "<f4", (16, 1), b"\0" * 64), r"shape \(16, 1\), expected \(16,\)"),
+        (3, record(DENSE, "<f4", (64, 10), values_block(np.zeros(640))), r"shape \(64, 10\)"),
+        (1, record(RAW, "<f8", (16,), b"\0" * 128), "'conv.bias': dtype float64, expected float32"),
+        (2, record(RAW, "<f8", (), b"\0" * 8), "dtype float64, expected int64"),
+        (2, record(DENSE, "<i8", (), values_block([1.0])), "int64 tensor must travel raw"),
+        (1, record(7, "<f4", (16,)), "unknown record kind 7"),
+        (1, record(DENSE, "<f4", (16,), b"\x03" + bytes(16)), "unsupported value width 3"),
+        (1, record(RAW, "O", (16,)), "not a plain numeric dtype"),
+    ],
+)
+def test_a_record_that_does_not_match_its_tensor_is_refused(
+    index: int, replacement: bytes, match: str
+) -> None:
+    assert_refused(with_record(index, replacement), match)
+
+
+def test_a_wrong_tensor_count_is_refused() -> None:
+    records = legit_records()
+    assert_refused(payload_of(records[:-1]), "carries 4 tensors, the model has 5")
+    assert_refused(payload_of(records, count=2**32 - 1), "carries 4294967295 tensors")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_are_refused(bad: float) -> None:
+    values = np.zeros(16, np.float32)
+    values[5] = bad
+    raw = record(RAW, "<f4", (16,), values.tobytes())
+    assert_refused(with_record(1, raw), "'conv.bias': holds NaN or infinite values")
+    dense = record(DENSE, "<f4", (16,), values_block(values))
+    assert_refused(with_record(1, dense), "holds NaN or infinite")
+    half = record(DENSE, "<f4", (16,), b"\x10" + values.astype(np.float16).tobytes())
+    assert_refused(with_record(1, half), "holds NaN or infinite")
+    sparse = record(SPARSE, "<f4", (16,), sparse_data(1, [5], values_block([bad])))
+    assert_refused(with_record(1, sparse), "holds NaN or infinite")
+
+
+@pytest.mark.parametrize(
+    "offset,step", [(np.nan, 0.1), (np.inf, 0.0), (0.0, np.inf), (0.0, np.nan), (3e38, 1e37)]
+)
+def test_non_finite_quantization_offset_or_step_is_refused(offset: float, step: float) -> None:
+    dense = record(DENSE, "<f4", (16,), quantized_block(offset, step, np.arange(16)))
+    assert_refused(with_record(1, dense), "'conv.bias': quantization offset .* not finite")
+    four = record(DENSE, "<f4", (16,), quantized_block(offset, step, np.zeros(8), bits=4))
+    assert_refused(with_record(1, four), "quantization offset")
+
+
+@pytest.mark.parametrize(
+    "k,gaps,match",
+    [
+        (3, [2, 0, 4], "sparse indices repeat"),
+        (2, [3, 16], "out of range"),
+        (2, [15, 1], "sparse index 16 out of range"),
+        (17, list(range(17)), "keeps 17 entries of 16"),
+        (2, [1], "index block holds 1 varints, expected 2"),
+    ],
+)
+def test_bad_sparse_indices_are_refused(k: int, gaps: list[int], match: str) -> None:
+    sparse = record(SPARSE, "<f4", (16,), sparse_data(k, gaps, values_block(np.ones(k))))
+    assert_refused(with_record(1, sparse), match)
+
+
+def test_an_index_block_longer_than_its_indices_can_be_is_refused() -> None:
+    index = b"\x80" * 30 + b"\x01"  # one varint of 31 bytes
+    data = struct.pack("<QQ", 1, len(index)) + index + values_block([1.0])
+    assert_refused(with_record(1, record(SPARSE, "<f4", (16,), data)), "index block of 31 bytes")
+    index = b"\x81\x80\x80\x00\x01\x01"  # a 4-byte varint where 2 bytes reach every index
+    data = struct.pack("<QQ", 3, len(index)) + index + values_block([1.0, 1.0, 1.0])
+    sparse = record(SPARSE, "<f4", (16, 3, 3, 3), data)
+    assert_refused(with_record(0, sparse), "'conv.weight': an index gap of 4 bytes")
+
+
+def test_truncated_trailing_and_foreign_bytes_are_refused() -> None:
+    payload = payload_of(legit_records())
+    assert_refused(payload[:-3], "truncated payload")
+    assert_refused(payload + b"\0", "1 unexpected trailing bytes")
+    assert_refused(b"PK\x03\x04" + payload[4:], "bad magic")
+    assert_refused(MAGIC + b"\x02" + payload[5:], "unknown payload flags")
+    packed, _ = encode_update(model_like_update(), CodecSpec(lossless=True))
+    assert packed[4] == 1
+    assert_refused(packed[:-10], "truncated compressed payload")
+    assert_refused(packed + b"junk", "4 unexpected bytes after the zlib stream")
+    assert_refused(packed[:5] + b"\x00" + packed[6:], "corrupted compressed payload")
+
+
+def test_random_bytes_are_refused() -> None:
+    rng = np.random.default_rng(12)
+    for size in (0, 3, 40, LEGIT_SIZE):
+        noise = rng.integers(0, 256, size, dtype=np.uint8).tobytes()
+        assert_refused(noise, "bad magic")
+        assert_refused(MAGIC + b"\x00" + noise, ".")
+        assert_refused(MAGIC + b"\x01" + noise, ".")
+
+
+def test_the_unchecked_decoder_still_refuses_bad_dtypes_and_flags() -> None:
+    with pytest.raises(CodecError, match="bad dtype"):
+        decode_update(payload_of([record(RAW, "<f4", (1,), b"\0" * 4)]).replace(b"<f4", b"<zz"))
+    with pytest.raises(CodecError, match="flags"):
+        decode_update(MAGIC + b"\x04" + body_of([]))
+
+
+_VALID_PAYLOADS = [
+    encode_update(model_like_update(5), spec, rng=np.random.default_rng(1))[0]
+    for spec in (
+        CodecSpec(),
+        CodecSpec(quant_bits=8),
+        CodecSpec(quant_bits=4),
+        CodecSpec(topk=0.2, dense_below=0),
+        CodecSpec(topk=0.2, quant_bits=8, topk_scope="tensor", dense_below=0),
+        CodecSpec(topk=0.2, quant_bits=4, lossless=True, dense_below=0),
+    )
+] + [encode_weights(model_like_update(6), p) for p in ("fp16", "int8")]
+
+
+def _mutate(payload: bytes, ops: list[tuple[str, int, int]]) -> bytes:
+    data = bytearray(payload)
+    for op, at, value in ops:
+        if not data:
+            break
+        at %= len(data)
+        if op == "flip":
+            data[at] ^= 1 << (value % 8)
+        elif op == "set":
+            data[at] = value % 256
+        elif op == "cut":
+            del data[at:]
+        elif op == "drop":
+            del data[at : at + 1 + value % 8]
+        else:  # splice: repeat a chunk of the payload somewhere else
+            start = value % len(data)
+            data[at:at] = data[start : start + 1 + value % 32]
+    return bytes(data)
+
+
+@settings(max_examples=500, deadline=None, derandomize=True)
+@given(
+    which=st.integers(0, len(_VALID_PAYLOADS) - 1),
+    ops=st.lists(
+        st.tuples(
+            st.sampled_from(["flip", "set", "cut", "drop", "splice"]),
+            st.integers(0, 2**16),
+            st.integers(0, 255),
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+)
+def test_property_mutated_payloads_decode_to_the_layout_or_are_refused(which, ops) -> None:
+    payload = _mutate(_VALID_PAYLOADS[which], ops)
+    decoded: list[np.ndarray] = []
+    error, peak = peak_while(lambda: decoded.extend(decode_update(payload, LAYOUT)))
+    assert error is None or isinstance(error, CodecError), repr(error)
+    assert peak < BUDGET
+    if error is None:
+        assert [(d.shape, d.dtype) for d in decoded] == [(s.shape, s.dtype) for s in LAYOUT]
+        assert all(np.isfinite(d).all() for d in decoded)

@@ -32,16 +32,27 @@ kind 0 = raw bytes, kind 1 = dense values block, kind 2 = sparse:
 ``k:u64 | index_len:u64 index_varints | values block``; a values block is
 ``bits:u8`` (32 = float32, 16 = float16, 8 or 4 = quantized with ``offset:f32 step:f32``)
 followed by the packed values.
+
+Decoding a payload from elsewhere (a hospital's update on the server, the broadcast model at a
+hospital) takes the expected layout, one :class:`TensorSpec` per tensor. Every header is then
+checked against it before anything is allocated (count, kind, dtype, shape, sparse ``k`` and
+index block, value width), the decompressed body is capped at the largest payload a real encoder
+makes for that layout (:func:`max_payload_size`), indices must be in range and increasing, and
+every decoded float must be finite (for quantized blocks: offset, step and the top level). A
+payload that fails raises :class:`CodecError` naming the tensor and what was wrong, having
+allocated at most about the size of the legitimate model.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -56,6 +67,9 @@ _FLAG_ZLIB = 1
 _RAW, _DENSE, _SPARSE = 0, 1, 2
 _FLOAT32_BITS, _FLOAT16_BITS = 32, 16
 _ZLIB_LEVEL = 6
+_HEADER_BYTES = len(MAGIC) + 1
+_MAX_VARINT_BYTES = 10  # LEB128 of a uint64
+_PLAIN_KINDS = "biuf"  # bool, signed, unsigned, float: what a model's state holds
 
 Precision = Literal["fp32", "fp16", "int8"]
 TopkScope = Literal["model", "tensor"]
@@ -64,6 +78,46 @@ TopkScope = Literal["model", "tensor"]
 class CodecError(FederationError, ValueError):
     """An update cannot be encoded (non-finite values, stale residual) or a payload cannot be
     decoded (truncated, corrupted or not a medfed payload)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One tensor a payload must carry, in order: its name (for messages), shape and dtype.
+
+    ``dtype`` None accepts any plain numeric dtype of at most 8 bytes (bool, integer or float):
+    a hospital's view of counters that the server's averaging may have turned into floats.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype | None
+
+    def __post_init__(self) -> None:
+        shape = tuple(int(d) for d in self.shape)
+        if any(d < 0 for d in shape):
+            raise ValueError(f"tensor {self.name!r}: negative dimension in {shape}")
+        object.__setattr__(self, "shape", shape)
+        if self.dtype is not None:
+            object.__setattr__(self, "dtype", np.dtype(self.dtype))
+
+    @property
+    def size(self) -> int:
+        """Number of entries."""
+        return math.prod(self.shape)
+
+    @property
+    def itemsize(self) -> int:
+        """Bytes per entry (8 when any dtype is accepted)."""
+        return 8 if self.dtype is None else self.dtype.itemsize
+
+    def accepts(self, dtype: np.dtype) -> bool:
+        """Whether a tensor of ``dtype`` matches this spec."""
+        if self.dtype is not None:
+            return dtype == self.dtype
+        return dtype.kind in _PLAIN_KINDS and dtype.itemsize <= 8 and not dtype.shape
+
+    def describe_dtype(self) -> str:
+        return "a plain numeric dtype" if self.dtype is None else str(self.dtype)
 
 
 @dataclass(frozen=True)
@@ -159,15 +213,39 @@ def encode_update(
     return payload, (new_residual if use_feedback else None)
 
 
-def decode_update(payload: bytes) -> list[np.ndarray]:
-    """Decode a payload of :func:`encode_update` (or :func:`encode_weights`) into arrays."""
-    body = _unpack(payload)
+def decode_update(
+    payload: bytes | memoryview, layout: Sequence[TensorSpec] | None = None
+) -> list[np.ndarray]:
+    """Decode a payload of :func:`encode_update` (or :func:`encode_weights`) into arrays.
+
+    With ``layout`` (the tensors the payload must carry, in order) the payload is checked
+    against it before anything is allocated and every float must be finite; anything else
+    raises :class:`CodecError` naming the tensor. Give it for every payload that comes from
+    elsewhere. Without it the headers are believed: for payloads this process made itself.
+    """
+    if layout is None:
+        body = _unpack(payload, None)
+    else:
+        layout = list(layout)
+        body = _unpack(payload, _max_body_size(layout))
     reader = _Reader(body)
     count = reader.unpack("<I")[0]
-    arrays = [_read_record(reader) for _ in range(count)]
+    if layout is not None and count != len(layout):
+        raise CodecError(f"payload carries {count} tensors, the model has {len(layout)}")
+    specs: Sequence[TensorSpec | None] = layout if layout is not None else [None] * count
+    arrays = [_read_record(reader, index, spec) for index, spec in enumerate(specs)]
     if reader.remaining:
         raise CodecError(f"payload has {reader.remaining} unexpected trailing bytes")
     return arrays
+
+
+def max_payload_size(layout: Sequence[TensorSpec]) -> int:
+    """Bytes of the largest payload an encoder makes for ``layout``, with some slack.
+
+    Per tensor: its header and the largest of raw bytes, dense float32 values and a sparse
+    record keeping every entry (indices as varint gaps, float32 values), about 6 bytes an entry.
+    """
+    return _HEADER_BYTES + _max_body_size(layout)
 
 
 def encode_weights(arrays: list[np.ndarray], precision: Precision = "fp32") -> bytes:
@@ -192,9 +270,11 @@ def encode_weights(arrays: list[np.ndarray], precision: Precision = "fp32") -> b
     return _pack(records, lossless=False)
 
 
-def decode_weights(payload: bytes) -> list[np.ndarray]:
-    """Decode a payload of :func:`encode_weights`."""
-    return decode_update(payload)
+def decode_weights(
+    payload: bytes | memoryview, layout: Sequence[TensorSpec] | None = None
+) -> list[np.ndarray]:
+    """Decode a payload of :func:`encode_weights`; ``layout`` as in :func:`decode_update`."""
+    return decode_update(payload, layout)
 
 
 class ResidualStore:
@@ -382,15 +462,19 @@ def _varint_encode(values: np.ndarray) -> bytes:
     return out.tobytes()
 
 
-def _varint_decode(data: bytes, count: int) -> np.ndarray:
+def _varint_decode(data: bytes, count: int, max_width: int, label: str) -> np.ndarray:
+    """``count`` LEB128 values of at most ``max_width`` bytes each, as uint64."""
     raw = np.frombuffer(data, np.uint8)
     ends = np.flatnonzero(raw < 0x80)
     if ends.size != count or (raw.size and ends[-1] != raw.size - 1):
-        raise CodecError(f"index block holds {ends.size} varints, expected {count}")
+        raise CodecError(f"{label}: index block holds {ends.size} varints, expected {count}")
     if count == 0:
         return np.zeros(0, np.uint64)
     starts = np.concatenate(([0], ends[:-1] + 1))
-    position = np.arange(raw.size) - np.repeat(starts, ends - starts + 1)
+    widths = ends - starts + 1
+    if int(widths.max()) > max_width:
+        raise CodecError(f"{label}: an index gap of {int(widths.max())} bytes is out of range")
+    position = np.arange(raw.size) - np.repeat(starts, widths)
     parts = (raw & 0x7F).astype(np.uint64) << (np.uint64(7) * position.astype(np.uint64))
     return np.add.reduceat(parts, starts)
 
@@ -407,26 +491,54 @@ def _pack(records: list[bytes], lossless: bool) -> bytes:
 # --------------------------------------------------------------------------- decoding
 
 
-def _unpack(payload: bytes) -> bytes:
+def _max_body_size(layout: Sequence[TensorSpec]) -> int:
+    total = 4
+    for spec in layout:
+        header = 2 + 4 + 1 + 4 * len(spec.shape)
+        total += header + 32 + max(spec.itemsize, 6) * spec.size
+    return total
+
+
+def _unpack(payload: bytes | memoryview, cap: int | None) -> memoryview:
+    """The payload's body (inflated if compressed), refused beyond ``cap`` bytes."""
     if not isinstance(payload, bytes | bytearray | memoryview):
         raise CodecError(f"payload must be bytes, not {type(payload).__name__}")
-    payload = bytes(payload)
-    if len(payload) < len(MAGIC) + 1 or not payload.startswith(MAGIC):
+    view = memoryview(payload)
+    if view.ndim != 1 or view.itemsize != 1:
+        view = view.cast("B")
+    if cap is not None and len(view) > _HEADER_BYTES + cap:
+        raise CodecError(
+            f"payload of {len(view)} bytes is larger than any update of this model "
+            f"({_HEADER_BYTES + cap} bytes at most)"
+        )
+    if len(view) < _HEADER_BYTES or view[: len(MAGIC)] != MAGIC:
         raise CodecError("not a medfed codec payload (bad magic bytes)")
-    flags = payload[len(MAGIC)]
-    body = payload[len(MAGIC) + 1 :]
-    if flags & _FLAG_ZLIB:
-        try:
-            return zlib.decompress(body)
-        except zlib.error as exc:
-            raise CodecError(f"corrupted compressed payload: {exc}") from None
-    return body
+    flags = view[len(MAGIC)]
+    if flags & ~_FLAG_ZLIB:
+        raise CodecError(f"unknown payload flags {flags:#04x}")
+    body = view[_HEADER_BYTES:]
+    if not flags & _FLAG_ZLIB:
+        return body
+    inflater = zlib.decompressobj()
+    try:
+        inflated = inflater.decompress(body, 0 if cap is None else cap + 1)
+    except zlib.error as exc:
+        raise CodecError(f"corrupted compressed payload: {exc}") from None
+    if cap is not None and (len(inflated) > cap or inflater.unconsumed_tail):
+        raise CodecError(
+            f"compressed body inflates beyond {cap} bytes, more than any update of this model"
+        )
+    if not inflater.eof:
+        raise CodecError("truncated compressed payload: the zlib stream does not end")
+    if inflater.unused_data:
+        raise CodecError(f"{len(inflater.unused_data)} unexpected bytes after the zlib stream")
+    return memoryview(inflated)
 
 
 class _Reader:
     """Sequential reader over a payload body, with clear errors on truncation."""
 
-    def __init__(self, data: bytes):
+    def __init__(self, data: bytes | memoryview):
         self.view = memoryview(data)
         self.offset = 0
 
@@ -445,46 +557,100 @@ class _Reader:
         return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
 
 
-def _read_record(reader: _Reader) -> np.ndarray:
+def _read_record(reader: _Reader, index: int, spec: TensorSpec | None) -> np.ndarray:
+    """One tensor; checked against ``spec`` (when given) before anything is allocated."""
+    label = f"tensor {index}" if spec is None else f"tensor {spec.name!r}"
     kind, dtype_len = reader.unpack("<BB")
-    try:
-        dtype = np.dtype(bytes(reader.take(dtype_len)).decode("ascii"))
-    except (TypeError, UnicodeDecodeError) as exc:
-        raise CodecError(f"bad dtype in payload: {exc}") from None
+    dtype = _read_dtype(bytes(reader.take(dtype_len)), label)
+    if spec is not None and not spec.accepts(dtype):
+        raise CodecError(f"{label}: dtype {dtype}, expected {spec.describe_dtype()}")
     (ndim,) = reader.unpack("<B")
     shape = reader.unpack(f"<{ndim}I")
-    size = int(np.prod(shape, dtype=np.int64))
+    if spec is not None and shape != spec.shape:
+        raise CodecError(f"{label}: shape {shape}, expected {spec.shape}")
+    size = math.prod(shape)
+    checked = spec is not None
+    is_float = dtype.kind == "f"
     if kind == _RAW:
-        data = reader.take(size * dtype.itemsize)
-        return np.frombuffer(data, dtype).reshape(shape).copy()
+        array = np.frombuffer(reader.take(size * dtype.itemsize), dtype)
+        if checked and is_float:
+            _check_finite(array, label)
+        return array.reshape(shape).copy()
+    if kind not in (_DENSE, _SPARSE):
+        raise CodecError(f"{label}: unknown record kind {kind}")
+    if checked and not is_float:
+        raise CodecError(f"{label}: a {dtype} tensor must travel raw, not quantized or sparse")
     if kind == _DENSE:
-        return _read_values(reader, size).astype(dtype).reshape(shape)
-    if kind == _SPARSE:
-        k, index_len = reader.unpack("<QQ")
-        if k > size:
-            raise CodecError(f"sparse tensor keeps {k} entries of {size}")
-        indices = np.cumsum(_varint_decode(bytes(reader.take(index_len)), k)).astype(np.int64)
-        if k and indices[-1] >= size:
-            raise CodecError(f"sparse index {indices[-1]} out of range for {size} entries")
-        dense = np.zeros(size, np.float32)
-        dense[indices] = _read_values(reader, k)
-        return dense.astype(dtype).reshape(shape)
-    raise CodecError(f"unknown record kind {kind}")
+        values = _read_values(reader, size, label, checked)
+        return values.astype(dtype, copy=not values.flags.owndata).reshape(shape)
+    k, index_len = reader.unpack("<QQ")
+    if k > size:
+        raise CodecError(f"{label}: sparse record keeps {k} entries of {size}")
+    max_width = max(1, -(-size.bit_length() // 7))
+    if index_len > k * max_width:
+        raise CodecError(f"{label}: index block of {index_len} bytes for {k} indices")
+    indices = _sparse_indices(bytes(reader.take(index_len)), k, size, max_width, label)
+    values = _read_values(reader, k, label, checked)
+    dense = np.zeros(size, np.float32)
+    dense[indices] = values
+    return dense.astype(dtype, copy=False).reshape(shape)
 
 
-def _read_values(reader: _Reader, count: int) -> np.ndarray:
+def _read_dtype(text: bytes, label: str) -> np.dtype:
+    try:
+        dtype = np.dtype(text.decode("ascii"))
+    except Exception as exc:  # numpy's parser raises several types for malformed text
+        raise CodecError(f"{label}: bad dtype {text[:20]!r} ({exc})") from None
+    if dtype.kind not in _PLAIN_KINDS + "c" or dtype.shape:
+        raise CodecError(f"{label}: dtype {dtype} is not a plain numeric dtype")
+    return dtype
+
+
+def _sparse_indices(data: bytes, k: int, size: int, max_width: int, label: str) -> np.ndarray:
+    """Increasing indices below ``size`` from their varint gaps."""
+    gaps = _varint_decode(data, k, max_width, label)
+    if k == 0:
+        return np.zeros(0, np.int64)
+    if k > 1 and int(gaps[1:].min()) == 0:
+        raise CodecError(f"{label}: sparse indices repeat (they must increase)")
+    if int(gaps.max()) >= size:
+        raise CodecError(f"{label}: sparse index gap {int(gaps.max())} out of range for {size}")
+    indices = np.cumsum(gaps.astype(np.int64))
+    if int(indices[-1]) >= size:
+        raise CodecError(f"{label}: sparse index {int(indices[-1])} out of range for {size}")
+    return indices
+
+
+def _check_finite(values: np.ndarray, label: str) -> None:
+    if not np.isfinite(values).all():
+        raise CodecError(f"{label}: holds NaN or infinite values")
+
+
+def _read_values(reader: _Reader, count: int, label: str, checked: bool) -> np.ndarray:
+    """``count`` float32 values of a values block (a read-only view when stored as float32)."""
     (bits,) = reader.unpack("<B")
     if bits == _FLOAT32_BITS:
-        return np.frombuffer(reader.take(4 * count), "<f4").astype(np.float32)
+        values = np.frombuffer(reader.take(4 * count), "<f4")
+        if checked:
+            _check_finite(values, label)
+        return values
     if bits == _FLOAT16_BITS:
-        return np.frombuffer(reader.take(2 * count), "<f2").astype(np.float32)
+        values = np.frombuffer(reader.take(2 * count), "<f2").astype(np.float32)
+        if checked:
+            _check_finite(values, label)
+        return values
     if bits not in (4, 8):
-        raise CodecError(f"unsupported value width {bits} bits")
-    offset, step = reader.unpack("<ff")
+        raise CodecError(f"{label}: unsupported value width {bits} bits")
+    offset, step = (np.float32(v) for v in reader.unpack("<ff"))
+    if checked:
+        with np.errstate(over="ignore", invalid="ignore"):
+            top = offset + np.float32((1 << bits) - 1) * step
+        if not (np.isfinite(offset) and np.isfinite(step) and np.isfinite(top)):
+            raise CodecError(f"{label}: quantization offset {offset} / step {step} not finite")
     nbytes = count if bits == 8 else (count + 1) // 2
     packed = np.frombuffer(reader.take(nbytes), np.uint8)
     codes = packed if bits == 8 else _unpack_nibbles(packed, count)
-    return (np.float32(offset) + codes.astype(np.float32) * np.float32(step)).astype(np.float32)
+    return (offset + codes.astype(np.float32) * step).astype(np.float32, copy=False)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
