@@ -4,23 +4,39 @@ Hospitals send the delta from the global model they received, encoded by the cod
 quantization, error feedback, lossless packing as configured), as one uint8 array. The server
 decodes it back into full weights before the strategy aggregates, so every Flower strategy
 works unchanged. The byte counts are those of the real encoded payloads.
+
+Nothing received is believed: an update is decoded against the global model's layout (names,
+shapes, dtypes) with its size capped, its float deltas must be finite and of bounded L2 norm,
+and integer buffers (BatchNorm batch counters) must stay in range; arrays inside a Flower record
+are read from their ``.npy`` bytes only after their header matches what is expected (numpy's own
+loader would allocate whatever a header claims). A refused update raises :class:`ReplyRejected`.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import math
+import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, RecordDict
 
+from medfed.config import FederatedConfig
+from medfed.errors import FederationError
 from medfed.federation.codec import (
+    CodecError,
     CodecSpec,
     ResidualStore,
+    TensorSpec,
     decode_update,
     decode_weights,
     encode_update,
     encode_weights,
+    max_payload_size,
 )
 from medfed.privacy.clipping import clip_update
 
@@ -28,6 +44,20 @@ ARRAYS_KEY = "arrays"
 CONFIG_KEY = "config"
 BN_STATS_KEY = "bn-stats"
 PAYLOAD_KEY = "payload"
+BN_EXAMPLES_KEY = "bn-examples"
+COUNTER_SUFFIX = "num_batches_tracked"
+MAX_COUNTER = 2**53  # integer buffers above this are absurd (and no longer exact as floats)
+_NPY_STYPE = "numpy.ndarray"
+_NPY_MAX_HEADER = 10_000
+
+log = logging.getLogger("medfed.wire")
+
+
+class ReplyRejected(FederationError, ValueError):
+    """A hospital's reply the server refuses; the message is one line naming what was wrong.
+
+    It is that hospital's failure in that round, never the run's.
+    """
 
 
 def record_nbytes(record: ArrayRecord) -> int:
@@ -55,12 +85,133 @@ def pack_global(record: ArrayRecord, precision: str) -> tuple[ArrayRecord, int]:
     return _payload_record(payload), len(payload)
 
 
-def unpack_global(record: ArrayRecord, keys: list[str]) -> dict[str, torch.Tensor]:
-    """A state dict from what :func:`pack_global` sent (``keys`` = the model's state keys)."""
-    if not is_payload(record):
-        return record.to_torch_state_dict()
-    arrays = decode_weights(_payload_bytes(record))
-    return {k: torch.from_numpy(np.array(a)) for k, a in zip(keys, arrays, strict=True)}
+def unpack_global(
+    record: ArrayRecord, expected: Sequence[str] | Sequence[TensorSpec]
+) -> dict[str, torch.Tensor]:
+    """A state dict from what :func:`pack_global` sent.
+
+    ``expected`` is the model's layout (:func:`state_layout` of the model the hospital builds):
+    the broadcast is then checked against it before anything is allocated, and a mismatch
+    raises :class:`CodecError`. Plain state keys are still accepted (nothing is checked).
+    """
+    layout = [e for e in expected if isinstance(e, TensorSpec)]
+    if not layout:
+        keys = [str(k) for k in expected]
+        if not is_payload(record):
+            return record.to_torch_state_dict()
+        arrays = decode_weights(_payload_bytes(record))
+        return {k: torch.from_numpy(np.array(a)) for k, a in zip(keys, arrays, strict=True)}
+    if is_payload(record):
+        arrays = decode_weights(payload_view(record, max_payload_size(layout)), layout)
+    else:
+        arrays = read_arrays(record, layout, "global model")
+    return {spec.name: torch.from_numpy(a) for spec, a in zip(layout, arrays, strict=True)}
+
+
+def record_layout(record: ArrayRecord) -> list[TensorSpec]:
+    """Names, shapes and dtypes of a record's arrays, in order (a record this process made)."""
+    return [TensorSpec(k, tuple(a.shape), np.dtype(a.dtype)) for k, a in record.items()]
+
+
+def state_layout(state: Mapping[str, torch.Tensor]) -> list[TensorSpec]:
+    """What a hospital expects of the broadcast model: its own model's names and shapes, in
+    any plain numeric dtype (the server's strategies may send float64: FedAdam's weights,
+    averaged BatchNorm counters); ``load_state_dict`` casts them back."""
+    return [TensorSpec(name, tuple(tensor.shape), None) for name, tensor in state.items()]
+
+
+def read_array(array: Array, spec: TensorSpec, what: str) -> np.ndarray:
+    """One array of a received record, checked against ``spec`` before it is allocated.
+
+    The array's ``.npy`` header must give exactly the spec's dtype and shape, its data exactly
+    that many bytes, and float values must be finite; otherwise :class:`CodecError` names
+    ``what`` and the tensor.
+    """
+    label = f"{what} {spec.name!r}"
+    shape, fortran, dtype, data = _npy_parts(array, label)
+    if not spec.accepts(dtype):
+        raise CodecError(f"{label}: dtype {dtype}, expected {spec.describe_dtype()}")
+    if shape != spec.shape:
+        raise CodecError(f"{label}: shape {shape}, expected {spec.shape}")
+    if len(data) != spec.size * dtype.itemsize:
+        raise CodecError(f"{label}: {len(data)} data bytes, expected {spec.size * dtype.itemsize}")
+    values = np.frombuffer(data, dtype)
+    if dtype.kind == "f" and not np.isfinite(values).all():
+        raise CodecError(f"{label}: holds NaN or infinite values")
+    return values.reshape(shape, order="F" if fortran else "C").copy()
+
+
+def read_arrays(record: ArrayRecord, layout: Sequence[TensorSpec], what: str) -> list[np.ndarray]:
+    """Every array of a received record, in ``layout``'s order, each checked by
+    :func:`read_array`; the record's names must be exactly the layout's, in order."""
+    if not isinstance(record, ArrayRecord):
+        raise CodecError(f"{what}: expected an array record, got {type(record).__name__}")
+    names = list(record.keys())
+    expected = [spec.name for spec in layout]
+    if names != expected:
+        raise CodecError(f"{what}: {_name_mismatch(names, expected)}")
+    return [read_array(record[spec.name], spec, what) for spec in layout]
+
+
+def payload_view(record: ArrayRecord, max_bytes: int) -> memoryview:
+    """The bytes of a received payload record, without copying: the record must hold exactly
+    one 1-D uint8 array of at most ``max_bytes`` bytes."""
+    if not isinstance(record, ArrayRecord) or not is_payload(record):
+        keys = list(record.keys()) if isinstance(record, ArrayRecord) else type(record).__name__
+        raise CodecError(f"expected one encoded payload array {PAYLOAD_KEY!r}, got {keys}")
+    shape, _, dtype, data = _npy_parts(record[PAYLOAD_KEY], "payload")
+    if dtype != np.uint8 or len(shape) != 1:
+        raise CodecError(f"payload: a {dtype} array of shape {shape}, expected 1-D uint8")
+    if shape[0] > max_bytes:
+        raise CodecError(
+            f"payload of {shape[0]} bytes is larger than any update of this model "
+            f"({max_bytes} bytes at most)"
+        )
+    if len(data) != shape[0]:
+        raise CodecError(f"payload: {len(data)} data bytes, its header says {shape[0]}")
+    return data
+
+
+def payload_nbytes(record: ArrayRecord) -> int:
+    """Size of the payload a record carries (as :func:`payload_view` finds it)."""
+    return len(payload_view(record, sys.maxsize))
+
+
+def _npy_parts(array: Array, label: str) -> tuple[tuple[int, ...], bool, np.dtype, memoryview]:
+    """Shape, Fortran order, dtype and data bytes of an Array's ``.npy`` serialization."""
+    if not isinstance(array, Array) or array.stype != _NPY_STYPE:
+        kind = getattr(array, "stype", type(array).__name__)
+        raise CodecError(f"{label}: not a numpy array ({kind})")
+    if not isinstance(array.data, bytes):
+        raise CodecError(f"{label}: array data is {type(array.data).__name__}, not bytes")
+    stream = io.BytesIO(array.data)
+    try:
+        version = np.lib.format.read_magic(stream)
+        if version == (1, 0):
+            header = np.lib.format.read_array_header_1_0(stream, _NPY_MAX_HEADER)
+        elif version == (2, 0):
+            header = np.lib.format.read_array_header_2_0(stream, _NPY_MAX_HEADER)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except Exception as exc:  # numpy's header parser raises several types for bad input
+        raise CodecError(f"{label}: unreadable array header ({exc})") from None
+    shape, fortran, dtype = header
+    return tuple(shape), bool(fortran), dtype, memoryview(array.data)[stream.tell() :]
+
+
+def _name_mismatch(names: list[str], expected: list[str]) -> str:
+    missing = [n for n in expected if n not in names]
+    extra = [n for n in names if n not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing {', '.join(map(repr, missing[:3]))}")
+        if extra:
+            parts.append(f"unexpected {', '.join(map(repr, extra[:3]))}")
+        more = len(missing) + len(extra) > 6
+        return "; ".join(parts) + (" (and more)" if more else "")
+    first = next(i for i, (a, b) in enumerate(zip(names, expected, strict=True)) if a != b)
+    return f"arrays out of order: {names[first]!r} where {expected[first]!r} belongs"
 
 
 def pack_update(
@@ -99,44 +250,151 @@ def pack_update(
     return _payload_record(payload), len(payload), clipped
 
 
-def merge_bn_statistics(replies: list[RecordDict], global_record: ArrayRecord) -> ArrayRecord:
+def bn_layers(global_record: ArrayRecord) -> list[str]:
+    """Names of the global model's BatchNorm layers (those with running statistics)."""
+    suffix = ".running_mean"
+    return [k[: -len(suffix)] for k in global_record if k.endswith(suffix)]
+
+
+def bn_moments(
+    content: RecordDict, global_record: ArrayRecord, max_examples: int
+) -> tuple[int, dict[str, np.ndarray]]:
+    """A reply's BatchNorm moments and the number of images behind them, checked.
+
+    Exactly ``LAYER.mean`` and ``LAYER.sqmean`` for every BatchNorm layer of the global model,
+    each shaped and typed like its ``running_mean``, finite, mean squares not negative, and
+    ``bn-examples`` an integer in [1, ``max_examples``]; otherwise :class:`ReplyRejected`.
+    """
+    metrics = content.get("metrics")
+    examples = None if metrics is None else metrics.get(BN_EXAMPLES_KEY)
+    if isinstance(examples, bool) or not isinstance(examples, int):
+        raise ReplyRejected(f"metric {BN_EXAMPLES_KEY!r} must be an integer, got {examples!r}")
+    if not 1 <= examples <= max_examples:
+        raise ReplyRejected(
+            f"metric {BN_EXAMPLES_KEY!r} = {examples} is out of range [1, {max_examples}] "
+            "(federated.max_examples)"
+        )
+    layout = []
+    for layer in bn_layers(global_record):
+        running = global_record[f"{layer}.running_mean"]
+        shape, dtype = tuple(running.shape), np.dtype(running.dtype)
+        layout += [TensorSpec(f"{layer}.{m}", shape, dtype) for m in ("mean", "sqmean")]
+    record = content.get(BN_STATS_KEY)
+    if not isinstance(record, ArrayRecord):
+        raise ReplyRejected(f"{BN_STATS_KEY}: expected an array record")
+    names = list(record.keys())
+    expected = [spec.name for spec in layout]
+    if set(names) != set(expected):
+        raise ReplyRejected(f"{BN_STATS_KEY}: {_name_mismatch(names, expected)}")
+    moments = {}
+    try:
+        for spec in layout:
+            moments[spec.name] = read_array(record[spec.name], spec, BN_STATS_KEY)
+    except CodecError as exc:
+        raise ReplyRejected(str(exc)) from None
+    for name, values in moments.items():
+        if name.endswith(".sqmean") and (values < 0).any():
+            raise ReplyRejected(f"{BN_STATS_KEY} {name!r}: a negative mean square")
+    return examples, moments
+
+
+def merge_bn_statistics(
+    replies: list[RecordDict],
+    global_record: ArrayRecord,
+    max_examples: int = FederatedConfig.model_fields["max_examples"].default,
+) -> ArrayRecord:
     """Global BatchNorm running statistics from the hospitals' activation moments.
 
     Each reply holds, per BatchNorm layer, the mean and mean square of its inputs under the
     global model on that hospital's images; weighted by images they give the global mean and
-    variance (E[x^2] - E[x]^2).
+    variance (E[x^2] - E[x]^2). Each reply's moments are checked (:func:`bn_moments`); one
+    that fails is left out and logged, the others are merged.
     """
-    with_stats = [r for r in replies if BN_STATS_KEY in r]
-    if not with_stats:
+    checked = []
+    for reply in replies:
+        if BN_STATS_KEY not in reply:
+            continue
+        try:
+            checked.append(bn_moments(reply, global_record, max_examples))
+        except ReplyRejected as exc:
+            log.warning("BatchNorm statistics of a reply left out: %s", exc)
+    if not checked:
         return global_record
-    weights = np.array([float(r["metrics"]["bn-examples"]) for r in with_stats])
+    weights = np.array([float(examples) for examples, _ in checked])
     weights /= weights.sum()
     out = ArrayRecord({k: v for k, v in global_record.items()})
-    for key in with_stats[0][BN_STATS_KEY]:
-        if not key.endswith(".mean"):
-            continue
-        layer = key[: -len(".mean")]
-        mean = sum(
-            w * r[BN_STATS_KEY][key].numpy() for w, r in zip(weights, with_stats, strict=True)
-        )
-        sq = sum(
-            w * r[BN_STATS_KEY][f"{layer}.sqmean"].numpy()
-            for w, r in zip(weights, with_stats, strict=True)
-        )
-        dtype = global_record[f"{layer}.running_mean"].numpy().dtype
-        out[f"{layer}.running_mean"] = Array(mean.astype(dtype))
+    for layer in bn_layers(global_record):
+        mean = sum(w * m[f"{layer}.mean"] for w, (_, m) in zip(weights, checked, strict=True))
+        sq = sum(w * m[f"{layer}.sqmean"] for w, (_, m) in zip(weights, checked, strict=True))
+        dtype = np.dtype(global_record[f"{layer}.running_mean"].dtype)
+        out[f"{layer}.running_mean"] = Array(np.asarray(mean).astype(dtype))
         out[f"{layer}.running_var"] = Array(np.maximum(sq - mean * mean, 0.0).astype(dtype))
     return out
 
 
-def unpack_update(update: ArrayRecord, global_record: ArrayRecord) -> ArrayRecord:
-    """Full weights ``global + delta`` from a hospital's encoded update."""
-    deltas = decode_update(_payload_bytes(update))
-    keys = list(global_record.keys())
-    if len(deltas) != len(keys):
-        raise ValueError(f"update carries {len(deltas)} tensors, the model has {len(keys)}")
+def update_norm(deltas: Sequence[np.ndarray], layout: Sequence[TensorSpec]) -> float:
+    """L2 norm of an update's float deltas (integer buffers and batch counters left out)."""
+    total = 0.0
+    for spec, delta in zip(layout, deltas, strict=True):
+        if delta.dtype.kind != "f" or _is_counter(spec):
+            continue
+        flat = delta.reshape(-1)
+        if flat.dtype.itemsize < 4:
+            flat = flat.astype(np.float32)
+        total += float(np.dot(flat, flat))
+    return math.sqrt(total)
+
+
+def unpack_update(
+    update: ArrayRecord,
+    global_record: ArrayRecord,
+    *,
+    max_update_norm: float = math.inf,
+    max_counter_step: int = MAX_COUNTER,
+) -> ArrayRecord:
+    """Full weights ``global + delta`` from a hospital's encoded update, checked first.
+
+    The record must hold exactly one uint8 payload no larger than the largest update of the
+    global model; it is decoded against the global record's names, shapes and dtypes (finite
+    values, bounded sizes); the float deltas' L2 norm must be at most ``max_update_norm``; and
+    integer buffers and BatchNorm batch counters must stay at least 0, at most
+    ``max_counter_step`` above the global model's value and at most :data:`MAX_COUNTER`. Only
+    then is anything added. Anything else raises :class:`ReplyRejected` with the reason.
+    """
+    layout = record_layout(global_record)
+    try:
+        deltas = decode_update(payload_view(update, max_payload_size(layout)), layout)
+    except CodecError as exc:
+        raise ReplyRejected(f"update: {exc}") from None
+    norm = update_norm(deltas, layout)
+    if not norm <= max_update_norm:
+        raise ReplyRejected(
+            f"update norm {norm:.4g} is above federated.max_update_norm={max_update_norm:g}"
+        )
     out = {}
-    for key, delta in zip(keys, deltas, strict=True):
-        base = global_record[key].numpy()
-        out[key] = Array(np.asarray(base + delta.astype(base.dtype, copy=False)))
+    for spec, delta in zip(layout, deltas, strict=True):
+        base = global_record[spec.name].numpy()
+        if _is_counter(spec):
+            _check_counter(spec.name, base, delta, max_counter_step)
+        out[spec.name] = Array(np.asarray(base + delta.astype(base.dtype, copy=False)))
     return ArrayRecord(out)
+
+
+def _check_counter(name: str, base: np.ndarray, delta: np.ndarray, max_step: int) -> None:
+    step = delta.astype(np.float64)
+    total = base.astype(np.float64) + step
+    if (total < 0).any() or (step > max_step).any() or (total > MAX_COUNTER).any():
+        raise ReplyRejected(
+            f"update: counter {name!r} would go from {_span(base)} to {_span(total)}; it may "
+            f"not fall below 0 nor grow by more than {max_step}"
+        )
+
+
+def _span(values: np.ndarray) -> str:
+    low, high = float(values.min()), float(values.max())
+    return f"{low:.6g}" if low == high else f"{low:.6g}..{high:.6g}"
+
+
+def _is_counter(spec: TensorSpec) -> bool:
+    """Integer buffers, and BatchNorm batch counters even once averaging made them floats."""
+    return (spec.dtype is not None and spec.dtype.kind != "f") or spec.name.endswith(COUNTER_SUFFIX)
