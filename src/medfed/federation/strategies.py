@@ -17,12 +17,21 @@ DP_WEIGHT_KEY = "dp-weight"  # every hospital weighs 1 under client-level DP
 
 
 def aggregate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecord:
-    """Weighted means of the hospitals' metrics; counts, bytes and confusion matrices summed."""
+    """Weighted means of the hospitals' metrics; counts, bytes and confusion matrices summed.
+
+    Replies are checked before they get here (:mod:`medfed.federation.replies`); still, a
+    metric that not every reply carries alike (a number everywhere, or lists of one length)
+    is left out rather than failing the round.
+    """
     metric_records = [next(iter(r.metric_records.values())) for r in records]
     weights = [float(m[weight_key]) for m in metric_records]
     total = sum(weights) or 1.0
     out: dict[str, int | float | list[int] | list[float]] = {weight_key: int(total)}
-    keys = [k for k in metric_records[0] if k != weight_key]
+    keys = [
+        k
+        for k in metric_records[0]
+        if k != weight_key and _alike([m.get(k) for m in metric_records])
+    ]
     if weight_key == DP_WEIGHT_KEY and "num-examples" in metric_records[0]:
         weights = [float(m["num-examples"]) for m in metric_records]
         total = sum(weights) or 1.0
@@ -42,6 +51,22 @@ def aggregate_metrics(records: list[RecordDict], weight_key: str) -> MetricRecor
         else:
             out[key] = sum(float(v) * w for v, w in zip(values, weights, strict=True)) / total
     return MetricRecord(out)
+
+
+def _alike(values: list) -> bool:
+    """Numbers everywhere, or lists of numbers of one length everywhere."""
+
+    def number(v: object) -> bool:
+        return isinstance(v, int | float) and not isinstance(v, bool)
+
+    if all(number(v) for v in values):
+        return True
+    lists = [v for v in values if isinstance(v, list)]
+    return (
+        len(lists) == len(values)
+        and len({len(v) for v in lists}) == 1
+        and all(number(x) for v in lists for x in v)
+    )
 
 
 def _fedadam(common: dict, cfg: MedfedConfig) -> fl.Strategy:
