@@ -114,21 +114,22 @@ def test_repeated_wrong_passwords_are_throttled_for_that_user_only(
     assert attempt(VIEWER[0], VIEWER[1]) == 200  # another user is not affected
 
 
-def test_login_throttle_forgets_old_failures_and_successes_clear_it() -> None:
+def test_login_throttle_forgets_old_attempts_and_a_success_clears_it() -> None:
     now = [0.0]
     throttle = LoginThrottle(max_failures=3, window_s=60, clock=lambda: now[0])
-    key = ("10.0.0.1", "alice")
+    address, user = "10.0.0.1", "alice"
     for second in (0, 10, 20):
         now[0] = second
-        throttle.failed(key)
-    assert throttle.retry_after(key) == pytest.approx(40)  # the first failure expires at 60
+        assert throttle.reserve(address, user) == (0.0, "")  # counted before the check
+    wait, limit = throttle.reserve(address, user)
+    assert (wait, limit) == (pytest.approx(40), "pair")  # the first attempt expires at 60
     now[0] = 61
-    assert throttle.retry_after(key) == 0
-    throttle.failed(key)
-    assert throttle.retry_after(key) == pytest.approx(9)  # failures at 10, 20, 61
-    throttle.succeeded(key)
-    assert throttle.retry_after(key) == 0
-    assert throttle.retry_after(("10.0.0.2", "alice")) == 0
+    assert throttle.retry_after(address, user) == 0
+    throttle.reserve(address, user)
+    assert throttle.retry_after(address, user) == pytest.approx(9)  # attempts at 10, 20, 61
+    throttle.succeeded(address, user)
+    assert throttle.retry_after(address, user) == 0
+    assert throttle.retry_after("10.0.0.2", user) == 0
 
 
 def test_login_body_is_validated(client: TestClient) -> None:

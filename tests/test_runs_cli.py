@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 
 import pytest
@@ -141,10 +143,12 @@ def test_unreachable_database_is_one_line(capsys) -> None:
     assert code == 2 and "cannot use the database at" in err and "s3cret" not in err
 
 
-def test_users_add_and_list(db_url: str, capsys) -> None:
-    args = ["users", "add", "ada", "--role", "admin", "--password", "correct horse"]
+def test_users_add_and_list(db_url: str, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    args = ["users", "add", "ada", "--role", "admin"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse\n"))  # piped, not on argv
     code, out, _ = _run_cli([*args, "--db", db_url], capsys)
     assert code == 0 and "user ada added with role admin" in out
+    monkeypatch.setattr(sys, "stdin", io.StringIO("correct horse\n"))
     code, _, err = _run_cli([*args, "--db", db_url], capsys)
     assert code == 2 and "user 'ada' already exists" in err
     code, out, _ = _run_cli(["users", "list", "--db", db_url], capsys)

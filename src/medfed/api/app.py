@@ -12,7 +12,13 @@ from fastapi.responses import JSONResponse
 from medfed import __version__
 from medfed.api import static
 from medfed.api.routes import audit, auth, config, health, hospitals, runs, templates
-from medfed.api.security import LoginThrottle, TokenSigner, load_secret
+from medfed.api.security import (
+    LoginThrottle,
+    SecurityHeaders,
+    TokenSigner,
+    load_secret,
+    parse_networks,
+)
 from medfed.api.sse import stream_limiter
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError, MedfedError, StoreError
@@ -69,8 +75,10 @@ def create_app(cfg: MedfedConfig, store: RunStore | None = None) -> FastAPI:
     app.state.static_dir = static.STATIC_DIR
     app.state.stream_limiter = stream_limiter()
     app.state.login_throttle = LoginThrottle()
+    app.state.trusted_proxies = parse_networks(cfg.api.trusted_proxies)
     app.add_exception_handler(MedfedError, _medfed_error)
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # never applied to event streams
+    app.add_middleware(SecurityHeaders)
     app.include_router(_api_router())
     app.include_router(static.router)
     return app

@@ -8,7 +8,14 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 
 from medfed.api.schemas import UserOut
-from medfed.api.security import SESSION_COOKIE, InvalidToken, Session, TokenSigner
+from medfed.api.security import (
+    SAFE_METHODS,
+    SESSION_COOKIE,
+    InvalidToken,
+    Session,
+    TokenSigner,
+    same_origin,
+)
 from medfed.config import MedfedConfig
 from medfed.store import RunStore
 
@@ -47,18 +54,36 @@ def _unauthorized(detail: str) -> HTTPException:
 
 
 def current_session(
+    request: Request,
     signer: SignerDep,
+    store: StoreDep,
     bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
     cookie: Annotated[str | None, Depends(cookie_scheme)],
 ) -> Session:
-    """The session of the request's Bearer token, or else of its session cookie; 401 if none."""
+    """The session of the request's Bearer token, or else of its session cookie; 401 if none
+    or if it was ended by a logout.
+
+    A POST (PUT, PATCH, DELETE) authenticated by the cookie alone must come from this site's
+    own pages (see :func:`same_origin`), or it is refused with 403: another site could make
+    the browser send the cookie along.
+    """
     token = bearer.credentials if bearer is not None else cookie
     if not token:
         raise _unauthorized("not authenticated: log in at POST /api/auth/login")
     try:
-        return signer.verify(token)
+        session = signer.verify(token)
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from None
+    if store.token_revoked(session.token_id):
+        raise _unauthorized("session ended by logout: log in again")
+    if bearer is None and request.method not in SAFE_METHODS and not same_origin(request):
+        raise HTTPException(
+            status_code=status.HTTP_403_FORBIDDEN,
+            detail="cross-site request refused: a request signed in by the session cookie "
+            "must come from the dashboard (same Origin or Sec-Fetch-Site: same-origin, or an "
+            "X-Requested-With header); API clients send the token as Authorization: Bearer",
+        )
+    return session
 
 
 SessionDep = Annotated[Session, Depends(current_session)]
@@ -69,6 +94,8 @@ def require_user(session: SessionDep, store: StoreDep) -> UserOut:
     user = store.get_user(session.user)
     if user is None:
         raise _unauthorized(f"user {session.user!r} no longer exists")
+    if session.version != user.token_version:
+        raise _unauthorized("session ended by a password change: log in again")
     return UserOut(name=user.name, role=user.role)
 
 

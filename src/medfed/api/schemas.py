@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from medfed.config import TRAINING_SECTIONS as RUN_CONFIG_SECTIONS
+from medfed.store.repository import MIN_PASSWORD_LENGTH
 
 
 class UserOut(BaseModel):
@@ -18,6 +19,11 @@ class UserOut(BaseModel):
 class LoginIn(BaseModel):
     username: str = Field(min_length=1)
     password: str = Field(min_length=1)
+
+
+class PasswordIn(BaseModel):
+    current_password: str = Field(min_length=1)
+    new_password: str = Field(min_length=MIN_PASSWORD_LENGTH)
 
 
 class LoginOut(BaseModel):

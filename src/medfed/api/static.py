@@ -8,6 +8,8 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
+from medfed.api.security import content_security_policy, inline_script_hashes
+
 STATIC_DIR = Path(__file__).parent / "static"
 API_DOCS_ASSETS = "api-docs/"  # Swagger UI files, copied from swagger-ui-dist by the build
 HASHED_ASSETS = "assets/"  # Vite names these by content hash: safe to cache for good
@@ -37,14 +39,18 @@ def _static_file(path: str, root: Path) -> Path | None:
 
 @router.get("/api/docs")
 def api_docs() -> HTMLResponse:
-    """Swagger UI for the REST API, with its script and style served from the built UI."""
-    return get_swagger_ui_html(
+    """Swagger UI for the REST API, with its script and style served from the built UI; the
+    page's Content-Security-Policy allows its one inline start-up script by hash."""
+    page = get_swagger_ui_html(
         openapi_url="/api/openapi.json",
         title="medfed API",
         swagger_js_url=f"/{API_DOCS_ASSETS}swagger-ui-bundle.js",
         swagger_css_url=f"/{API_DOCS_ASSETS}swagger-ui.css",
         swagger_favicon_url="/favicon.svg",
     )
+    policy = content_security_policy(inline_script_hashes(bytes(page.body)))
+    page.headers["Content-Security-Policy"] = policy
+    return page
 
 
 @router.get("/{path:path}")

@@ -191,7 +191,13 @@ def _serve_dashboard(cfg: MedfedConfig, store: RunStore) -> threading.Thread | N
     login = f"user [bold]demo[/], password [bold]{password}[/]"
     app = create_app(cfg, store)
     server = uvicorn.Server(
-        uvicorn.Config(app, host=cfg.api.host, port=cfg.api.port, log_level="warning")
+        uvicorn.Config(
+            app,
+            host=cfg.api.host,
+            port=cfg.api.port,
+            log_level="warning",
+            proxy_headers=False,  # the app trusts forwarding headers from api.trusted_proxies
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True, name="dashboard")
     thread.start()

@@ -116,7 +116,13 @@ def server_command(
             )
         with _stop_signals_end_normally(), _superlink(cfg, superlink):
             console.print(f"medfed dashboard: [bold cyan]{dashboard_url(cfg)}[/]  (Ctrl-C stops)")
-            uvicorn.run(app, host=cfg.api.host, port=cfg.api.port, log_level="warning")
+            uvicorn.run(
+                app,
+                host=cfg.api.host,
+                port=cfg.api.port,
+                log_level="warning",
+                proxy_headers=False,  # the app trusts forwarding headers from api.trusted_proxies
+            )
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,10 @@
-"""``medfed runs list|show`` (run history) and ``medfed users add|list`` (dashboard users)."""
+"""``medfed runs list|show`` (run history) and ``medfed users add|passwd|list`` (dashboard
+users)."""
 
 from __future__ import annotations
 
 import getpass
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medfed.config import load_config
+from medfed.errors import ConfigError
 from medfed.store import (
     ROLES,
     RUN_STATUSES,
@@ -22,6 +25,7 @@ from medfed.store import (
     RunRecord,
     RunStore,
 )
+from medfed.store.home import private_home
 
 runs_app = typer.Typer(
     help="Run history: list runs, show one run's rounds, hospitals and checkpoints.",
@@ -50,8 +54,13 @@ def register(app: typer.Typer) -> None:
 
 
 def open_store(config: Path | None, db: str | None) -> RunStore:
-    """The run store at ``--db``, or at the configuration's database URL."""
-    return RunStore(db or load_config(config).database_url)
+    """The run store at ``--db``, or at the configuration's database URL (its home made
+    private first)."""
+    if db:
+        return RunStore(db)
+    cfg = load_config(config)
+    private_home(cfg.home)
+    return RunStore(cfg.database_url)
 
 
 @runs_app.command("list")
@@ -116,17 +125,53 @@ def add_user(
     role: Annotated[
         str, typer.Option(click_type=click.Choice(ROLES), help="admin runs things; viewer watches")
     ] = "viewer",
-    password: Annotated[str | None, typer.Option(help="asked for (hidden) when not given")] = None,
+    password: Annotated[str | None, typer.Option(hidden=True)] = None,
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """Add a dashboard user."""
-    if password is None:
-        password = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    """Add a dashboard user; the password is asked for (hidden), or read from stdin."""
+    _refuse_password_argument(password)
+    secret = read_password(confirm=True)
     with open_store(config, db) as store:
-        user = store.add_user(name, password, role)
+        user = store.add_user(name, secret, role)
         store.audit(f"cli:{getpass.getuser()}", "user.add", user.name, {"role": user.role})
     Console().print(f"user [bold]{user.name}[/] added with role {user.role}")
+
+
+@users_app.command("passwd")
+def change_password(
+    name: Annotated[str, typer.Argument(help="login name")],
+    password: Annotated[str | None, typer.Option(hidden=True)] = None,
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Give a user a new password (asked for, or read from stdin); their sessions end."""
+    _refuse_password_argument(password)
+    secret = read_password(confirm=True)
+    with open_store(config, db) as store:
+        user = store.set_password(name, secret)
+        store.audit(f"cli:{getpass.getuser()}", "user.password", user.name)
+    Console().print(f"new password for [bold]{user.name}[/]; their open sessions have ended")
+
+
+def _refuse_password_argument(password: str | None) -> None:
+    if password is not None:
+        raise ConfigError(
+            "--password is not accepted: a password on the command line is visible to every "
+            "user of this machine. Type it at the prompt, or pipe it in: "
+            "`printf '%s\\n' \"$PASSWORD\" | medfed users add NAME`"
+        )
+
+
+def read_password(*, confirm: bool) -> str:
+    """The password typed at a hidden prompt (twice when ``confirm``), or the first line of
+    stdin when it is not a terminal."""
+    if sys.stdin is not None and not sys.stdin.isatty():
+        line = sys.stdin.readline().rstrip("\r\n")
+        if not line:
+            raise ConfigError("no password on stdin: pipe one line holding the password")
+        return line
+    return typer.prompt("password", hide_input=True, confirmation_prompt=confirm)
 
 
 @users_app.command("list")
