@@ -581,6 +581,11 @@ def test_random_bytes_are_refused() -> None:
         assert_refused(MAGIC + b"\x01" + noise, ".")
 
 
+def test_the_unchecked_decoder_does_not_allocate_for_a_claimed_count() -> None:
+    error, peak = peak_while(lambda: decode_update(payload_of([], count=2**32 - 1)))
+    assert isinstance(error, CodecError) and peak < BUDGET
+
+
 def test_the_unchecked_decoder_still_refuses_bad_dtypes_and_flags() -> None:
     with pytest.raises(CodecError, match="bad dtype"):
         decode_update(payload_of([record(RAW, "<f4", (1,), b"\0" * 4)]).replace(b"<f4", b"<zz"))

@@ -232,8 +232,10 @@ def decode_update(
     count = reader.unpack("<I")[0]
     if layout is not None and count != len(layout):
         raise CodecError(f"payload carries {count} tensors, the model has {len(layout)}")
-    specs: Sequence[TensorSpec | None] = layout if layout is not None else [None] * count
-    arrays = [_read_record(reader, index, spec) for index, spec in enumerate(specs)]
+    if layout is None:  # the count is believed, but records end at the first missing byte
+        arrays = [_read_record(reader, index, None) for index in range(count)]
+    else:
+        arrays = [_read_record(reader, index, spec) for index, spec in enumerate(layout)]
     if reader.remaining:
         raise CodecError(f"payload has {reader.remaining} unexpected trailing bytes")
     return arrays
