@@ -45,6 +45,11 @@ class RunCreate(BaseModel):
         + ") merged over the server's defaults",
     )
     start: bool = True
+    mode: Literal["simulation", "deployment"] = Field(
+        "simulation",
+        description="simulation: simulated hospitals on this host; deployment: the registered "
+        "hospitals connected to the platform's SuperLink",
+    )
 
 
 class RunSummary(BaseModel):
@@ -116,11 +121,34 @@ class CheckpointOut(BaseModel):
     created_at: datetime
 
 
+HOSPITAL_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
 class HospitalOut(BaseModel):
     name: str
-    last_seen: datetime | None
-    runs: list[str]
-    status: Literal["online", "offline"]
+    fingerprint: str | None = Field(description="SHA-256 fingerprint of its registered key")
+    registered: bool = Field(description="holds a key the platform accepts now")
+    registered_at: datetime | None
+    removed_at: datetime | None
+    last_seen: datetime | None = Field(description="when it last took part in a run")
+    status: Literal["online", "offline", "never"] = Field(
+        description="online: seen in the last 5 minutes; never: has not taken part yet"
+    )
+    runs: list[str] = Field(description="ids of the runs it took part in, oldest first")
+
+
+class HospitalIn(BaseModel):
+    name: str = Field(
+        pattern=HOSPITAL_NAME_PATTERN,
+        description="1-64 letters, digits, '.', '-' or '_', starting with a letter or digit",
+    )
+
+
+class HospitalAdded(BaseModel):
+    hospital: HospitalOut
+    private_key: str = Field(description="the hospital's private key (PEM), shown this once")
+    key_file_name: str
+    client_command: str = Field(description="what to run at the hospital")
 
 
 class TemplateIn(BaseModel):

@@ -26,7 +26,7 @@ from medfed.api.schemas import (
 )
 from medfed.api.sse import run_events
 from medfed.config import run_config
-from medfed.errors import StoreError
+from medfed.errors import FederationError, StoreError
 from medfed.store import RUN_STATUSES, ArtifactStore, RunRecord, RunStore
 from medfed.store.repository import SORT_KEYS
 
@@ -111,16 +111,38 @@ def list_runs(
     return RunPage(items=items, total=total, page=page, page_size=page_size)
 
 
-@router.post("", response_model=RunDetail, status_code=status.HTTP_201_CREATED)
+@router.post(
+    "",
+    response_model=RunDetail,
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        status.HTTP_401_UNAUTHORIZED: {"description": "not logged in"},
+        status.HTTP_403_FORBIDDEN: {"description": "not an admin"},
+        status.HTTP_409_CONFLICT: {
+            "description": "deployment: no SuperLink took the run (it is stored as failed)"
+        },
+        status.HTTP_422_UNPROCESSABLE_CONTENT: {"description": "a bad name or config key"},
+    },
+)
 def create_run(body: RunCreate, store: StoreDep, cfg: ConfigDep, user: AdminUser) -> RunDetail:
     """Create a run from a partial config merged over the server's defaults; start it unless
-    ``start`` is false."""
+    ``start`` is false: simulated hospitals here, or (``mode: deployment``) submitted to the
+    platform's SuperLink for the connected hospitals."""
     from medfed.federation import runner  # imports Flower: only when a run is made
 
     run_cfg = validate_run_config(cfg, body.config, body.name)
-    run_id = runner.create_run(run_cfg, store, created_by=user.name)
-    store.audit(user.name, "run.create", run_id, {"name": run_cfg.name})
-    if body.start:
+    run_id = runner.create_run(run_cfg, store, mode=body.mode, created_by=user.name)
+    store.audit(user.name, "run.create", run_id, {"name": run_cfg.name, "mode": body.mode})
+    if body.start and body.mode == "deployment":
+        from medfed.federation.superlink import submit_run
+
+        try:
+            submit_run(run_cfg, store, run_id)
+        except FederationError as exc:
+            store.set_status(run_id, "failed", error=str(exc))
+            raise _conflict(str(exc)) from None
+        store.audit(user.name, "run.start", run_id, {"mode": body.mode})
+    elif body.start:
         runner.start_run(run_cfg, store, run_id=run_id, created_by=user.name)
         store.audit(user.name, "run.start", run_id)
     return run_detail(store.get_run(run_id))
