@@ -111,25 +111,49 @@ def run_command(
 
 
 def client_command(
-    client_id: int = typer.Option(..., "--client-id", help="this hospital's number"),
     data: Path = typer.Option(..., "--data", help="the hospital's dataset folder"),
-    server: str | None = typer.Option(None, help="SuperLink HOST:PORT"),
+    key: Path | None = typer.Option(
+        None, "--key", help="this hospital's private key (from `medfed hospital add`)"
+    ),
+    ca: Path | None = typer.Option(None, "--ca", help="the platform's ca.pem"),
+    server: str | None = typer.Option(None, help="the platform's HOST:PORT"),
     config: Path | None = typer.Option(None, "--config", "-c"),
-    name: str | None = typer.Option(None, help="hospital name shown in the dashboard"),
-    port: int | None = typer.Option(None, help="local ClientApp port (one per client)"),
+    port: int = typer.Option(9094, help="local port of this hospital's ClientApp API"),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="plain HTTP, no key (a platform started with --insecure)"
+    ),
 ) -> None:
-    """Connect this hospital to a medfed server; its images never leave this machine."""
+    """Connect this hospital to a medfed platform; its images never leave this machine."""
     from medfed.data.datasets import load_image_set
-    from medfed.federation.superlink import run_supernode
+    from medfed.federation.preflight import check_platform
+    from medfed.federation.superlink import HospitalLink, run_supernode
 
-    cfg = load_config(config, {"federated.server_address": server})
-    data_set = load_image_set(data, cfg.data, cfg.cache_dir, progress=True, min_classes=1)
-    console.print(
-        f"hospital {name or client_id}: {len(data_set.labels)} images "
-        f"({', '.join(data_set.class_names)}) ready; connecting to {cfg.federated.server_address}"
+    cfg = load_config(
+        config,
+        {
+            "federated.server_address": server,
+            "deployment.hospital_key": key,
+            "deployment.ca_path": ca,
+            "deployment.insecure": insecure or None,
+        },
     )
-    code = run_supernode(cfg, client_id=client_id, data_path=data, name=name, port=port)
-    raise typer.Exit(code)
+    link = HospitalLink.from_config(cfg)
+    data_set = load_image_set(data, cfg.data, cfg.cache_dir, progress=True, min_classes=1)
+    name = check_platform(link)
+    if name is None:
+        console.print(
+            "[bold yellow]warning:[/] --insecure: the model and updates travel unencrypted and "
+            "the platform cannot tell this hospital from any other"
+        )
+    console.print(
+        f"hospital {name or '(unnamed)'}: {len(data_set.labels)} images "
+        f"({', '.join(data_set.class_names)}) ready; connected to {link.server_address}"
+    )
+    code = run_supernode(cfg, link, data_path=data, port=port, name=name or "hospital")
+    if code:
+        raise FederationError(
+            f"this hospital's Flower SuperNode stopped (exit {code}); the lines above say why"
+        )
 
 
 def demo_command(

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +17,6 @@ from medfed.store import RunStore
 from medfed.store.home import private_home
 
 console = Console()
-STOP_TIMEOUT_S = 10.0
 
 
 def _check_port_free(host: str, port: int, setting: str, remedy: str) -> None:
@@ -37,36 +34,46 @@ def _check_port_free(host: str, port: int, setting: str, remedy: str) -> None:
 
 
 @contextlib.contextmanager
-def _superlink(cfg: MedfedConfig, enabled: bool) -> Iterator[None]:
-    """The SuperLink hospitals' SuperNodes dial into, for as long as the server is up."""
+def _superlink(cfg: MedfedConfig, store: RunStore, enabled: bool) -> Iterator[None]:
+    """The SuperLink (loopback) and the hospital-facing gateway, for as long as the server is
+    up; registered hospitals are made known to the SuperLink at start."""
     if not enabled:
         yield
         return
-    from medfed.federation.superlink import split_address, start_superlink
+    from medfed.federation.hospitals import sync_registrations
+    from medfed.federation.superlink import (
+        INSECURE_WARNING,
+        split_address,
+        start_platform_link,
+        stop_process_group,
+    )
 
     _check_port_free(
         *split_address(cfg.federated.server_address),
         "federated.server_address",
         "set another federated.server_address (or pass --no-superlink)",
     )
-    process = start_superlink(cfg)
-    console.print(f"SuperLink for hospitals: [bold]{cfg.federated.server_address}[/]")
+    _check_port_free(
+        "127.0.0.1",
+        cfg.deployment.superlink_port,
+        "deployment.superlink_port",
+        "set another deployment.superlink_port",
+    )
+    link = start_platform_link(cfg, store.url)
     try:
+        sync_registrations(cfg, store)
+        if cfg.deployment.insecure:
+            warning = INSECURE_WARNING.format(address=cfg.federated.server_address)
+            console.print(f"[bold yellow]warning:[/] {warning}")
+        else:
+            console.print(
+                f"hospitals connect to [bold]{cfg.federated.server_address}[/] (TLS, registered "
+                "keys only; Flower's control API stays on this host)"
+            )
         yield
     finally:
-        _stop_process_group(process)
-
-
-def _stop_process_group(process: subprocess.Popen) -> None:
-    """SIGTERM to the process and its children, SIGKILL if they linger."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=STOP_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+        for process in link.processes:
+            stop_process_group(process)
 
 
 @contextlib.contextmanager
@@ -98,13 +105,18 @@ def server_command(
     superlink: bool = typer.Option(
         True, "--superlink/--no-superlink", help="also run the SuperLink hospitals connect to"
     ),
+    insecure: bool = typer.Option(
+        False, "--insecure", help="hospitals over plain HTTP, without keys (closed test networks)"
+    ),
 ) -> None:
     """Serve the dashboard and REST API; runs started there are trained in the background."""
     import uvicorn
 
     from medfed.api import create_app
 
-    cfg = load_config(config, {"api.host": host, "api.port": port})
+    cfg = load_config(
+        config, {"api.host": host, "api.port": port, "deployment.insecure": insecure or None}
+    )
     _check_port_free(cfg.api.host, cfg.api.port, "api.host:api.port", "pick another --port/--host")
     private_home(cfg.home)
     with RunStore(cfg.database_url, redis_url=cfg.database.redis_url) as store:
@@ -114,7 +126,7 @@ def server_command(
                 "[yellow]no dashboard users yet:[/] add one with "
                 "[bold]medfed users add NAME --role admin[/]"
             )
-        with _stop_signals_end_normally(), _superlink(cfg, superlink):
+        with _stop_signals_end_normally(), _superlink(cfg, store, superlink):
             console.print(f"medfed dashboard: [bold cyan]{dashboard_url(cfg)}[/]  (Ctrl-C stops)")
             uvicorn.run(
                 app,

@@ -10,7 +10,6 @@ from flwr.app import (
     ArrayRecord,
     ConfigRecord,
     Context,
-    Error,
     Message,
     MetricRecord,
     RecordDict,
@@ -30,11 +29,10 @@ from medfed.federation.hospital import (
     round_learning_rate,
     train_locally,
 )
+from medfed.federation.messages import error_reply
 from medfed.federation.runtime import RunSettings
 from medfed.federation.strategies import DP_WEIGHT_KEY
 from medfed.privacy.clipping import CLIPPING_NORM_KEY, NORM_BIT_KEY
-
-ERROR_CODE = 900  # a medfed error at the hospital; the reason says which and why
 
 
 def _round_inputs(
@@ -139,15 +137,14 @@ def handle_evaluate(msg: Message, context: Context, fixed: RunSettings | None = 
 
 
 def replying_errors(handler, msg: Message, context: Context, fixed: RunSettings | None) -> Message:
-    """A hospital's known failures (bad data, config) go back as a short error reply."""
+    """A hospital's known failures (bad data, config) go back as a typed error reply."""
     try:
         return handler(msg, context, fixed)
     except MedfedError as exc:
         name = context.node_config.get("hospital")
         if name is None and "partition-id" in context.node_config:
             name = f"hospital-{context.node_config['partition-id']}"
-        reason = f"[{name}] {exc}" if name else str(exc)
-        return Message(Error(code=ERROR_CODE, reason=reason), reply_to=msg)
+        return error_reply(None if name is None else str(name), str(exc), msg)
 
 
 def make_client_app(fixed: RunSettings | None = None) -> ClientApp:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from medfed.config import MedfedConfig, run_definition
 from medfed.errors import FederationError
+from medfed.federation.run_paths import stop_flag
 from medfed.federation.runtime import platform_env
-from medfed.federation.server_app import stop_flag
 from medfed.store import RunStore
 from medfed.store.home import private_home
 

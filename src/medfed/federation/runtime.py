@@ -53,6 +53,7 @@ class RunSettings:
     store_url: str = ""
     home: str = ".medfed"
     resume: bool = False
+    deployed: bool = False  # submitted to a SuperLink: hospitals are known by registration
 
     @property
     def cfg(self) -> MedfedConfig:
@@ -89,4 +90,5 @@ class RunSettings:
             store_url=os.environ.get(STORE_URL_ENV, ""),
             home=os.environ.get(HOME_ENV, ".medfed"),
             resume=bool(run_config.get("medfed-resume", False)),
+            deployed=True,
         )

@@ -1,0 +1,218 @@
+"""The single writer of a run's progress: store rows, events and encrypted checkpoints.
+
+The ServerApp's round loop tells a :class:`RunRecorder` what happened; the dashboard and the
+CLI only read what it wrote, so they work the same for simulated and deployed runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medfed.store import RunStore
+from medfed.store.artifacts import ArtifactStore
+
+
+@dataclass(frozen=True)
+class HospitalFailure:
+    """A hospital that failed a phase: its own error, no reply in time, or a refused reply."""
+
+    node_id: int
+    hospital: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RoundSummary:
+    """What one finished round is recorded with."""
+
+    round: int
+    metrics: dict[str, Any]
+    duration_s: float
+    bytes_up: int
+    bytes_down: int
+    train_metrics: dict[str, Any]
+    evaluate_metrics: dict[str, Any]
+    epsilon: float | None
+    num_ok: int
+    num_failed: int
+
+
+class RunRecorder:
+    """Store writes and published events of one run."""
+
+    def __init__(self, store: RunStore, run_id: str, artifacts: ArtifactStore):
+        self.store = store
+        self.run_id = run_id
+        self.artifacts = artifacts
+
+    def _publish(self, event: str, payload: dict[str, Any]) -> None:
+        self.store.publish(self.run_id, event, payload)
+
+    # ------------------------------------------------------------------ the run
+    def started(self, num_rounds: int, strategy: str, first_round: int, classes: list[str]) -> None:
+        self.store.set_status(self.run_id, "running")
+        self._publish(
+            "run_started",
+            {
+                "num_rounds": num_rounds,
+                "strategy": strategy,
+                "first_round": first_round,
+                "class_names": classes,
+            },
+        )
+
+    def finished(self, best_round: int | None) -> None:
+        done = self.store.rounds(self.run_id)
+        final = done[-1].metrics if done else {}
+        self.store.set_final_metrics(self.run_id, {**final, "best_round": best_round})
+        self.store.set_status(self.run_id, "finished")
+        self._publish("run_finished", {"final_metrics": final})
+
+    def failed(self, reason: str) -> None:
+        self.store.set_status(self.run_id, "failed", error=reason)
+        self._publish("run_failed", {"error": reason})
+
+    def stopped(self) -> None:
+        self.store.set_status(self.run_id, "stopped")
+        self._publish("run_stopped", {})
+
+    def note(self, message: str) -> None:
+        self._publish("run_note", {"message": message})
+
+    def budget_spent(self, server_round: int, hospitals: list[str]) -> None:
+        self._publish(
+            "privacy_budget_spent", {"round": server_round, "hospitals": ", ".join(hospitals)}
+        )
+
+    # --------------------------------------------------------------- the rounds
+    def round_started(self, server_round: int) -> None:
+        self._publish("round_started", {"round": server_round})
+
+    def replied(self, server_round: int, phase: str, hospital: str, metrics: dict) -> None:
+        """A hospital's accepted reply to one phase."""
+        self.store.record_client_result(
+            self.run_id,
+            server_round,
+            hospital=hospital,
+            phase=phase,
+            status="ok",
+            num_examples=int(metrics.get("num-examples", 0)),
+            metrics=metrics,
+            duration_s=float(metrics.get("seconds", 0.0)),
+            bytes_up=int(metrics.get("bytes-up", 0)),
+            bytes_down=int(metrics.get("bytes-down", 0)),
+        )
+        self.store.touch_hospital(hospital)
+        self._publish(
+            "client_replied",
+            {
+                "round": server_round,
+                "hospital": hospital,
+                "phase": phase,
+                "num_examples": int(metrics.get("num-examples", 0)),
+                "metrics": metrics,
+            },
+        )
+
+    def failed_hospital(self, server_round: int, phase: str, failure: HospitalFailure) -> None:
+        self.store.record_client_result(
+            self.run_id,
+            server_round,
+            hospital=failure.hospital,
+            phase=phase,
+            status="failed",
+            error=failure.reason[:2000],
+        )
+        self._publish(
+            "client_failed",
+            {
+                "round": server_round,
+                "hospital": failure.hospital,
+                "phase": phase,
+                "error": failure.reason,
+            },
+        )
+
+    def round_finished(self, summary: RoundSummary) -> None:
+        self.store.record_round(
+            self.run_id,
+            summary.round,
+            metrics=summary.metrics,
+            duration_s=summary.duration_s,
+            bytes_up=summary.bytes_up,
+            bytes_down=summary.bytes_down,
+            train_metrics=summary.train_metrics,
+            evaluate_metrics=summary.evaluate_metrics,
+            epsilon=summary.epsilon,
+            num_clients_ok=summary.num_ok,
+            num_clients_failed=summary.num_failed,
+        )
+        self._publish(
+            "round_finished",
+            {
+                "round": summary.round,
+                "metrics": summary.metrics,
+                "duration_s": summary.duration_s,
+                "bytes_up": summary.bytes_up,
+                "bytes_down": summary.bytes_down,
+                "epsilon": summary.epsilon,
+            },
+        )
+
+    # ------------------------------------------------------------ checkpoints
+    def checkpoint(
+        self,
+        server_round: int,
+        state: dict[str, Any],
+        config: dict[str, Any],
+        accuracy: float | None,
+    ) -> None:
+        """The global weights after ``server_round``, encrypted and bound to run and round."""
+        path = self.artifacts.save_state_dict(
+            f"{self.run_id}/round-{server_round:04d}",
+            state,
+            {"run_id": self.run_id, "round": server_round, "config": config},
+            run_id=self.run_id,
+            round=server_round,
+        )
+        self.store.record_checkpoint(
+            self.run_id,
+            server_round,
+            str(path),
+            metric_name="accuracy",
+            metric_value=accuracy,
+            size_bytes=path.stat().st_size,
+        )
+
+    def resume_point(self) -> tuple[dict[str, Any] | None, int]:
+        """The last checkpoint's weights and round (None, 0 without one); later rounds are
+        forgotten, so they are trained again."""
+        checkpoint = self.store.latest_checkpoint(self.run_id)
+        if checkpoint is None:
+            self.store.delete_rounds_after(self.run_id, 0)
+            return None, 0
+        state, _ = self.artifacts.load_state_dict(
+            Path(checkpoint.path), run_id=self.run_id, round=checkpoint.round
+        )
+        self.store.delete_rounds_after(self.run_id, checkpoint.round)
+        return state, checkpoint.round
+
+
+def plain(values: Any) -> dict[str, Any]:
+    """JSON-able copy of a MetricRecord or metrics dict; a flat confusion matrix made square."""
+    if values is None:
+        return {}
+    out = {}
+    for key, value in dict(values).items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        out[key] = list(value) if isinstance(value, tuple | list) else value
+    if "confusion-matrix" in out:
+        flat = out.pop("confusion-matrix")
+        n = int(round(len(flat) ** 0.5))
+        out["confusion_matrix"] = [list(flat[i * n : (i + 1) * n]) for i in range(n)]
+    return out
