@@ -3,7 +3,6 @@ shown once), removing, the CA certificate, and runs created for the connected ho
 
 from __future__ import annotations
 
-import importlib.util
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,11 +13,6 @@ from sqlalchemy import update
 from medfed.store import RunStore
 from medfed.store import models as m
 from test_api_support import ADMIN, VIEWER, login, make_client, seed_run, server_config
-
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("medfed.federation.hospitals") is None,
-    reason="needs medfed.federation.hospitals (the hospital registry)",
-)
 
 
 def free_port() -> int:

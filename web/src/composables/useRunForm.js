@@ -8,6 +8,7 @@ import { computed, inject, nextTick, provide, reactive, ref, watch } from 'vue'
 import { useRouter } from 'vue-router'
 import { ElMessage, ElMessageBox } from 'element-plus'
 import { api } from '../lib/api'
+import { useConnectedHospitals } from './useConnectedHospitals'
 import {
   MIN_CLIENT_FIELDS,
   PRIVACY_START,
@@ -41,7 +42,8 @@ export function useRunForm() {
   const serverErrors = reactive({})
 
   const form = reactive({ name: '', ...pickSections({}) })
-  const ui = reactive({ calibrateBy: 'noise', topkOn: false })
+  const ui = reactive({ calibrateBy: 'noise', topkOn: false, hospitals: 'simulated' })
+  const hospitals = useConnectedHospitals(form, ui)
 
   const rules = computed(() => formRules(schema.value, form))
   const privacyOn = computed(() => Boolean(form.privacy.mode) && form.privacy.mode !== 'none')
@@ -59,6 +61,7 @@ export function useRunForm() {
     const merged = mergeConfig(defaults.value, config)
     for (const [section, values] of Object.entries(merged)) form[section] = values
     Object.assign(ui, uiStateFor(form))
+    hospitals.apply()
     clearServerErrors()
     nextTick(() => formRef.value?.clearValidate())
   }
@@ -159,7 +162,8 @@ export function useRunForm() {
     if (!(await validate())) return
     submitting.value = true
     try {
-      const run = await api.createRun(form.name.trim(), buildConfig(form, ui), start)
+      const mode = ui.hospitals === 'connected' ? 'deployment' : 'simulation'
+      const run = await api.createRun(form.name.trim(), buildConfig(form, ui), start, mode)
       ElMessage.success(start ? `Run “${run.name}” started` : `Run “${run.name}” created`)
       router.push({ name: start ? 'run-live' : 'run-detail', params: { id: run.id } })
     } catch (err) {
@@ -230,6 +234,7 @@ export function useRunForm() {
     templates,
     selectedTemplate,
     privacyOn,
+    hospitals,
     load,
     loadTemplate,
     saveTemplate,

@@ -66,8 +66,8 @@ export const api = {
   configSchema: () => request('GET', '/config/schema'),
 
   listRuns: (query) => request('GET', '/runs', { query }),
-  createRun: (name, config, start = true) =>
-    request('POST', '/runs', { body: { name, config, start } }),
+  createRun: (name, config, start = true, mode = 'simulation') =>
+    request('POST', '/runs', { body: { name, config, start, mode } }),
   getRun: (id) => request('GET', `/runs/${encodeURIComponent(id)}`),
   startRun: (id) => request('POST', `/runs/${encodeURIComponent(id)}/start`, { body: {} }),
   stopRun: (id) => request('POST', `/runs/${encodeURIComponent(id)}/stop`, { body: {} }),
@@ -77,6 +77,8 @@ export const api = {
   checkpoints: (id) => request('GET', `/runs/${encodeURIComponent(id)}/checkpoints`),
 
   hospitals: () => request('GET', '/hospitals'),
+  addHospital: (name) => request('POST', '/hospitals', { body: { name } }),
+  removeHospital: (name) => request('DELETE', `/hospitals/${encodeURIComponent(name)}`),
   templates: () => request('GET', '/templates'),
   template: (name) => request('GET', `/templates/${encodeURIComponent(name)}`),
   saveTemplate: (name, config) => request('POST', '/templates', { body: { name, config } }),
@@ -89,4 +91,5 @@ export const links = {
   model: (id, round) =>
     `/api/runs/${encodeURIComponent(id)}/model${round == null ? '' : `?round=${round}`}`,
   report: (id, format) => `/api/runs/${encodeURIComponent(id)}/report?format=${format}`,
+  caCertificate: () => '/api/hospitals/ca.pem',
 }

@@ -28,14 +28,23 @@ export async function download(url, fallbackName) {
     ElMessage.error(`Download failed: ${ApiError.describe(response.status, detail)}`)
     return false
   }
-  const blob = await response.blob()
+  saveBlob(await response.blob(), filenameFrom(response, fallbackName))
+  return true
+}
+
+/** Hand `blob` to the browser as a download named `name`. */
+export function saveBlob(blob, name) {
   const href = URL.createObjectURL(blob)
   const anchor = document.createElement('a')
   anchor.href = href
-  anchor.download = filenameFrom(response, fallbackName)
+  anchor.download = name
   document.body.appendChild(anchor)
   anchor.click()
   anchor.remove()
   setTimeout(() => URL.revokeObjectURL(href), 10000)
-  return true
+}
+
+/** Hand text made in the page (e.g. a key shown once) to the browser as a file. */
+export function saveText(text, name, type = 'text/plain') {
+  saveBlob(new Blob([text], { type }), name)
 }
