@@ -211,3 +211,34 @@ def test_every_error_status_is_documented(client: TestClient) -> None:
     assert {"200", "401", "404"} <= codes("/api/hospitals/ca.pem", "get")
     assert {"200", "401"} <= codes("/api/hospitals", "get")
     assert {"201", "401", "403", "409", "422"} <= codes("/api/runs", "post")
+
+
+def test_hospitals_connected_to_the_superlink_are_online(
+    client: TestClient, store: RunStore, admin: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from medfed.federation import hospitals as registry
+
+    for name in ("linked", "idle"):
+        add(client, admin, name)
+    store.set_hospital_node("linked", 41)
+    store.set_hospital_node("idle", 42)
+
+    class Control:
+        def close(self) -> None:
+            pass
+
+    statuses = {41: "online", 42: "offline"}
+    monkeypatch.setattr(registry, "superlink_listening", lambda cfg: True)
+    monkeypatch.setattr(registry, "control_client", lambda port, ca_path: Control())
+    monkeypatch.setattr(registry, "node_statuses", lambda control: statuses)
+    by_name = {h["name"]: h for h in client.get("/api/hospitals", headers=admin).json()}
+    assert by_name["linked"]["status"] == "online"
+    assert by_name["idle"]["status"] == "never"
+
+    def broken(control) -> dict[int, str]:  # noqa: ANN001
+        raise RuntimeError("no answer")
+
+    monkeypatch.setattr(registry, "node_statuses", broken)
+    response = client.get("/api/hospitals", headers=admin)
+    assert response.status_code == 200
+    assert {h["status"] for h in response.json()} == {"never"}

@@ -132,7 +132,8 @@ class HospitalOut(BaseModel):
     removed_at: datetime | None
     last_seen: datetime | None = Field(description="when it last took part in a run")
     status: Literal["online", "offline", "never"] = Field(
-        description="online: seen in the last 5 minutes; never: has not taken part yet"
+        description="online: connected to the SuperLink now or seen in the last 5 minutes; "
+        "never: has not taken part yet"
     )
     runs: list[str] = Field(description="ids of the runs it took part in, oldest first")
 

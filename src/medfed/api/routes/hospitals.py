@@ -8,6 +8,7 @@ and remove is written to the audit log.
 from __future__ import annotations
 
 import contextlib
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,6 +23,7 @@ from medfed.store import HospitalRecord
 from medfed.store.models import utcnow
 
 router = APIRouter(prefix="/hospitals", tags=["hospitals"])
+log = logging.getLogger(__name__)
 
 ONLINE_WINDOW = timedelta(minutes=5)
 WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]", ""}
@@ -39,14 +41,19 @@ ADMIN_ONLY = {
 LOGGED_IN = {status.HTTP_401_UNAUTHORIZED: {"description": "not logged in"}}
 
 
-def hospital_status(last_seen: datetime | None, now: datetime) -> str:
-    """online: seen in the last 5 minutes; offline: seen before; never: not yet."""
+def hospital_status(last_seen: datetime | None, now: datetime, connected: bool = False) -> str:
+    """online: connected to the SuperLink now, or seen in the last 5 minutes; offline: seen
+    before; never: not yet."""
+    if connected:
+        return "online"
     if last_seen is None:
         return "never"
     return "online" if now - last_seen <= ONLINE_WINDOW else "offline"
 
 
-def hospital_out(record: HospitalRecord, now: datetime | None = None) -> HospitalOut:
+def hospital_out(
+    record: HospitalRecord, now: datetime | None = None, connected: bool = False
+) -> HospitalOut:
     return HospitalOut(
         name=record.name,
         fingerprint=record.fingerprint,
@@ -54,9 +61,29 @@ def hospital_out(record: HospitalRecord, now: datetime | None = None) -> Hospita
         registered_at=record.registered_at,
         removed_at=record.removed_at,
         last_seen=record.last_seen,
-        status=hospital_status(record.last_seen, now or utcnow()),
+        status=hospital_status(record.last_seen, now or utcnow(), connected),
         runs=list(record.run_ids),
     )
+
+
+def connected_nodes(cfg: MedfedConfig) -> set[int]:
+    """Flower node ids the platform's SuperLink reports online (none when it is not running
+    or does not answer: the list then goes by when each hospital was last seen)."""
+    from medfed.federation import hospitals as registry
+
+    if not registry.superlink_listening(cfg):
+        return set()
+    ca_path = None if cfg.deployment.insecure else cfg.certs_dir / "ca.pem"
+    try:
+        client = registry.control_client(cfg.deployment.superlink_port, ca_path)
+        try:
+            statuses = registry.node_statuses(client)
+        finally:
+            client.close()
+    except Exception:  # noqa: BLE001 - a listing never fails for the SuperLink's sake
+        log.warning("the SuperLink did not list its nodes", exc_info=True)
+        return set()
+    return {node for node, node_status in statuses.items() if node_status == "online"}
 
 
 def _find(store: StoreDep, name: str) -> HospitalRecord | None:
@@ -73,11 +100,15 @@ def client_command(cfg: MedfedConfig, request: Request, key_file: str) -> str:
 
 
 @router.get("", response_model=list[HospitalOut], responses=LOGGED_IN)
-def list_hospitals(store: StoreDep, _user: CurrentUser) -> list[HospitalOut]:
+def list_hospitals(store: StoreDep, cfg: ConfigDep, _user: CurrentUser) -> list[HospitalOut]:
     """Registered hospitals and every hospital that took part in a run, with the runs each
-    joined; online when seen in the last 5 minutes."""
+    joined; online when connected to the platform's SuperLink now or seen in the last 5
+    minutes."""
     now = utcnow()
-    return [hospital_out(h, now) for h in store.list_hospitals()]
+    online = connected_nodes(cfg)
+    return [
+        hospital_out(h, now, h.registered and h.node_id in online) for h in store.list_hospitals()
+    ]
 
 
 @router.post(
