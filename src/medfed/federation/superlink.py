@@ -26,7 +26,7 @@ from pathlib import Path
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError
 from medfed.federation.certs import CertPaths
-from medfed.federation.runtime import RunSettings, quiet_flower_env
+from medfed.federation.runtime import HOME_ENV, RunSettings, platform_env, quiet_flower_env
 from medfed.store import RunStore
 
 log = logging.getLogger("medfed.superlink")
@@ -51,13 +51,14 @@ def split_address(address: str) -> tuple[str, int]:
 
 
 def flower_env(cfg: MedfedConfig, store_url: str | None = None) -> dict[str, str]:
-    """Environment for Flower's processes: medfed's venv first on PATH, telemetry off."""
+    """Environment for Flower's processes: medfed's venv first on PATH, telemetry off; on the
+    platform (``store_url``) the store and model key, never on a command line."""
     home = Path(cfg.home).resolve()
     env = dict(os.environ, **quiet_flower_env(home))
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env["MEDFED_HOME"] = str(home)
-    if store_url:
-        env["MEDFED_STORE_URL"] = store_url
+    env[HOME_ENV] = str(home)
+    if store_url:  # the platform's processes: its store, and the model key when configured
+        env.update(platform_env(cfg, store_url))
     return env
 
 
