@@ -17,10 +17,9 @@ from browser.support import STATIC_INDEX, Server, free_port, running_server
 from medfed.config import config_from_dict
 from medfed.data.synthetic import write_synthetic_dataset
 from medfed.federation.certs import init_certs
+from medfed.federation.hospital_node import HospitalLink, start_hospital
 from medfed.federation.superlink import (
-    HospitalLink,
     start_platform_link,
-    start_supernode,
     stop_process_group,
 )
 
@@ -99,13 +98,13 @@ def test_a_run_on_hospitals_registered_in_the_dashboard(
             key = add_in_dashboard(tab, site, folder)
             link = HospitalLink(server.cfg.federated.server_address, folder / "ca.pem", key)
             supernodes.append(
-                start_supernode(
+                start_hospital(
                     hospital_cfg,
                     link,
                     data_path=data / site,
                     port=free_port(),
                     name=site,
-                    log=tmp_path / f"{site}.log",
+                    log_file=tmp_path / f"{site}.log",
                 )
             )
         # The SuperLink reports both online once their SuperNodes have connected.

@@ -21,12 +21,11 @@ from medfed.cli import main
 from medfed.config import load_config
 from medfed.data.synthetic import write_synthetic_dataset
 from medfed.federation.certs import CertPaths, init_certs, write_private
+from medfed.federation.hospital_node import HospitalLink, start_hospital
 from medfed.federation.hospitals import add_hospital, remove_hospital, sync_registrations
 from medfed.federation.keys import new_key_pair
 from medfed.federation.superlink import (
-    HospitalLink,
     start_platform_link,
-    start_supernode,
     stop_process_group,
     wait_for_port,
 )
@@ -100,13 +99,13 @@ def test_registered_hospitals_train_over_tls_and_the_control_port_stays_closed(
             write_synthetic_dataset(tmp_path / f"site{site}", n_per_class=10, size=16, seed=site)
             hospital = HospitalLink(cfg.federated.server_address, ca, tmp_path / f"{name}.key")
             processes.append(
-                start_supernode(
+                start_hospital(
                     cfg,
                     hospital,
                     data_path=tmp_path / f"site{site}",
                     port=free_port(),
                     name="claims-to-be-someone-else",
-                    log=tmp_path / f"{name}.log",
+                    log_file=tmp_path / f"{name}.log",
                 )
             )
         gateway = f"https://{cfg.federated.server_address}"

@@ -125,8 +125,8 @@ def client_command(
 ) -> None:
     """Connect this hospital to a medfed platform; its images never leave this machine."""
     from medfed.data.datasets import load_image_set
+    from medfed.federation.hospital_node import HospitalLink, run_hospital
     from medfed.federation.preflight import check_platform
-    from medfed.federation.superlink import HospitalLink, run_supernode
 
     cfg = load_config(
         config,
@@ -149,7 +149,7 @@ def client_command(
         f"hospital {name or '(unnamed)'}: {len(data_set.labels)} images "
         f"({', '.join(data_set.class_names)}) ready; connected to {link.server_address}"
     )
-    code = run_supernode(cfg, link, data_path=data, port=port, name=name or "hospital")
+    code = run_hospital(cfg, link, data_path=data, port=port, name=name or "hospital")
     if code:
         raise FederationError(
             f"this hospital's Flower SuperNode stopped (exit {code}); the lines above say why"

@@ -16,8 +16,9 @@ import httpx
 from medfed.errors import FederationError
 from medfed.federation.certs import describe
 from medfed.federation.gateway import HELLO_PATH
+from medfed.federation.hospital_node import HospitalLink
 from medfed.federation.keys import load_private_key, signed_headers
-from medfed.federation.superlink import HospitalLink, split_address
+from medfed.federation.superlink import split_address
 
 TIMEOUT_S = 10.0
 EXPIRED, HOSTNAME_MISMATCH = 10, 62  # OpenSSL X509_V_ERR_* codes

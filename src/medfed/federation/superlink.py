@@ -1,4 +1,4 @@
-"""Deployment mode: the SuperLink and its gateway on the platform host, a SuperNode per hospital.
+"""Deployment mode on the platform host: the SuperLink and its gateway; run submission.
 
 The SuperLink listens on loopback only (``deployment.superlink_port``): its Control API, which
 submits runs and registers hospitals, has no authentication of its own, so only the platform
@@ -169,93 +169,6 @@ def superlink_command(cfg: MedfedConfig, certs: CertPaths | None, database: Path
         str(certs.ca_cert),
         "--enable-supernode-auth",
     ]
-
-
-@dataclass(frozen=True)
-class HospitalLink:
-    """How a hospital reaches the platform: address, CA file and key (both None: insecure)."""
-
-    server_address: str
-    ca_path: Path | None
-    key_path: Path | None
-
-    @classmethod
-    def from_config(cls, cfg: MedfedConfig) -> HospitalLink:
-        d = cfg.deployment
-        if d.insecure:
-            return cls(cfg.federated.server_address, None, None)
-        if d.hospital_key is None:
-            raise FederationError(
-                "no hospital key given: pass --key NAME.key (made on the platform with "
-                "`medfed hospital add NAME`), or --insecure for a platform without TLS"
-            )
-        return cls(
-            cfg.federated.server_address, d.ca_path or cfg.certs_dir / "ca.pem", d.hospital_key
-        )
-
-
-def supernode_command(
-    cfg: MedfedConfig, link: HospitalLink, *, data_path: Path, port: int, name: str
-) -> list[str]:
-    """``flower-supernode`` for a hospital; ``name`` is only a label in its own node config."""
-    home = Path(cfg.home).resolve()
-    node_config = f'data-path="{Path(data_path).resolve()}" hospital="{name}" home="{home}"'
-    command = [
-        "flower-supernode",
-        "--superlink",
-        link.server_address,
-        "--port",
-        str(port),
-        "--node-config",
-        node_config,
-    ]
-    if link.ca_path is None:
-        return [*command, "--insecure"]
-    return [
-        *command,
-        "--root-certificates",
-        str(link.ca_path),
-        "--auth-supernode-private-key",
-        str(link.key_path),
-    ]
-
-
-def start_supernode(
-    cfg: MedfedConfig,
-    link: HospitalLink,
-    *,
-    data_path: Path,
-    port: int,
-    name: str,
-    log: Path | None = None,
-) -> subprocess.Popen:
-    """A hospital's SuperNode in the background (its log in ``log``)."""
-    command = supernode_command(cfg, link, data_path=data_path, port=port, name=name)
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by the process
-    return subprocess.Popen(
-        command, stdout=out, stderr=subprocess.STDOUT, env=flower_env(cfg), start_new_session=True
-    )
-
-
-def run_supernode(
-    cfg: MedfedConfig, link: HospitalLink, *, data_path: Path, port: int, name: str
-) -> int:
-    """Run a hospital's SuperNode until it ends or this process is stopped (Ctrl-C, SIGTERM),
-    which stops the SuperNode and every process it started; returns its exit code."""
-    command = supernode_command(cfg, link, data_path=data_path, port=port, name=name)
-    process = subprocess.Popen(command, env=flower_env(cfg), start_new_session=True)
-
-    def interrupt(_signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        stop_process_group(process)
-        return 0
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def stop_process_group(process: subprocess.Popen, timeout: float = 10.0) -> None:

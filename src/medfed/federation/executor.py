@@ -1,0 +1,134 @@
+"""A hospital's long-lived ClientApp executor, in place of Flower's SuperExec.
+
+Flower's SuperExec starts a fresh ``flwr-clientapp`` process for every message, which imports
+Flower and torch and rebuilds the model and the data before it trains (5-6 s here). ``medfed
+client`` runs the SuperNode with ``--isolation process`` and this executor next to it: one
+process that keeps torch, the model and the decoded images loaded, takes each task from the
+SuperNode's local Runtime API and runs medfed's own ClientApp in-process. It never installs or
+runs the code of the app the platform submits: a hospital runs the medfed it installed.
+
+``python -m medfed.federation.executor --runtime-port PORT``
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("medfed.executor")
+
+POLL_INTERVAL_S = 0.05
+MEDFED_APP = "medfed/medfed-app"  # publisher/name of the app `medfed run --deploy` submits
+
+
+def run_task(address: str, token: str, app: Callable) -> None:
+    """Pull one message through the Runtime API, answer it with ``app``, push the reply."""
+    from flwr.app import Error, Message
+    from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.interceptors import (
+        RuntimeTokenHttpInterceptor,
+        RuntimeVersionHttpInterceptor,
+    )
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime.run_clientapp import (
+        pull_task_input,
+        push_message,
+        push_task_output,
+    )
+
+    client = RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=True,
+        root_certificates=None,
+        interceptors=[
+            RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+            RuntimeTokenHttpInterceptor(token),
+        ],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    message = context = reply = None
+    status, details = SubStatus.FAILED, "the ClientApp failed"
+    try:
+        message, context, run, _fab = pull_task_input(client)
+        if run.fab_id != MEDFED_APP:
+            raise PermissionError(
+                f"the platform sent the app {run.fab_id!r}; this hospital runs only {MEDFED_APP}"
+            )
+        reply = app(message=message, context=context)
+        status, details = SubStatus.COMPLETED, ""
+    except Exception as exc:  # the hospital stays up; the platform records the failure
+        log.exception("task failed")
+        details = f"{type(exc).__name__}: {exc}"
+        if message is not None:
+            reply = Message(
+                Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=details),
+                reply_to=message,
+            )
+    finally:
+        try:
+            if reply is not None and context is not None:
+                push_message(client, reply, context)
+        finally:
+            push_task_output(client, context, status, details)
+            heartbeat.stop()
+            client.close()
+
+
+def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVAL_S) -> None:
+    """Take ClientApp tasks from the SuperNode at ``127.0.0.1:runtime_port`` until ``stop``."""
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    from medfed.federation.client_app import app
+
+    address = f"127.0.0.1:{runtime_port}"
+    tasks = RuntimeHttpClient.from_server_address(
+        server_address=address,
+        insecure=True,
+        root_certificates=None,
+        interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
+        retry_invoker=make_simple_http_retry_invoker(),
+    )
+    log.info("taking tasks from the SuperNode at %s", address)
+    try:
+        while not stop.is_set():
+            reply = tasks.AcquireTask(
+                AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+            )
+            if reply.HasField("task") and reply.token:
+                run_task(address, reply.token, app)
+            else:
+                stop.wait(poll_s)
+    finally:
+        tasks.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-port", type=int, required=True)
+    parser.add_argument("--poll", type=float, default=POLL_INTERVAL_S, help="seconds")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    started = time.perf_counter()
+    serve(args.runtime_port, stop, args.poll)
+    log.info("stopped after %.0f s", time.perf_counter() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
