@@ -39,7 +39,11 @@ def add_hospital(
         check_name(name), public_key, fingerprint(public_key), registered_by=registered_by
     )
     if superlink_listening(cfg):
-        sync_registrations(cfg, store)
+        try:
+            sync_registrations(cfg, store)
+        except FederationError:
+            store.remove_hospital(name)  # its key was never handed over: the name stays free
+            raise
     return store.get_hospital(name), private_key
 
 

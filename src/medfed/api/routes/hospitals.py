@@ -7,7 +7,6 @@ and remove is written to the audit log.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -137,11 +136,7 @@ def add_hospital(
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except ConfigError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
-    except FederationError as exc:
-        # The private key was never handed over: withdraw the registration, so the name can
-        # be added again once the SuperLink answers.
-        with contextlib.suppress(StoreError):
-            store.remove_hospital(body.name)
+    except FederationError as exc:  # the registration was withdrawn: the name stays free
         store.audit(user.name, "hospital.add", body.name, {"error": str(exc)})
         raise HTTPException(
             status.HTTP_502_BAD_GATEWAY, f"{exc}; the hospital was not added: try again"

@@ -167,7 +167,15 @@ def start_run(run_id: str, store: StoreDep, cfg: ConfigDep, user: AdminUser) -> 
         raise _conflict(f"run {run_id} is already being trained ({run.status})")
     resume = run.started_at is not None
     run_cfg = run_config(cfg, run.config, source=f"run {run_id} config")
-    runner.start_run(run_cfg, store, run_id=run_id, resume=resume)
+    if run.mode == "deployment":
+        from medfed.federation.superlink import submit_run
+
+        try:
+            submit_run(run_cfg, store, run_id, resume=resume)
+        except FederationError as exc:
+            raise _conflict(str(exc)) from None
+    else:
+        runner.start_run(run_cfg, store, run_id=run_id, resume=resume)
     store.audit(user.name, "run.start", run_id, {"resume": resume})
     return run_detail(store.get_run(run_id))
 
