@@ -54,6 +54,23 @@ def test_a_hospital_moves_less_in_the_last_round_under_cosine_decay(
     assert distance("cosine") < 0.3 * distance("none")
 
 
+def test_local_steps_bound_a_hospitals_round_and_zero_sends_the_model_back(
+    kaggle_dataset: Path, tmp_path: Path
+) -> None:
+    def local_round(steps: int | None) -> dict:
+        overrides = tiny_overrides(kaggle_dataset, tmp_path / f"s{steps}")
+        cfg = absolute_paths(load_config(None, {**overrides, "federated.local_steps": steps}))
+        hospital = open_hospital(cfg, {"partition-id": 0, "num-partitions": 1}, "run", ["0", "1"])
+        start = build_run_model(cfg, 2).state_dict()
+        update = train_locally(hospital, cfg, start, 2, server_round=1, run_id="run")
+        moved = any(not (update.state[k] == start[k]).all() for k in start)
+        return {"moved": moved, **update.metrics}
+
+    assert local_round(None)["moved"] and local_round(1)["moved"]
+    unchanged = local_round(0)
+    assert not unchanged["moved"] and unchanged["train_loss"] == -1.0
+
+
 def test_held_out_canaries_reach_no_hospital_and_planted_ones_carry_their_wrong_label(
     kaggle_dataset: Path, tmp_path: Path
 ) -> None:

@@ -138,6 +138,17 @@ def test_scheduler_steps_once_per_batch():
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**8)
 
 
+def test_max_steps_ends_training_within_an_epoch():
+    model = fresh_model()
+    optimizer = make_optimizer(model, TrainingConfig(learning_rate=0.1))
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    result = train(model, blob_loader(), 3, optimizer, scheduler=schedule, max_steps=6)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5**6)  # 4 + 2 steps
+    assert [e["num_examples"] for e in result.epochs] == [64, 32]
+    with pytest.raises(ValueError, match="max_steps"):
+        train(model, blob_loader(), 1, optimizer, max_steps=0)
+
+
 def test_sgd_and_adam_follow_the_config():
     model = fresh_model()
     sgd = make_optimizer(model, TrainingConfig(optimizer="sgd", momentum=0.5, weight_decay=0.1))

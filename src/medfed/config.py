@@ -128,6 +128,12 @@ class FederatedConfig(Section):
     ] = "FedAvg"
     rounds: int = Field(default=5, ge=1)
     local_epochs: int = Field(default=1, ge=1)
+    local_steps: int | None = Field(
+        default=None,
+        ge=0,
+        description="at most this many optimizer steps per hospital and round (default: "
+        "local_epochs whole epochs); 0 sends the global model back unchanged",
+    )
     lr_decay: Literal["none", "cosine"] = Field(
         default="none",
         description="cosine: the hospitals' learning rate falls over the rounds, from "

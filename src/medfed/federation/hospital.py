@@ -152,11 +152,11 @@ def train_locally(
     global_params = [p.detach().clone() for p in model.parameters()]
     optimizer = make_optimizer(model, cfg.training, lr=round_learning_rate(cfg, server_round))
     start = time.perf_counter()
-    metrics = {"epsilon": -1.0, "budget-exhausted": 0}
+    metrics = {"epsilon": -1.0, "budget-exhausted": 0, "train_loss": -1.0, "train_accuracy": -1.0}
     if cfg.privacy.mode == "sample":
         dp_metrics = train_with_dp(hospital, cfg, model, optimizer, run_id, seed)
         metrics.update(dp_metrics)
-    else:
+    elif cfg.federated.local_steps != 0:
         result = train(
             model,
             loader,
@@ -164,6 +164,7 @@ def train_locally(
             optimizer,
             proximal_mu=mu,
             global_params=global_params,
+            max_steps=cfg.federated.local_steps,
         )
         metrics.update(train_loss=float(result.loss), train_accuracy=float(result.accuracy))
     keep_local_bn(model, hospital, cfg)

@@ -93,8 +93,11 @@ def train(
     progress: bool = False,
     description: str = "train",
     on_epoch: EpochCallback | None = None,
+    max_steps: int | None = None,
 ) -> TrainResult:
     """Minimise cross-entropy (+ ``proximal_mu``/2 * ||w - w_global||^2 when mu > 0).
+
+    ``max_steps`` (at least 1) ends training after that many optimizer steps, within an epoch.
 
     ``global_params`` follow ``model.parameters()`` order; by default they are a detached copy
     of the weights at the start. ``scheduler`` (if any) steps after every optimizer step.
@@ -104,6 +107,9 @@ def train(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if max_steps is not None and max_steps < 1:
+        raise ValueError(f"max_steps must be at least 1, got {max_steps}")
+    steps_left = [max_steps]
     params = list(model.parameters())
     anchors: list[torch.Tensor] = []
     if proximal_mu > 0 and global_params is None:
@@ -118,13 +124,24 @@ def train(
         for epoch in range(1, epochs + 1):
             task = bar.add_task(f"{description} epoch {epoch}/{epochs}", total=len(loader))
             figures = _train_epoch(
-                model, loader, optimizer, scheduler, proximal_mu, params, anchors, bar, task
+                model,
+                loader,
+                optimizer,
+                scheduler,
+                proximal_mu,
+                params,
+                anchors,
+                bar,
+                task,
+                steps_left,
             )
             figures["epoch"] = epoch
             history.append(figures)
             bar.remove_task(task)
             if on_epoch is not None:
                 on_epoch(epoch, figures)
+            if steps_left[0] == 0:
+                break
     last = history[-1]
     return TrainResult(
         loss=last["loss"],
@@ -145,8 +162,10 @@ def _train_epoch(
     anchors: list[torch.Tensor],
     bar: Progress,
     task: Any,
+    steps_left: list[int | None],
 ) -> dict[str, Any]:
-    """One pass over ``loader``; sums stay tensors so no step waits on a host sync."""
+    """One pass over ``loader`` (shorter when ``steps_left[0]`` runs out: it counts down);
+    sums stay tensors so no step waits on a host sync."""
     model.train()
     start = time.perf_counter()
     loss_sum = torch.zeros(())
@@ -171,6 +190,10 @@ def _train_epoch(
         correct += (logits.detach().argmax(dim=1) == y).sum()
         seen += len(y)
         bar.advance(task)
+        if steps_left[0] is not None:
+            steps_left[0] -= 1
+            if steps_left[0] == 0:
+                break
     if seen == 0:
         raise DataError("no training examples in this loader: check the dataset and partition")
     seconds = time.perf_counter() - start
