@@ -66,37 +66,42 @@ def exchange(
     messages: Iterable[Message],
     timeout: float,
     should_stop: Callable[[], None] = lambda: None,
-) -> tuple[list[Message], set[int]]:
-    """Send ``messages``; return the replies and the node ids that did not reply in time.
+) -> tuple[list[tuple[int, Message]], set[int]]:
+    """Send ``messages``; return the replies, each with the node id its message was sent to,
+    and the node ids that did not reply in time.
 
-    ``should_stop`` is called between polls (it raises to abandon the phase).
+    A reply is paired with the node it answers for, not its sender: when a hospital's node
+    stops sending heartbeats, the SuperLink itself answers for it (``Node Unavailable``, sent
+    from the SuperLink's own node id). ``should_stop`` is called between polls (it raises to
+    abandon the phase).
     """
     messages = list(messages)
     pushed = set(grid.push_messages(messages))
     pending = {m.metadata.message_id: m.metadata.dst_node_id for m in messages}
     unsent = {pending.pop(msg_id) for msg_id in set(pending) - pushed}
-    replies: list[Message] = []
+    replies: list[tuple[int, Message]] = []
     deadline = time.monotonic() + timeout
     while pending and time.monotonic() < deadline:
         time.sleep(POLL_INTERVAL_S)
         for reply in grid.pull_messages(list(pending)):
-            if pending.pop(reply.metadata.reply_to_message_id, None) is not None:
-                replies.append(reply)
+            node = pending.pop(reply.metadata.reply_to_message_id, None)
+            if node is not None:
+                replies.append((node, reply))
         should_stop()
     return replies, unsent | set(pending.values())
 
 
 def sort_replies(
-    replies: list[Message],
+    replies: list[tuple[int, Message]],
     silent: set[int],
     names: HospitalNames,
     check: Callable[[RecordDict], RecordDict],
     timeout: float,
 ) -> PhaseResult:
-    """Checked replies and failures (errors, refused replies, silent hospitals)."""
+    """Checked replies and failures (errors, refused replies, silent hospitals); ``replies``
+    pairs each reply with the node its message was sent to."""
     result = PhaseResult()
-    for reply in replies:
-        node = reply.metadata.src_node_id
+    for node, reply in replies:
         if reply.has_error():
             claimed, reason = read_error(reply.error)
             result.failures.append(HospitalFailure(node, names(node, claimed), reason))
