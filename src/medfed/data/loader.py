@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
+from medfed.errors import DataError
+
 Transform = Callable[[torch.Tensor], torch.Tensor]
+COPY_LIMIT_BYTES = 64 * 2**20  # a larger subset of a cached (memory-mapped) set is streamed
 
 
 class ArrayLoader:
@@ -15,6 +19,8 @@ class ArrayLoader:
 
     The subset's rows are copied once into one contiguous tensor; each batch is a slice of it
     (or one gather when shuffling), passed whole to ``transform`` (default: ``x / 255``).
+    A subset of a memory-mapped cache file larger than COPY_LIMIT_BYTES is not copied: each
+    batch's rows are read from the file instead, so memory stays flat in the number of images.
     With ``shuffle`` every epoch draws a new permutation from a generator seeded with ``seed``.
     """
 
@@ -34,7 +40,14 @@ class ArrayLoader:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         rows = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
-        self.images = torch.from_numpy(np.ascontiguousarray(images[rows]))
+        self.rows: np.ndarray | None = None
+        self.file: RowFile | None = None
+        row_bytes = images[0].nbytes if len(images) else 0
+        if len(rows) * row_bytes > COPY_LIMIT_BYTES and RowFile.fits(images):
+            self.file, self.rows = RowFile(images), rows
+            self.images = torch.empty((0, *images.shape[1:]), dtype=torch.uint8)
+        else:
+            self.images = torch.from_numpy(np.ascontiguousarray(images[rows]))
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)[rows])
         self.batch_size = batch_size
         self.shuffle = shuffle
@@ -58,11 +71,74 @@ class ArrayLoader:
             start = batch * self.batch_size
             stop = min(start + self.batch_size, self.num_examples)
             if order is None:
-                x, y = self.images[start:stop], self.labels[start:stop]
+                x, y = self._images(slice(start, stop)), self.labels[start:stop]
             else:
                 rows = order[start:stop]
-                x, y = self.images[rows], self.labels[rows]
+                x, y = self._images(rows), self.labels[rows]
             yield self.transform(x), y
+
+    def _images(self, which: slice | torch.Tensor) -> torch.Tensor:
+        if self.file is None or self.rows is None:
+            return self.images[which]
+        rows = self.rows[which] if isinstance(which, slice) else self.rows[which.numpy()]
+        return torch.from_numpy(self.file.read(rows))
+
+
+class RowFile:
+    """Rows of a whole ``.npy`` file opened with ``np.load(mmap_mode="r")``, read with
+    ``preadv`` into a fresh array: the file's pages stay in the page cache, not in this
+    process's memory."""
+
+    def __init__(self, images: np.memmap) -> None:
+        self.path = str(images.filename)
+        self.offset = int(images.offset)
+        self.shape = images.shape[1:]
+        self.row_bytes = int(images[0].nbytes) if len(images) else 0
+        self._fd: int | None = None
+        self._pid = 0
+
+    @staticmethod
+    def fits(images: np.ndarray) -> bool:
+        """True for a C-ordered uint8 memmap spanning its whole file (not a view of one)."""
+        if not isinstance(images, np.memmap) or images.filename is None:
+            return False
+        if images.dtype != np.uint8 or not images.flags.c_contiguous or not hasattr(os, "preadv"):
+            return False
+        try:
+            return int(images.offset) + images.nbytes == os.path.getsize(images.filename)
+        except OSError:
+            return False
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """The given rows, in the given order; consecutive rows are read in one call."""
+        out = np.empty((len(rows), *self.shape), dtype=np.uint8)
+        if not len(rows):
+            return out
+        order = np.argsort(rows, kind="stable")
+        ordered = rows[order]
+        buffer = out if np.array_equal(order, np.arange(len(rows))) else np.empty_like(out)
+        breaks = np.flatnonzero(np.diff(ordered) != 1) + 1
+        for first, last in zip(
+            np.concatenate(([0], breaks)), np.concatenate((breaks, [len(rows)])), strict=True
+        ):
+            view = memoryview(buffer[first:last]).cast("B")
+            got = os.preadv(
+                self._handle(), [view], self.offset + int(ordered[first]) * self.row_bytes
+            )
+            if got != len(view):
+                raise DataError(f"{self.path}: the image cache is shorter than expected; delete it")
+        if buffer is not out:
+            out[order] = buffer
+        return out
+
+    def _handle(self) -> int:
+        if self._fd is None or self._pid != os.getpid():  # a forked worker opens its own
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def __del__(self) -> None:
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
 
 
 def _to_unit_range(x: torch.Tensor) -> torch.Tensor:
