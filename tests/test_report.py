@@ -221,7 +221,10 @@ def test_html_report_is_self_contained(store, seeded, tmp_path):
     )
 
     images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', html)
-    assert len(images) == 7  # data, curves, hospitals, confusion, roc, traffic, epsilon
+    explained = html.count('<figure>\n        <div class="pair-img">')
+    assert explained > 0
+    # data, curves, hospitals, confusion, roc, reliability, traffic, epsilon; 2 per heat map
+    assert len(images) == 8 + 2 * explained
     for image in images:
         assert base64.b64decode(image).startswith(PNG_MAGIC)
     references = re.findall(r'(?:src|href)\s*=\s*["\']([^"\']*)', html)
@@ -237,7 +240,7 @@ def test_pdf_report_has_a_summary_page_and_chart_pages(store, seeded, tmp_path):
 
     assert path.suffix == ".pdf"
     assert data.startswith(b"%PDF")
-    assert len(re.findall(rb"/Type\s*/Page\b", data)) == 4
+    assert len(re.findall(rb"/Type\s*/Page\b", data)) == 5
 
 
 def test_roc_is_scored_with_the_decrypted_checkpoint_on_the_test_set(store, seeded, tmp_path):

@@ -117,6 +117,13 @@ class FederatedRun:
                 break
             if metrics.get("accuracy", -1) > best.get("accuracy", -1):
                 best = {"round": server_round, **metrics}
+        try:  # calibration, operating points and heat maps of the final model, stored once
+            from medfed.reports.clinical import record_final_evaluation
+
+            artifacts, model = self.recorder.artifacts, self.model
+            record_final_evaluation(self.store, artifacts, self.run_id, cfg, model, self.test_set)
+        except Exception:  # explaining the model never fails the run
+            log.exception("run %s: the final model could not be explained", self.run_id)
         self.recorder.finished(best.get("round"))
 
     def _evaluation_data(self) -> tuple[ImageSet | None, list[str]]:

@@ -10,6 +10,7 @@ from sklearn.metrics import (
     confusion_matrix,
     precision_recall_fscore_support,
     roc_auc_score,
+    roc_curve,
 )
 
 
@@ -67,3 +68,82 @@ def _auc(y_true: np.ndarray, y_prob: np.ndarray, num_classes: int) -> float | No
         return float(roc_auc_score(y_true, y_prob[:, 1]))
     per_class = [roc_auc_score(y_true == k, y_prob[:, k]) for k in present]
     return float(np.mean(per_class))
+
+
+SCREENING_POINTS = (
+    ("specificity", 0.90),
+    ("specificity", 0.95),
+    ("sensitivity", 0.95),
+)
+
+
+def calibration(y_true: np.ndarray, y_prob: np.ndarray, bins: int = 10) -> dict[str, Any]:
+    """Expected calibration error and the reliability diagram's bins (equal width on 0..1).
+
+    Binary tasks bin the positive class's probability against the share of positives in each
+    bin; with more classes the top class's probability is binned against the share predicted
+    right. ``ece`` is the count-weighted mean gap between the two over the bins.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    _check_shapes(y_true, y_prob, y_prob.shape[1] if y_prob.ndim == 2 else 0)
+    if y_prob.shape[1] == 2:
+        scores, hits, kind = y_prob[:, 1], (y_true == 1).astype(float), "positive class"
+    else:
+        scores = y_prob.max(axis=1)
+        hits, kind = (y_prob.argmax(axis=1) == y_true).astype(float), "top class"
+    which = np.clip((scores * bins).astype(int), 0, bins - 1)
+    table, gap = [], 0.0
+    for index in range(bins):
+        chosen = which == index
+        count = int(chosen.sum())
+        mean_score = float(scores[chosen].mean()) if count else None
+        observed = float(hits[chosen].mean()) if count else None
+        if count:
+            gap += count * abs(observed - mean_score)
+        table.append(
+            {
+                "lower": index / bins,
+                "upper": (index + 1) / bins,
+                "count": count,
+                "confidence": mean_score,
+                "observed": observed,
+            }
+        )
+    return {"ece": gap / len(y_true), "kind": kind, "bins": table}
+
+
+def operating_points(y_true: np.ndarray, y_prob: np.ndarray) -> list[dict[str, Any]]:
+    """Screening operating points of a binary classifier, from its ROC curve: sensitivity at
+    90% and 95% specificity and specificity at 95% sensitivity, each with the threshold on the
+    positive class's probability that gives it (positive when probability >= threshold).
+
+    Empty for more than two classes or a test set with one class.
+    """
+    y_true = np.asarray(y_true, dtype=np.int64)
+    y_prob = np.asarray(y_prob, dtype=np.float64)
+    if y_prob.ndim != 2 or y_prob.shape[1] != 2 or len(np.unique(y_true)) < 2:
+        return []
+    fpr, tpr, thresholds = roc_curve(y_true, y_prob[:, 1])
+    specificity = 1.0 - fpr
+    points = []
+    for target, level in SCREENING_POINTS:
+        if target == "specificity":
+            allowed = np.flatnonzero(specificity >= level - 1e-12)
+            best = allowed[np.argmax(tpr[allowed])]
+            name = f"sensitivity at {level:.0%} specificity"
+        else:
+            allowed = np.flatnonzero(tpr >= level - 1e-12)
+            best = allowed[np.argmax(specificity[allowed])]
+            name = f"specificity at {level:.0%} sensitivity"
+        points.append(
+            {
+                "name": name,
+                "target": target,
+                "level": level,
+                "sensitivity": float(tpr[best]),
+                "specificity": float(specificity[best]),
+                "threshold": float(min(thresholds[best], 1.0)),
+            }
+        )
+    return points

@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 
 from medfed import __version__
+from medfed.reports import clinical_tables, tables
 from medfed.reports import formatting as fmt
 from medfed.reports import settings as summary
-from medfed.reports import tables
+from medfed.reports.clinical import FinalEvaluation
 from medfed.reports.roc import RocData
-from medfed.reports.tables import Table, metric, natural_key
+from medfed.reports.sites import SiteTable, site_table
+from medfed.reports.tables import EMPTY_TABLE, Table, metric, natural_key
 from medfed.store.records import CheckpointRecord, ClientResultRecord, RoundRecord, RunRecord
 
 CURVE_METRICS = ("accuracy", "f1", "auc", "loss")
@@ -72,6 +74,11 @@ class ReportContent:
     roc_note: str
     checkpoint_note: str
     checkpoint_round: int | None
+    evaluation: FinalEvaluation | None = None
+    operating_table: Table = EMPTY_TABLE
+    ece: str = fmt.MISSING
+    sites: SiteTable | None = None
+    sites_table: Table = EMPTY_TABLE
 
 
 def gather_content(
@@ -81,6 +88,8 @@ def gather_content(
     checkpoint: CheckpointRecord | None,
     roc: RocData | None,
     roc_note: str,
+    *,
+    evaluation: FinalEvaluation | None = None,
 ) -> ReportContent:
     """Turn the store's records of one run into the report's content."""
     config = run.config or {}
@@ -93,6 +102,8 @@ def gather_content(
     numbers = [r.round for r in rounds]
     last_round = max((c.round for c in clients), default=numbers[-1] if numbers else None)
     phase = "evaluate" if any(c.phase == "evaluate" for c in clients) else "train"
+    bn = str(config.get("federated", {}).get("bn", "average"))
+    sites = site_table(clients, class_names, bn)
     return ReportContent(
         title="Federated evaluation report",
         run_id=str(run.id),
@@ -139,6 +150,11 @@ def gather_content(
         roc_note=roc_note,
         checkpoint_note=_checkpoint_note(checkpoint),
         checkpoint_round=checkpoint.round if checkpoint is not None else None,
+        evaluation=evaluation,
+        operating_table=clinical_tables.operating_table(evaluation, confusion),
+        ece=fmt.decimal(evaluation.calibration.get("ece")) if evaluation else fmt.MISSING,
+        sites=sites,
+        sites_table=clinical_tables.sites_table(sites),
     )
 
 

@@ -6,7 +6,7 @@ from functools import partial
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 
-from medfed.reports import charts
+from medfed.reports import charts, clinical_charts
 from medfed.reports.content import ReportContent
 
 CHART_WIDTH = 9.4
@@ -47,6 +47,10 @@ def chart_images(content: ReportContent) -> dict[str, str]:
         images["confusion"] = png(partial(charts.plot_confusion, content=content), (4.6, 4.2))
     if content.roc is not None:
         images["roc"] = png(partial(charts.plot_roc, roc=content.roc), (4.6, 4.2))
+    if content.evaluation is not None and content.evaluation.calibration.get("bins"):
+        images["reliability"] = png(
+            partial(clinical_charts.plot_reliability, evaluation=content.evaluation), (4.6, 4.0)
+        )
     if content.epsilons:
         images["epsilon"] = png(
             partial(charts.plot_epsilon, content=content, budget=content.epsilon_budget),

@@ -7,10 +7,15 @@ from typing import Literal
 
 from medfed.config import MedfedConfig, config_from_dict
 from medfed.errors import ConfigError, MedfedError, StoreError
+from medfed.reports.clinical import (
+    FinalEvaluation,
+    evaluation_from_predictions,
+    load_final_evaluation,
+)
 from medfed.reports.content import ReportContent, gather_content
 from medfed.reports.html import render_html
 from medfed.reports.pdf import write_pdf
-from medfed.reports.roc import RocData, roc_of_checkpoint
+from medfed.reports.roc import RocData, score_checkpoint
 from medfed.store import ArtifactStore, CheckpointRecord, RunRecord, RunStore
 from medfed.store.artifacts import home_of_checkpoint
 
@@ -45,15 +50,27 @@ def report_content(
     *,
     roc: RocData | None = None,
     platform: MedfedConfig | None = None,
+    evaluation: FinalEvaluation | None = None,
 ) -> ReportContent:
-    """Read everything the report shows about ``run_id`` (a StoreError when it is unknown)."""
+    """Read everything the report shows about ``run_id`` (a StoreError when it is unknown).
+
+    Calibration, operating points and heat maps come from the evaluation stored with the run
+    after its last round, else are computed here from its latest checkpoint.
+    """
     run = store.get_run(run_id)
     checkpoint = store.latest_checkpoint(run.id)
     roc_note = ""
     if roc is None:
-        roc, roc_note = _roc_of_run(run, checkpoint, platform)
+        roc, computed, roc_note = _scores_of_run(run, checkpoint, platform)
+        evaluation = evaluation or computed
     return gather_content(
-        run, store.rounds(run.id), store.client_results(run.id), checkpoint, roc, roc_note
+        run,
+        store.rounds(run.id),
+        store.client_results(run.id),
+        checkpoint,
+        roc,
+        roc_note,
+        evaluation=evaluation,
     )
 
 
@@ -75,23 +92,32 @@ def write_report(content: ReportContent, out_dir: Path, fmt: Literal["html", "pd
     return path
 
 
-def _roc_of_run(
+def _scores_of_run(
     run: RunRecord, checkpoint: CheckpointRecord | None, platform: MedfedConfig | None
-) -> tuple[RocData | None, str]:
-    """The ROC of the run's latest checkpoint, or None and the reason it is not available."""
+) -> tuple[RocData | None, FinalEvaluation | None, str]:
+    """The ROC and final evaluation of the run's latest checkpoint, or None and the reason
+    they are not available."""
     if checkpoint is None:
-        return None, "No model checkpoint is stored for this run, so the model cannot be scored."
+        return (
+            None,
+            None,
+            "No model checkpoint is stored for this run, so the model cannot be scored.",
+        )
     if platform is None:
         home = home_of_checkpoint(checkpoint.path)
         if home is None:
-            return None, (
-                "The platform's configuration (home and model key) was not given, so the "
-                "checkpoint cannot be decrypted and scored."
+            return (
+                None,
+                None,
+                (
+                    "The platform's configuration (home and model key) was not given, so the "
+                    "checkpoint cannot be decrypted and scored."
+                ),
             )
         platform = config_from_dict({"home": str(home)})
     try:
         artifacts = ArtifactStore.for_config(platform, create_key=False)
-        roc = roc_of_checkpoint(
+        scored = score_checkpoint(
             run.config,
             Path(checkpoint.path),
             artifacts,
@@ -99,6 +125,17 @@ def _roc_of_run(
             run_id=run.id,
             round=checkpoint.round,
         )
-        return roc, ""
+        stored = load_final_evaluation(artifacts, run.id)
+        if stored is None or stored.round != checkpoint.round:
+            stored = evaluation_from_predictions(
+                scored.model,
+                scored.test_set,
+                scored.transform,
+                scored.class_names,
+                checkpoint.round,
+                scored.y_true,
+                scored.y_prob,
+            )
     except MedfedError as exc:
-        return None, f"The round-{checkpoint.round} checkpoint could not be scored: {exc}"
+        return None, None, f"The round-{checkpoint.round} checkpoint could not be scored: {exc}"
+    return scored.roc, stored, ""

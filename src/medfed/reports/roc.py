@@ -12,9 +12,9 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from sklearn.preprocessing import label_binarize
 
 from medfed.config import config_from_dict, run_definition
-from medfed.data.datasets import load_image_set, resolve_test_path
+from medfed.data.datasets import ImageSet, load_image_set, resolve_test_path
 from medfed.data.loader import ArrayLoader
-from medfed.data.transforms import eval_transform
+from medfed.data.transforms import BatchTransform, eval_transform
 from medfed.errors import DataError, ModelError, StoreError
 from medfed.learning.trainer import BatchLoader, predict_proba
 from medfed.models import build_model
@@ -75,6 +75,22 @@ def compute_roc(
     return roc_from_predictions(y_true, probs, class_names)
 
 
+@dataclass
+class ScoredModel:
+    """A stored model rebuilt and run over the held-out test set."""
+
+    model: torch.nn.Module
+    test_set: ImageSet
+    transform: BatchTransform
+    class_names: list[str]
+    y_true: np.ndarray
+    y_prob: np.ndarray
+
+    @property
+    def roc(self) -> RocData:
+        return roc_from_predictions(self.y_true, self.y_prob, self.class_names)
+
+
 def roc_of_checkpoint(
     config: dict[str, Any],
     checkpoint_path: Path,
@@ -84,10 +100,26 @@ def roc_of_checkpoint(
     run_id: str | None = None,
     round: int | None = None,
 ) -> RocData:
-    """ROC of a stored (encrypted) model on the held-out test set named by the run's config;
-    the checkpoint must belong to ``run_id`` and ``round`` when they are given. Decoded test
-    images are cached in the run's ``data.cache_dir``, else ``cache_dir``, else next to the
-    artifacts."""
+    """ROC of a stored (encrypted) model on the held-out test set named by the run's config
+    (see :func:`score_checkpoint`)."""
+    return score_checkpoint(
+        config, checkpoint_path, artifacts, cache_dir=cache_dir, run_id=run_id, round=round
+    ).roc
+
+
+def score_checkpoint(
+    config: dict[str, Any],
+    checkpoint_path: Path,
+    artifacts: ArtifactStore,
+    *,
+    cache_dir: Path | None = None,
+    run_id: str | None = None,
+    round: int | None = None,
+) -> ScoredModel:
+    """A stored (encrypted) model's class probabilities on the held-out test set named by the
+    run's config; the checkpoint must belong to ``run_id`` and ``round`` when they are given.
+    Decoded test images are cached in the run's ``data.cache_dir``, else ``cache_dir``, else
+    next to the artifacts."""
     cfg = config_from_dict(run_definition(config), "the run's stored config")
     test_path = resolve_test_path(cfg.data)
     if test_path is None:
@@ -113,7 +145,7 @@ def roc_of_checkpoint(
             f"checkpoint {path} does not fit model {cfg.model.name} with "
             f"{len(class_names)} classes: {first_line}"
         ) from None
-    loader = ArrayLoader(
-        test_set.images, test_set.labels, batch_size=128, transform=eval_transform(cfg.data)
-    )
-    return compute_roc(model, loader, class_names)
+    transform = eval_transform(cfg.data)
+    loader = ArrayLoader(test_set.images, test_set.labels, batch_size=128, transform=transform)
+    y_true, y_prob = predict_proba(model, loader)
+    return ScoredModel(model, test_set, transform, class_names, y_true, y_prob)

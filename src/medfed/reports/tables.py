@@ -20,10 +20,14 @@ class Table:
     rows: list[list[str]]
     numeric: list[bool]
     failed_rows: frozenset[int] = frozenset()
+    highlighted_rows: frozenset[int] = frozenset()  # e.g. the worst hospital
 
     @property
     def empty(self) -> bool:
         return not self.rows
+
+
+EMPTY_TABLE = Table([], [], [])
 
 
 def natural_key(name: str) -> list[str | int]:
