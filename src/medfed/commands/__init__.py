@@ -6,7 +6,17 @@ import importlib
 
 import typer
 
-MODULES = ("data", "train", "federated", "runs", "platform", "hospitals", "report", "privacy")
+MODULES = (
+    "data",
+    "train",
+    "federated",
+    "runs",
+    "platform",
+    "hospitals",
+    "report",
+    "privacy",
+    "predict",
+)
 
 
 def register_all(app: typer.Typer) -> None:
