@@ -177,3 +177,66 @@ class AuditPage(BaseModel):
     total: int
     page: int
     page_size: int
+
+
+class OperatingPointOut(BaseModel):
+    name: str = Field(description="e.g. sensitivity at 95% specificity")
+    target: str
+    level: float
+    sensitivity: float
+    specificity: float
+    threshold: float = Field(description="positive when p(positive class) >= threshold")
+
+
+class ExplanationOut(BaseModel):
+    id: str
+    kind: str = Field(
+        description="true/false positive/negative (two classes), else correct or misclassified"
+    )
+    true_class: str
+    predicted_class: str
+    probability: float = Field(
+        description="of the positive class (two classes), else of the predicted class"
+    )
+    image: str = Field(description="the test image as the model saw it, base64 PNG")
+    heatmap: str = Field(description="Grad-CAM heat map over the image, base64 PNG")
+
+
+class FinalEvaluationOut(BaseModel):
+    available: bool = Field(
+        description="false until the run's last round has been scored, or "
+        "when it has no held-out test set"
+    )
+    note: str = ""
+    round: int | None = None
+    num_samples: int = 0
+    class_names: list[str] = []
+    positive_class: str | None = None
+    calibration: dict[str, Any] | None = Field(
+        default=None, description="ece and the reliability diagram's bins"
+    )
+    operating_points: list[OperatingPointOut] = []
+    explanations: list[ExplanationOut] = []
+
+
+class SiteOut(BaseModel):
+    hospital: str
+    status: str
+    num_examples: int
+    accuracy: float | None
+    auc: float | None
+    confusion_matrix: list[list[int]] | None
+    held_out_counts: list[int]
+    train_counts: list[int]
+    error: str | None
+    worst: bool
+
+
+class SitesOut(BaseModel):
+    round: int | None = Field(description="the round whose model the hospitals evaluated last")
+    class_names: list[str]
+    sites: list[SiteOut]
+    worst: str | None = Field(description="the hospital with the lowest accuracy")
+    bn: str = Field(
+        description="federated.bn: local means each hospital used its own BatchNorm statistics"
+    )

@@ -53,6 +53,13 @@ def site_table(
     if not evaluated:
         return SiteTable(None, list(class_names), bn=bn)
     last = max(c.round for c in evaluated)
+    if not class_names:  # the run did not name them: as many as the confusion matrices have
+        sizes = [
+            len(m)
+            for c in evaluated
+            if isinstance(m := (c.metrics or {}).get("confusion_matrix"), list)
+        ]
+        class_names = [str(k) for k in range(max(sizes, default=0))]
     chosen = {c.hospital: c for c in evaluated if c.round == last}
     sites = [
         _site(chosen[name], clients, len(class_names)) for name in sorted(chosen, key=_natural)

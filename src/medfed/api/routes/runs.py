@@ -18,11 +18,13 @@ from medfed.api.runconfig import redact_config, validate_run_config
 from medfed.api.schemas import (
     CheckpointOut,
     ClientResultOut,
+    FinalEvaluationOut,
     RoundOut,
     RunCreate,
     RunDetail,
     RunPage,
     RunSummary,
+    SitesOut,
 )
 from medfed.api.sse import run_events
 from medfed.config import run_config
@@ -278,6 +280,7 @@ def model(
         plain = artifacts.export_plain(
             checkpoint.path, folder / "model.pt", run_id=run_id, round=checkpoint.round
         )
+        _with_run_classes(plain, run)
     except StoreError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -319,3 +322,51 @@ def report(
         media_type=REPORT_MEDIA_TYPES[format_],
         filename=_download_name(run, f"-report.{format_}"),
     )
+
+
+@router.get("/{run_id}/explanations", response_model=FinalEvaluationOut)
+def explanations(
+    run_id: str, store: StoreDep, cfg: ConfigDep, _user: CurrentUser
+) -> FinalEvaluationOut:
+    """The final model on the held-out test set, computed once after the run's last round:
+    calibration (ECE, reliability bins), screening operating points with their thresholds,
+    and Grad-CAM heat maps of its most confident true and false positives and negatives."""
+    from medfed.reports.clinical import ARTIFACT, load_final_evaluation
+
+    run = load_run(store, run_id)
+    if not (Path(cfg.home) / "artifacts" / run.id / ARTIFACT).is_file():
+        if run.status in ("finished", "failed", "stopped"):
+            note = "not computed: the run has no held-out test set, or ended before its last round"
+        else:
+            note = "computed once the run's last round has finished"
+        return FinalEvaluationOut(available=False, note=note)
+    evaluation = load_final_evaluation(ArtifactStore.for_config(cfg, create_key=False), run.id)
+    if evaluation is None:
+        return FinalEvaluationOut(available=False, note="not computed")
+    return FinalEvaluationOut(available=True, **evaluation.to_dict())
+
+
+@router.get("/{run_id}/sites", response_model=SitesOut)
+def sites(run_id: str, store: StoreDep, _user: CurrentUser) -> SitesOut:
+    """Each hospital's evaluation of the latest global model it evaluated (after the run: the
+    final one) on its own held-out split, with its class balance; the worst one named."""
+    from medfed.reports.sites import site_table
+
+    run = load_run(store, run_id)
+    config = run.config or {}
+    names = list((config.get("data") or {}).get("class_names") or [])
+    bn = str((config.get("federated") or {}).get("bn", "average"))
+    return SitesOut(**site_table(store.client_results(run.id), names, bn).to_dict())
+
+
+def _with_run_classes(path: Path, run: RunRecord) -> None:
+    """Write the run's class names into a downloaded model file that lacks them."""
+    import torch
+
+    from medfed.models.bundle import with_class_names
+
+    names = list((run.config.get("data") or {}).get("class_names") or [])
+    content = torch.load(path, map_location="cpu", weights_only=True)
+    filled = with_class_names(content, names)
+    if filled is not content:
+        torch.save(filled, path)
