@@ -23,6 +23,7 @@ from medfed.config import config_from_dict
 from medfed.errors import FederationError
 from medfed.federation import wire
 from medfed.federation.codec import MAGIC, CodecSpec, encode_update, max_payload_size
+from medfed.federation.phases import PhaseResult, split_evaluations
 from medfed.federation.replies import (
     EVALUATE_METRICS,
     TRAIN_METRICS,
@@ -457,6 +458,34 @@ def test_a_malicious_evaluation_reply_is_refused(attack: str) -> None:
     assert isinstance(error, ReplyRejected), repr(error)
     assert re.search(reason, str(error)), str(error)
     assert peak < BUDGET
+
+
+def folded(evaluation: RecordDict | None = None, **metrics) -> RecordDict:
+    """A training reply that also carries the evaluation of the model it received."""
+    content = train_reply(**metrics)
+    evaluation = evaluation if evaluation is not None else evaluate_reply()
+    content[wire.EVALUATION_KEY] = evaluation["metrics"]
+    content[wire.BN_STATS_KEY] = evaluation[wire.BN_STATS_KEY]
+    return content
+
+
+def test_a_training_reply_carries_the_checked_evaluation_of_the_received_model(
+    monkeypatch,
+) -> None:
+    clean = check_train_reply(folded(), GLOBAL, LIMITS, with_evaluation=True)
+    assert set(clean[wire.EVALUATION_KEY]) == set(EVALUATE_METRICS) | {wire.BN_EXAMPLES_KEY}
+    assert set(clean[wire.BN_STATS_KEY].keys()) == {"bn.mean", "bn.sqmean"}
+    result = PhaseResult(replies=replies_of([clean], "train", monkeypatch))
+    result.hospitals[result.replies[0].metadata.src_node_id] = "north"
+    evaluation = split_evaluations(result)
+    assert [name for name, _ in evaluation.replies] == ["north"]
+    assert set(clean.keys()) == {wire.ARRAYS_KEY, "metrics", "info"}  # what a strategy sees
+    assert check_train_reply(folded(), GLOBAL, LIMITS)[wire.ARRAYS_KEY]  # not asked: ignored
+    with pytest.raises(ReplyRejected, match="'evaluation' missing"):
+        check_train_reply(train_reply(), GLOBAL, LIMITS, with_evaluation=True)
+    with pytest.raises(ReplyRejected, match="accuracy"):
+        bad = folded(evaluate_reply(accuracy=1.5))
+        check_train_reply(bad, GLOBAL, LIMITS, with_evaluation=True)
 
 
 def test_evaluation_goes_on_with_the_honest_hospitals(monkeypatch) -> None:

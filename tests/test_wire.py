@@ -249,9 +249,11 @@ def test_the_broadcast_model_is_checked_at_the_hospital(precision: str) -> None:
     averaged = ArrayRecord({**state, "bn.num_batches_tracked": torch.tensor(12.5).double()})
     doubles = ArrayRecord({k: v.double() for k, v in state.items()})  # FedAdam sends float64
     for record in (GLOBAL, averaged, doubles):
-        sent, _ = wire.pack_global(record, precision)
+        sent, nbytes = wire.pack_global(record, precision)
+        assert wire.is_payload(sent) and nbytes == wire.payload_nbytes(sent)  # one array
         received = wire.unpack_global(sent, wire.state_layout(state))
         assert list(received) == list(state)
+        assert received["fc.weight"].dtype == torch.float32  # float64 weights sent as float32
         assert [tuple(t.shape) for t in received.values()] == [
             tuple(t.shape) for t in state.values()
         ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import torch
 from flwr.app import (
@@ -21,7 +22,7 @@ from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
 from medfed.federation.codec import CodecSpec
 from medfed.federation.hospital import (
-    bn_statistics,
+    Hospital,
     build_run_model,
     evaluate_locally,
     hash_name,
@@ -35,9 +36,21 @@ from medfed.federation.strategies import DP_WEIGHT_KEY
 from medfed.privacy.clipping import CLIPPING_NORM_KEY, NORM_BIT_KEY
 
 
-def _round_inputs(
-    msg: Message, context: Context, fixed: RunSettings | None
-) -> tuple[RunSettings, MedfedConfig, list[str], int, dict[str, torch.Tensor], int]:
+@dataclass
+class RoundInputs:
+    """What a message gives a hospital: its run, the round and the received global model."""
+
+    settings: RunSettings
+    cfg: MedfedConfig
+    class_names: list[str]
+    server_round: int
+    global_state: dict[str, torch.Tensor]
+    model: torch.nn.Module  # holding the global model
+    bytes_down: int
+    config: ConfigRecord
+
+
+def _round_inputs(msg: Message, context: Context, fixed: RunSettings | None) -> RoundInputs:
     settings = fixed or RunSettings.from_run_config(dict(context.run_config))
     cfg = settings.cfg
     threads = int(context.node_config.get("threads", cfg.training.threads or 0))
@@ -45,12 +58,20 @@ def _round_inputs(
         torch.set_num_threads(threads)
     config = msg.content[wire.CONFIG_KEY]
     class_names = str(config["class-names"]).split("\n")
-    server_round = int(config["server-round"])
-    keys = list(build_run_model(cfg, len(class_names)).state_dict().keys())
+    model = build_run_model(cfg, len(class_names))
     record = msg.content[wire.ARRAYS_KEY]
-    bytes_down = wire.record_nbytes(record)
-    global_state = wire.unpack_global(record, keys)
-    return settings, cfg, class_names, server_round, global_state, bytes_down
+    global_state = wire.unpack_global(record, wire.state_layout(model.state_dict()))
+    model.load_state_dict(global_state)
+    return RoundInputs(
+        settings,
+        cfg,
+        class_names,
+        int(config["server-round"]),
+        global_state,
+        model,
+        wire.record_nbytes(record),
+        config,
+    )
 
 
 def simulate_failure(cfg: MedfedConfig, hospital: str, server_round: int, context: Context) -> None:
@@ -66,53 +87,69 @@ def simulate_failure(cfg: MedfedConfig, hospital: str, server_round: int, contex
 
 
 def handle_train(msg: Message, context: Context, fixed: RunSettings | None = None) -> Message:
-    """Local training from the received global model; replies with the encoded update."""
+    """Local training from the received global model; replies with the encoded update, and
+    first (when the server asks) the evaluation of the received model."""
     start = time.perf_counter()
-    settings, cfg, class_names, server_round, global_state, bytes_down = _round_inputs(
-        msg, context, fixed
-    )
-    hospital = open_hospital(cfg, dict(context.node_config), settings.run_id, class_names)
+    round_in = _round_inputs(msg, context, fixed)
+    cfg, server_round = round_in.cfg, round_in.server_round
+    run_id, num_classes = round_in.settings.run_id, len(round_in.class_names)
+    hospital = open_hospital(cfg, dict(context.node_config), run_id, round_in.class_names)
     simulate_failure(cfg, hospital.name, server_round, context)
-    update = train_locally(
-        hospital, cfg, global_state, len(class_names), server_round, settings.run_id
-    )
-    clip = msg.content[wire.CONFIG_KEY].get(CLIPPING_NORM_KEY)
+    content = RecordDict({"info": ConfigRecord({"hospital": hospital.name})})
+    if round_in.config.get(wire.EVALUATE_FIRST_KEY):
+        evaluation, stats = _evaluation(hospital, round_in, 0)
+        content[wire.EVALUATION_KEY] = evaluation
+        if stats is not None:
+            content[wire.BN_STATS_KEY] = stats
+    update = train_locally(hospital, cfg, round_in.global_state, num_classes, server_round, run_id)
+    clip = round_in.config.get(CLIPPING_NORM_KEY)
     record, bytes_up, clipped = wire.pack_update(
-        global_state,
+        round_in.global_state,
         update.state,
         CodecSpec.from_config(cfg.compression),
         hospital.state_dir / "residual.npz",
-        settings.run_id,
+        run_id,
         seed=cfg.training.seed + server_round + hash_name(hospital.name),
         clip_norm=float(clip) if clip is not None else None,
         learning_rate=round_learning_rate(cfg, server_round),
     )
     if clip is not None:
-        update.metrics[NORM_BIT_KEY] = bool(clipped)
-    metrics = MetricRecord(
+        update.metrics[NORM_BIT_KEY] = int(clipped)
+    content[wire.ARRAYS_KEY] = record
+    content["metrics"] = MetricRecord(
         {
             "num-examples": hospital.num_train,
             DP_WEIGHT_KEY: 1,
             **update.metrics,
             "bytes-up": bytes_up,
-            "bytes-down": bytes_down,
+            "bytes-down": round_in.bytes_down,
             "seconds": time.perf_counter() - start,
-            "class-counts": hospital.class_counts(len(class_names)),
+            "class-counts": hospital.class_counts(num_classes),
         }
     )
-    info = ConfigRecord({"hospital": hospital.name})
-    return Message(
-        RecordDict({wire.ARRAYS_KEY: record, "metrics": metrics, "info": info}), reply_to=msg
-    )
+    return Message(content, reply_to=msg)
 
 
 def handle_evaluate(msg: Message, context: Context, fixed: RunSettings | None = None) -> Message:
-    """The global model on the hospital's local validation images."""
+    """The received global model on the hospital's local validation images."""
+    round_in = _round_inputs(msg, context, fixed)
+    hospital = open_hospital(
+        round_in.cfg, dict(context.node_config), round_in.settings.run_id, round_in.class_names
+    )
+    metrics, stats = _evaluation(hospital, round_in, round_in.bytes_down)
+    content = RecordDict({"metrics": metrics, "info": ConfigRecord({"hospital": hospital.name})})
+    if stats is not None:
+        content[wire.BN_STATS_KEY] = stats
+    return Message(content, reply_to=msg)
+
+
+def _evaluation(
+    hospital: Hospital, round_in: RoundInputs, bytes_down: int
+) -> tuple[MetricRecord, ArrayRecord | None]:
+    """The received model's metrics on the local validation images, and its BatchNorm
+    moments on the local training images (None without BatchNorm or under FedBN)."""
     start = time.perf_counter()
-    settings, cfg, class_names, _, global_state, bytes_down = _round_inputs(msg, context, fixed)
-    hospital = open_hospital(cfg, dict(context.node_config), settings.run_id, class_names)
-    result = evaluate_locally(hospital, cfg, global_state, len(class_names))
-    stats = bn_statistics(hospital, cfg, global_state, len(class_names))
+    result, stats = evaluate_locally(hospital, round_in.cfg, round_in.model)
     metrics = MetricRecord(
         {
             "num-examples": int(result["num_examples"]),
@@ -128,12 +165,10 @@ def handle_evaluate(msg: Message, context: Context, fixed: RunSettings | None = 
             "seconds": time.perf_counter() - start,
         }
     )
-    info = ConfigRecord({"hospital": hospital.name})
-    content = RecordDict({"metrics": metrics, "info": info})
-    if stats:
-        content[wire.BN_STATS_KEY] = ArrayRecord({k: Array(v) for k, v in stats.items()})
-        metrics["bn-examples"] = hospital.num_train
-    return Message(content, reply_to=msg)
+    if not stats:
+        return metrics, None
+    metrics[wire.BN_EXAMPLES_KEY] = hospital.num_train
+    return metrics, ArrayRecord({k: Array(v) for k, v in stats.items()})
 
 
 def replying_errors(handler, msg: Message, context: Context, fixed: RunSettings | None) -> Message:

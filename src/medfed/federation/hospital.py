@@ -60,6 +60,8 @@ def open_hospital(
     home = Path(str(node_config.get("home", cfg.home)))
     cache_dir = cfg.data.cache_dir or home / "cache"
     if "data-path" in node_config:
+        # A real hospital keeps its cache where its own configuration says, not the platform.
+        cache_dir = home / "cache"
         name = str(node_config.get("hospital", f"hospital-{node_config.get('client-id', 0)}"))
         # A site may hold a single class (e.g. only tumour cases): still a useful hospital.
         data = load_image_set(
@@ -226,11 +228,11 @@ def train_with_dp(
 
 
 def evaluate_locally(
-    hospital: Hospital, cfg: MedfedConfig, global_state: dict[str, torch.Tensor], num_classes: int
-) -> dict[str, Any]:
-    """The global model (with this hospital's BatchNorm under FedBN) on the local validation set."""
-    model = build_run_model(cfg, num_classes)
-    model.load_state_dict(global_state)
+    hospital: Hospital, cfg: MedfedConfig, model: torch.nn.Module
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The model's metrics on the local validation set, then (unless FedBN) its BatchNorm
+    moments on the local training images (see :func:`bn_statistics`). Under FedBN the
+    hospital's own BatchNorm is put in first."""
     restore_local_bn(model, hospital, cfg)
     idx = hospital.val_idx if len(hospital.val_idx) else hospital.train_idx
     loader = ArrayLoader(
@@ -240,20 +242,19 @@ def evaluate_locally(
         batch_size=max(cfg.training.batch_size, 64),
         transform=eval_transform(cfg.data),
     )
-    return evaluate(model, loader)
+    return evaluate(model, loader), bn_statistics(hospital, cfg, model)
 
 
 def bn_statistics(
-    hospital: Hospital, cfg: MedfedConfig, global_state: dict[str, torch.Tensor], num_classes: int
+    hospital: Hospital, cfg: MedfedConfig, model: torch.nn.Module
 ) -> dict[str, np.ndarray]:
-    """BatchNorm mean and E[x^2] of the global model's activations on the local training images.
+    """BatchNorm mean and E[x^2] of the model's activations on the local training images.
 
     The server combines them across hospitals into the global model's running statistics, so
     the averaged weights are evaluated with statistics that belong to them (averaging each
-    hospital's own running statistics does not give that, and skews predictions).
+    hospital's own running statistics does not give that, and skews predictions). The pass
+    runs the model in training mode: its own running statistics change, so use it last.
     """
-    model = build_run_model(cfg, num_classes)
-    model.load_state_dict(global_state)
     layers = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     if not layers or cfg.federated.bn == "local":
         return {}

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 
+from medfed.federation import wire
 from medfed.federation.hospitals import hospital_name
 from medfed.federation.messages import read_error
 from medfed.federation.recorder import HospitalFailure
@@ -59,6 +60,28 @@ class PhaseResult:
     replies: list[Message] = field(default_factory=list)
     hospitals: dict[int, str] = field(default_factory=dict)  # node id -> name, of replies
     failures: list[HospitalFailure] = field(default_factory=list)
+
+
+@dataclass
+class Evaluation:
+    """The hospitals' evaluation of one round's model: each hospital's checked metrics (and
+    BatchNorm moments), and the hospitals that failed it."""
+
+    replies: list[tuple[str, RecordDict]] = field(default_factory=list)
+    failures: list[HospitalFailure] = field(default_factory=list)
+
+
+def split_evaluations(train: PhaseResult) -> Evaluation:
+    """Take the evaluation of the received model out of each checked training reply (so a
+    strategy sees the update alone); hospitals that failed training did not evaluate either."""
+    evaluation = Evaluation(failures=list(train.failures))
+    for reply in train.replies:
+        content = reply.content
+        part = RecordDict({"metrics": content.pop(wire.EVALUATION_KEY), "info": content["info"]})
+        if wire.BN_STATS_KEY in content:
+            part[wire.BN_STATS_KEY] = content.pop(wire.BN_STATS_KEY)
+        evaluation.replies.append((train.hospitals[reply.metadata.src_node_id], part))
+    return evaluation
 
 
 def exchange(

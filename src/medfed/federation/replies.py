@@ -223,16 +223,21 @@ def _refusing(check: Callable[..., RecordDict], *args: Any) -> RecordDict:
 
 
 def check_train_reply(
-    content: RecordDict, global_record: ArrayRecord, limits: ReplyLimits
+    content: RecordDict,
+    global_record: ArrayRecord,
+    limits: ReplyLimits,
+    with_evaluation: bool = False,
 ) -> RecordDict:
     """A training reply made safe for any strategy, or :class:`ReplyRejected`.
 
     Returns a new RecordDict with ``arrays`` (the update decoded into full weights, checked by
     :func:`~medfed.federation.wire.unpack_update` against ``global_record``), ``metrics`` (the
     :data:`TRAIN_METRICS`, plus ``norm_bit`` when hospitals clip, with ``bytes-up`` the real
-    payload size) and ``info`` (the hospital's name).
+    payload size) and ``info`` (the hospital's name). ``with_evaluation``: the reply must also
+    carry the hospital's evaluation of ``global_record`` (``evaluation`` metrics, and BatchNorm
+    moments), checked as :func:`check_evaluate_reply` does and kept under the same keys.
     """
-    return _refusing(_check_train, content, global_record, limits)
+    return _refusing(_check_train, content, global_record, limits, with_evaluation)
 
 
 def check_evaluate_reply(
@@ -249,7 +254,7 @@ def check_evaluate_reply(
 
 
 def _check_train(
-    content: RecordDict, global_record: ArrayRecord, limits: ReplyLimits
+    content: RecordDict, global_record: ArrayRecord, limits: ReplyLimits, with_evaluation: bool
 ) -> RecordDict:
     _checked_records(content)
     info = _checked_info(content)
@@ -266,7 +271,18 @@ def _check_train(
         max_counter_step=limits.max_counter_step,
     )
     metrics["bytes-up"] = wire.payload_nbytes(update)
-    return RecordDict({wire.ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(metrics), INFO_KEY: info})
+    out = RecordDict({wire.ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(metrics), INFO_KEY: info})
+    if with_evaluation:
+        if wire.EVALUATION_KEY not in content:
+            raise ReplyRejected(f"{wire.EVALUATION_KEY!r} missing: the evaluation asked for")
+        part = RecordDict({METRICS_KEY: content[wire.EVALUATION_KEY], INFO_KEY: info})
+        if wire.BN_STATS_KEY in content:
+            part[wire.BN_STATS_KEY] = content[wire.BN_STATS_KEY]
+        evaluation = _check_evaluate(part, global_record, limits)
+        out[wire.EVALUATION_KEY] = evaluation[METRICS_KEY]
+        if wire.BN_STATS_KEY in evaluation:
+            out[wire.BN_STATS_KEY] = evaluation[wire.BN_STATS_KEY]
+    return out
 
 
 def _check_evaluate(

@@ -25,7 +25,14 @@ from medfed.data.transforms import eval_transform
 from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
 from medfed.federation.hospital import build_run_model
-from medfed.federation.phases import HospitalNames, PhaseResult, exchange, sort_replies
+from medfed.federation.phases import (
+    Evaluation,
+    HospitalNames,
+    PhaseResult,
+    exchange,
+    sort_replies,
+    split_evaluations,
+)
 from medfed.federation.recorder import RoundSummary, RunRecorder, plain
 from medfed.federation.replies import ReplyLimits, check_evaluate_reply, check_train_reply
 from medfed.federation.run_paths import stop_flag
@@ -50,16 +57,15 @@ class BudgetSpent(Exception):
 
 @dataclass
 class RoundState:
-    """What a round carries from phase to phase."""
+    """A round from its training to its record; its model is evaluated by the hospitals in
+    the next round's training messages (or, after the last round, an evaluate phase)."""
 
     round: int
     arrays: ArrayRecord
-    started: float = field(default_factory=time.perf_counter)
     train: PhaseResult = field(default_factory=PhaseResult)
-    evaluation: PhaseResult = field(default_factory=PhaseResult)
     train_metrics: Any = None
-    evaluate_metrics: Any = None
     bytes_down: int = 0
+    recorded: bool = False
 
 
 @dataclass
@@ -107,16 +113,19 @@ class FederatedRun:
         arrays, first_round = self._starting_point()
         self.recorder.started(f.rounds, f.strategy, first_round, class_names)
         strategy = build_strategy(cfg)
-        self.config = ConfigRecord({"class-names": "\n".join(class_names)})
-        best: dict[str, Any] = {}
+        self.config = {"class-names": "\n".join(class_names)}
+        self.best: dict[str, Any] = {}
+        self.last_record = time.perf_counter()
+        previous: RoundState | None = None
         for server_round in range(first_round, f.rounds + 1):
             try:
-                arrays, metrics = self._round(strategy, RoundState(server_round, arrays))
+                previous = self._round(strategy, RoundState(server_round, arrays), previous)
             except BudgetSpent as exc:
                 self.recorder.note(str(exc))
                 break
-            if metrics.get("accuracy", -1) > best.get("accuracy", -1):
-                best = {"round": server_round, **metrics}
+            arrays = previous.arrays
+        if previous is not None and not previous.recorded:
+            self._record(previous, self._evaluate_phase(strategy, previous))
         try:  # calibration, operating points and heat maps of the final model, stored once
             from medfed.reports.clinical import record_final_evaluation
 
@@ -124,7 +133,7 @@ class FederatedRun:
             record_final_evaluation(self.store, artifacts, self.run_id, cfg, model, self.test_set)
         except Exception:  # explaining the model never fails the run
             log.exception("run %s: the final model could not be explained", self.run_id)
-        self.recorder.finished(best.get("round"))
+        self.recorder.finished(self.best.get("round"))
 
     def _evaluation_data(self) -> tuple[ImageSet | None, list[str]]:
         """The held-out test set on the platform host (if any) and the class names."""
@@ -157,7 +166,9 @@ class FederatedRun:
         return arrays, 1
 
     # --------------------------------------------------------------- one round
-    def _round(self, strategy: Any, state: RoundState) -> tuple[ArrayRecord, dict[str, Any]]:
+    def _round(self, strategy: Any, state: RoundState, previous: RoundState | None) -> RoundState:
+        """Train ``state.round``; its messages also bring back the evaluation of ``previous``'s
+        model, which is then recorded: one phase a round."""
         self._check_stop()
         if client_budget_spent(self.cfg, state.round):
             raise BudgetSpent(
@@ -166,21 +177,29 @@ class FederatedRun:
             )
         self.recorder.round_started(state.round)
         self._wait_for_nodes(self.cfg.federated.min_available_clients)
-        self._train_phase(strategy, state)
-        self._check_stop()
-        self._evaluate_phase(strategy, state)
-        return state.arrays, self._record(state)
+        evaluate_first = previous is not None and self.cfg.federated.fraction_evaluate > 0
+        evaluation = self._train_phase(strategy, state, evaluate_first)
+        if previous is not None:
+            self._record(previous, evaluation)
+        self._aggregate(strategy, state)
+        return state
 
-    def _train_phase(self, strategy: Any, state: RoundState) -> None:
+    def _train_phase(self, strategy: Any, state: RoundState, evaluate_first: bool) -> Evaluation:
         f = self.cfg.federated
-        messages = strategy.configure_train(state.round, state.arrays, self.config, self.grid)
+        config = ConfigRecord({**self.config, wire.EVALUATE_FIRST_KEY: int(evaluate_first)})
+        messages = strategy.configure_train(state.round, state.arrays, config, self.grid)
         global_arrays = state.arrays
         state.train = self._phase(
             messages,
             state,
-            "train",
-            lambda content: check_train_reply(content, global_arrays, self.limits),
+            lambda content: check_train_reply(content, global_arrays, self.limits, evaluate_first),
         )
+        for reply in state.train.replies:
+            hospital = state.train.hospitals[reply.metadata.src_node_id]
+            metrics = plain(reply.content["metrics"])
+            self.recorder.replied(state.round, "train", hospital, metrics)
+        for failure in state.train.failures:
+            self.recorder.failed_hospital(state.round, "train", failure)
         ok = state.train.replies
         if len(ok) < f.min_train_clients:
             failures = "; ".join(f"{x.hospital}: {x.reason[:200]}" for x in state.train.failures)
@@ -189,6 +208,13 @@ class FederatedRun:
                 f"at least {f.min_train_clients} needed (federated.min_train_clients); "
                 f"failures: {failures or 'none'}"
             )
+        return split_evaluations(state.train) if evaluate_first else Evaluation()
+
+    def _aggregate(self, strategy: Any, state: RoundState) -> None:
+        """The new global model from the hospitals that trained (not those whose privacy
+        budget is spent)."""
+        f = self.cfg.federated
+        ok = state.train.replies
         spent = [m for m in ok if m.content["metrics"].get("budget-exhausted")]
         training = [m for m in ok if m not in spent]
         if spent:
@@ -204,66 +230,79 @@ class FederatedRun:
         if arrays is not None:
             state.arrays = arrays
 
-    def _evaluate_phase(self, strategy: Any, state: RoundState) -> None:
+    def _evaluate_phase(self, strategy: Any, state: RoundState) -> Evaluation:
+        """The hospitals' evaluation of the last round's model, in a phase of its own."""
         if self.cfg.federated.fraction_evaluate <= 0:
-            return
-        messages = strategy.configure_evaluate(state.round, state.arrays, self.config, self.grid)
+            return Evaluation()
+        config = ConfigRecord(self.config)
+        messages = strategy.configure_evaluate(state.round, state.arrays, config, self.grid)
         global_arrays = state.arrays
-        state.evaluation = self._phase(
+        result = self._phase(
             messages,
             state,
-            "evaluate",
             lambda content: check_evaluate_reply(content, global_arrays, self.limits),
         )
-        replies = state.evaluation.replies
-        if replies:
-            state.arrays = wire.merge_bn_statistics([m.content for m in replies], state.arrays)
-            state.evaluate_metrics = strategy.aggregate_evaluate(state.round, replies)
+        return Evaluation(
+            [(result.hospitals[m.metadata.src_node_id], m.content) for m in result.replies],
+            result.failures,
+        )
 
-    def _phase(self, messages: Any, state: RoundState, phase: str, check: Any) -> PhaseResult:
-        """Send one phase's messages (the global model packed for the downlink), sort the
-        replies, and record each hospital's reply or failure."""
+    def _phase(self, messages: Any, state: RoundState, check: Any) -> PhaseResult:
+        """Send one phase's messages, the global model packed for the downlink; the checked
+        replies and the hospitals that failed."""
         messages = list(messages)
+        packed: dict[int, int] = {}  # Flower's strategies give every message the same content
         for msg in messages:
-            if wire.ARRAYS_KEY in msg.content:
-                packed, nbytes = wire.pack_global(
+            if wire.ARRAYS_KEY not in msg.content:
+                continue
+            if id(msg.content) not in packed:
+                record, packed[id(msg.content)] = wire.pack_global(
                     msg.content[wire.ARRAYS_KEY], self.cfg.compression.downlink
                 )
-                msg.content[wire.ARRAYS_KEY] = packed
-                state.bytes_down += nbytes
+                msg.content[wire.ARRAYS_KEY] = record
+            state.bytes_down += packed[id(msg.content)]
         timeout = self.cfg.federated.round_timeout
         replies, silent = exchange(self.grid, messages, timeout, self._check_stop)
-        result = sort_replies(replies, silent, self.names, check, timeout)
-        for reply in result.replies:
-            hospital = result.hospitals[reply.metadata.src_node_id]
-            self.recorder.replied(state.round, phase, hospital, plain(reply.content["metrics"]))
-        for failure in result.failures:
-            self.recorder.failed_hospital(state.round, phase, failure)
-        return result
+        return sort_replies(replies, silent, self.names, check, timeout)
 
-    def _record(self, state: RoundState) -> dict[str, Any]:
-        """Central evaluation, checkpoint and the round's record; returns the global metrics."""
+    def _record(self, state: RoundState, evaluation: Evaluation) -> None:
+        """The hospitals' evaluation, the central evaluation, the checkpoint and the round's
+        record, once the round's model has been evaluated."""
+        for hospital, content in evaluation.replies:
+            self.recorder.replied(state.round, "evaluate", hospital, plain(content["metrics"]))
+        for failure in evaluation.failures:
+            self.recorder.failed_hospital(state.round, "evaluate", failure)
+        contents = [content for _, content in evaluation.replies]
+        evaluate_metrics = None
+        if contents:
+            max_examples = self.limits.max_examples
+            state.arrays = wire.merge_bn_statistics(contents, state.arrays, max_examples)
+            evaluate_metrics = aggregate_metrics(contents, "num-examples")
         metrics = self._central_evaluation(state.arrays)
         train_contents: list[RecordDict] = [m.content for m in state.train.replies]
-        bytes_up = sum(int(c["metrics"]["bytes-up"]) for c in train_contents)
         self._checkpoint(state.round, state.arrays, metrics)
-        failed = {x.node_id for x in state.train.failures + state.evaluation.failures}
-        every_reply = aggregate_metrics(train_contents, "num-examples")
+        failed = {x.node_id for x in state.train.failures + evaluation.failures}
+        now = time.perf_counter()
         self.recorder.round_finished(
             RoundSummary(
                 round=state.round,
                 metrics=metrics,
-                duration_s=time.perf_counter() - state.started,
-                bytes_up=bytes_up,
+                duration_s=now - self.last_record,
+                bytes_up=sum(int(c["metrics"]["bytes-up"]) for c in train_contents),
                 bytes_down=state.bytes_down,
                 train_metrics=plain(state.train_metrics),
-                evaluate_metrics=plain(state.evaluate_metrics),
-                epsilon=round_epsilon(self.cfg, state.round, dict(every_reply)),
+                evaluate_metrics=plain(evaluate_metrics),
+                epsilon=round_epsilon(
+                    self.cfg, state.round, dict(aggregate_metrics(train_contents, "num-examples"))
+                ),
                 num_ok=len(state.train.replies),
                 num_failed=len(failed),
             )
         )
-        return metrics
+        self.last_record = now
+        state.recorded = True
+        if metrics.get("accuracy", -1) > self.best.get("accuracy", -1):
+            self.best = {"round": state.round, **metrics}
 
     def _central_evaluation(self, arrays: ArrayRecord) -> dict[str, Any]:
         if self.test_set is None:

@@ -45,6 +45,8 @@ CONFIG_KEY = "config"
 BN_STATS_KEY = "bn-stats"
 PAYLOAD_KEY = "payload"
 BN_EXAMPLES_KEY = "bn-examples"
+EVALUATION_KEY = "evaluation"  # a train reply's metrics of the model it received
+EVALUATE_FIRST_KEY = "evaluate-first"  # config: evaluate the received model before training
 COUNTER_SUFFIX = "num_batches_tracked"
 MAX_COUNTER = 2**53  # integer buffers above this are absurd (and no longer exact as floats)
 _NPY_STYPE = "numpy.ndarray"
@@ -78,10 +80,16 @@ def _payload_bytes(record: ArrayRecord) -> bytes:
 
 
 def pack_global(record: ArrayRecord, precision: str) -> tuple[ArrayRecord, int]:
-    """The global model as broadcast: unchanged in fp32, else one fp16/int8 encoded payload."""
-    if precision == "fp32":
-        return record, record_nbytes(record)
-    payload = encode_weights(record.to_numpy_ndarrays(), precision)  # type: ignore[arg-type]
+    """The global model as broadcast: one payload (fp32, fp16 or int8), float weights in
+    float32 whatever the strategy computed them in.
+
+    One array instead of one per tensor: Flower moves every array of a message as an object
+    of its own, one request each between SuperLink, SuperNode and ClientApp.
+    """
+    arrays = [
+        a.astype(np.float32) if a.dtype == np.float64 else a for a in record.to_numpy_ndarrays()
+    ]
+    payload = encode_weights(arrays, precision)  # type: ignore[arg-type]
     return _payload_record(payload), len(payload)
 
 
