@@ -117,6 +117,10 @@ def show_run(
         console.print(_results_table(last, results))
     if checkpoints:
         console.print(_checkpoints_table(checkpoints))
+    from medfed.commands.run_evaluation import evaluation_parts
+
+    for part in evaluation_parts(run, results, config, db):
+        console.print(part)
 
 
 @users_app.command("add")
