@@ -14,6 +14,7 @@ from medfed.store.records import (
     UserRecord,
 )
 from medfed.store.repository import (
+    ACTIVE_STATUSES,
     FINAL_STATUSES,
     MODES,
     PHASES,
@@ -23,6 +24,7 @@ from medfed.store.repository import (
 )
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "FINAL_STATUSES",
     "MODES",
     "PHASES",

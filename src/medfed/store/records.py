@@ -27,6 +27,7 @@ class RunRecord:
     final_metrics: dict[str, Any] | None
     rounds_done: int = 0
     best_accuracy: float | None = None
+    queued_at: datetime | None = None
 
     @property
     def duration_s(self) -> float | None:

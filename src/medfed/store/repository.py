@@ -11,7 +11,7 @@ from datetime import date, datetime
 from pathlib import PurePath
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, case, delete, func, or_, select
+from sqlalchemy import Select, case, delete, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,8 +42,11 @@ from medfed.store.records import (
 R = TypeVar("R")
 
 MODES = ("simulation", "deployment")
-RUN_STATUSES = ("pending", "running", "finished", "failed", "stopped")
-FINAL_STATUSES = ("finished", "failed", "stopped")
+# queued: waiting for room on the platform; pending: created, or admitted and starting;
+# interrupted: its worker ended before the run did (resumable from its last checkpoint).
+RUN_STATUSES = ("queued", "pending", "running", "finished", "failed", "stopped", "interrupted")
+FINAL_STATUSES = ("finished", "failed", "stopped", "interrupted")
+ACTIVE_STATUSES = ("pending", "running")
 PHASES = ("train", "evaluate")
 RESULT_STATUSES = ("ok", "failed")
 ROLES = ("admin", "viewer")
@@ -144,18 +147,68 @@ class RunStore:
             raise StoreError(f"a run with id {run_id} already exists; pick another id") from None
         return run_id
 
-    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
-        """Set the status; 'running' stamps started_at, a final status stamps finished_at."""
+    def set_status(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        error: str | None = None,
+        only_from: Sequence[str] | None = None,
+    ) -> bool:
+        """Set the status; 'running' stamps started_at, a final status stamps finished_at,
+        'queued' puts the run at the back of the queue.
+
+        With ``only_from``, the status changes only if it is one of those now (one atomic
+        UPDATE, safe against other processes); returns whether it changed.
+        """
         _check_choice("status", status, RUN_STATUSES)
+        now = m.utcnow()
+        values: dict[str, Any] = {"status": status, "error": error}
+        if status == "running":
+            values["started_at"] = func.coalesce(m.Run.started_at, now)
+            values["finished_at"] = None
+        elif status == "queued":
+            values["queued_at"] = now
+            values["finished_at"] = None
+        elif status in FINAL_STATUSES:
+            values["finished_at"] = now
+        statement = update(m.Run).where(m.Run.id == run_id).values(**values)
+        if only_from is not None:
+            statement = statement.where(m.Run.status.in_(tuple(only_from)))
         with self._session() as session:
-            run = self._run(session, run_id)
-            run.status = status
-            run.error = error
-            if status == "running":
-                run.started_at = run.started_at or m.utcnow()
-                run.finished_at = None
-            elif status in FINAL_STATUSES:
-                run.finished_at = m.utcnow()
+            changed = session.execute(statement.execution_options(synchronize_session=False))
+            if changed.rowcount:  # type: ignore[attr-defined]
+                return True
+            if session.get(m.Run, run_id) is None:
+                raise _no_run(run_id)
+            return False
+
+    def queued_runs(self, mode: str | None = None) -> list[RunRecord]:
+        """Runs waiting in the queue (of one mode when given), first in line first."""
+        query = select(m.Run).where(m.Run.status == "queued")
+        if mode is not None:
+            query = query.where(m.Run.mode == mode)
+        with self._session() as session:
+            rows = session.scalars(query.order_by(m.Run.queued_at, m.Run.id)).all()
+            return [_run_record(run, {}) for run in rows]
+
+    def queue_positions(self) -> dict[str, int]:
+        """Each queued run's place in its line (1: next); simulated and deployed runs wait
+        in separate lines."""
+        places: dict[str, int] = {}
+        for mode in MODES:
+            for place, run in enumerate(self.queued_runs(mode), start=1):
+                places[run.id] = place
+        return places
+
+    def active_runs(self, mode: str | None = None) -> list[RunRecord]:
+        """Runs pending or running (of one mode when given), oldest first."""
+        query = select(m.Run).where(m.Run.status.in_(ACTIVE_STATUSES))
+        if mode is not None:
+            query = query.where(m.Run.mode == mode)
+        with self._session() as session:
+            rows = session.scalars(query.order_by(m.Run.created_at, m.Run.id)).all()
+            return [_run_record(run, {}) for run in rows]
 
     def set_flower_run_id(self, run_id: str, flower_run_id: int) -> None:
         with self._session() as session:
@@ -404,6 +457,13 @@ class RunStore:
                 .limit(limit)
             ).all()
             return [_from_row(EventRecord, row) for row in rows]
+
+    def last_event_id(self, run_id: str) -> int:
+        """The id of the run's newest event, 0 when it has none."""
+        with self._session() as session:
+            return session.scalar(
+                select(func.coalesce(func.max(m.Event.id), 0)).where(m.Event.run_id == run_id)
+            )
 
     def wait_for_events(
         self, run_id: str, after_id: int, timeout_s: float, limit: int = 1000
