@@ -9,10 +9,11 @@ from __future__ import annotations
 import copy
 import ipaddress
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -64,6 +65,22 @@ SECRET_KEYS = (
 )
 
 
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+COUNT_MAX = 10_000  # hospitals, epochs and the like: far beyond any real run, inside every int
+
+
+def _no_nul(path: Path) -> Path:
+    if "\0" in str(path):
+        raise ValueError("a path cannot hold a NUL character")
+    return path
+
+
+# A file system path: any text without a NUL character (which no file system accepts).
+FsPath = Annotated[
+    Path, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+]
+
+
 class Section(BaseModel):
     """A config section: unknown keys are errors, so typos do not pass silently."""
 
@@ -73,9 +90,9 @@ class Section(BaseModel):
 class DataConfig(Section):
     """Where a hospital's (or the central) images are and how they are prepared."""
 
-    path: Path = Path("data/demo")
+    path: FsPath = Path("data/demo")
     layout: Literal["auto", "kaggle", "folders"] = "auto"
-    test_path: Path | None = Field(
+    test_path: FsPath | None = Field(
         default=None, description="held-out test set; default: PATH/test when it exists"
     )
     class_names: list[str] | None = Field(
@@ -89,26 +106,26 @@ class DataConfig(Section):
     normalize_mean: float = 0.5
     normalize_std: float = Field(default=0.25, gt=0)
     skip_bad: bool = False
-    cache_dir: Path | None = Field(default=None, description="default: HOME/cache")
+    cache_dir: FsPath | None = Field(default=None, description="default: HOME/cache")
 
 
 class ModelConfig(Section):
     name: Literal["cancer_cnn", "resnet18", "resnet50"] = "resnet18"
     norm: Literal["batch", "group"] = "batch"
-    pretrained_path: Path | None = None
+    pretrained_path: FsPath | None = None
 
 
 class TrainingConfig(Section):
     """Local training: the centralized baseline's epochs, and each hospital's per round."""
 
-    epochs: int = Field(default=2, ge=1)
-    batch_size: int = Field(default=32, ge=1)
+    epochs: int = Field(default=2, ge=1, le=COUNT_MAX)
+    batch_size: int = Field(default=32, ge=1, le=65_536)
     learning_rate: float = Field(default=1e-3, gt=0)
     optimizer: Literal["adam", "sgd"] = "adam"
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
-    seed: int = 42
-    threads: int = Field(default=0, ge=0, description="torch threads; 0 = all cores")
+    seed: int = Field(default=42, ge=0, le=SEED_MAX)
+    threads: int = Field(default=0, ge=0, le=1024, description="torch threads; 0 = all cores")
 
 
 class PartitionConfig(Section):
@@ -116,18 +133,20 @@ class PartitionConfig(Section):
 
     scheme: Literal["iid", "dirichlet", "shards", "quantity"] = "iid"
     alpha: float = Field(default=0.5, gt=0, description="Dirichlet concentration")
-    classes_per_client: int = Field(default=1, ge=1, description="for scheme=shards")
-    seed: int = 42
+    classes_per_client: int = Field(default=1, ge=1, le=COUNT_MAX, description="for scheme=shards")
+    seed: int = Field(default=42, ge=0, le=SEED_MAX)
 
 
 class FederatedConfig(Section):
     server_address: str = Field(default="127.0.0.1:8000", description="SuperLink address")
-    num_clients: int = Field(default=4, ge=1, description="hospitals (simulated or expected)")
+    num_clients: int = Field(
+        default=4, ge=1, le=COUNT_MAX, description="hospitals (simulated or expected)"
+    )
     strategy: Literal[
         "FedAvg", "FedProx", "FedMedian", "FedTrimmedAvg", "Krum", "FedAdam", "FedYogi", "FedAvgM"
     ] = "FedAvg"
-    rounds: int = Field(default=5, ge=1)
-    local_epochs: int = Field(default=1, ge=1)
+    rounds: int = Field(default=5, ge=1, le=100_000)
+    local_epochs: int = Field(default=1, ge=1, le=COUNT_MAX)
     local_steps: int | None = Field(
         default=None,
         ge=0,
@@ -141,12 +160,12 @@ class FederatedConfig(Section):
     )
     fraction_train: float = Field(default=1.0, gt=0, le=1)
     fraction_evaluate: float = Field(default=1.0, ge=0, le=1)
-    min_train_clients: int = Field(default=2, ge=1)
-    min_evaluate_clients: int = Field(default=2, ge=1)
-    min_available_clients: int = Field(default=2, ge=1)
+    min_train_clients: int = Field(default=2, ge=1, le=COUNT_MAX)
+    min_evaluate_clients: int = Field(default=2, ge=1, le=COUNT_MAX)
+    min_available_clients: int = Field(default=2, ge=1, le=COUNT_MAX)
     proximal_mu: float = Field(default=0.01, ge=0, description="FedProx")
     trim_beta: float = Field(default=0.2, gt=0, lt=0.5, description="FedTrimmedAvg")
-    num_malicious_clients: int = Field(default=0, ge=0, description="Krum")
+    num_malicious_clients: int = Field(default=0, ge=0, le=COUNT_MAX, description="Krum")
     server_learning_rate: float = Field(default=0.1, gt=0, description="FedAdam/Yogi, FedAvgM")
     server_momentum: float = Field(default=0.9, ge=0, lt=1, description="FedAvgM")
     tau: float = Field(default=1e-3, gt=0, description="FedAdam/Yogi adaptivity")
@@ -154,7 +173,7 @@ class FederatedConfig(Section):
         default="average", description="local = FedBN: BatchNorm stays at each hospital"
     )
     round_timeout: float = Field(default=600, gt=0, description="seconds to wait for replies")
-    checkpoint_every: int = Field(default=1, ge=1)
+    checkpoint_every: int = Field(default=1, ge=1, le=100_000)
     # A sanity bound, not a defence against subtle poisoning (FedMedian, Krum, FedTrimmedAvg
     # are). Norms measured after one local epoch (batch 32, BatchNorm running statistics
     # included, which dominate): 256 synthetic images, cancer_cnn 10.5 (Adam 1e-3) / 94 (SGD
@@ -170,6 +189,7 @@ class FederatedConfig(Section):
     max_examples: int = Field(
         default=10_000_000,
         ge=1,
+        le=2**53,
         description="a hospital reporting more training or BatchNorm examples than this is "
         "refused (its weight in the average would be unbounded)",
     )
@@ -230,6 +250,7 @@ class PrivacyConfig(Section):
     canaries: int = Field(
         default=0,
         ge=0,
+        le=100_000,
         description="simulated runs: training images planted with a wrong label (as many more "
         "held out) so the audit measures the worst-case leak",
     )
@@ -245,6 +266,7 @@ class CompressionConfig(Section):
     dense_below: int = Field(
         default=16384,
         ge=0,
+        le=2**31,
         description="with topk, tensors with fewer entries (norm layers, biases, small heads) "
         "are sent whole",
     )
@@ -281,6 +303,23 @@ class DeploymentConfig(Section):
         le=65535,
         description="platform: loopback port of Flower's SuperLink (control and runtime API); "
         "hospitals reach only its Fleet API, through federated.server_address",
+    )
+
+
+class PlatformConfig(Section):
+    """What the platform host may run at once (never stored with a run)."""
+
+    max_concurrent_runs: int | None = Field(
+        default=None,
+        ge=0,
+        description="simulated runs trained at once; the others wait in the run queue. Default: "
+        "one per 2 CPU cores and 4 GiB of memory (at least 1); 0 holds every run in the queue",
+    )
+    min_free_memory_mb: int = Field(
+        default=1024,
+        ge=0,
+        description="a queued simulated run starts only while the host has this much memory "
+        "available (MemAvailable)",
     )
 
 
@@ -357,6 +396,7 @@ class MedfedConfig(BaseSettings):
     privacy: PrivacyConfig = PrivacyConfig()
     compression: CompressionConfig = CompressionConfig()
     deployment: DeploymentConfig = DeploymentConfig()
+    platform: PlatformConfig = PlatformConfig()
     api: ApiConfig = ApiConfig()
 
     @model_validator(mode="after")

@@ -6,7 +6,9 @@ import contextlib
 import secrets
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -14,8 +16,11 @@ from rich.panel import Panel
 
 from medfed.config import MedfedConfig, load_config, run_config
 from medfed.errors import FederationError
-from medfed.store import RunStore
+from medfed.store import ACTIVE_STATUSES, RunStore
 from medfed.store.home import private_home
+
+if TYPE_CHECKING:
+    from medfed.federation.queue import RunQueue
 
 console = Console()
 
@@ -72,12 +77,16 @@ def run_command(
     deploy: bool = typer.Option(
         False, help="submit to the SuperLink of `medfed server` (real hospitals), not simulate"
     ),
-    detach: bool = typer.Option(False, help="start the run and return at once"),
+    detach: bool = typer.Option(False, help="queue the run and return at once"),
 ) -> None:
-    """Start a federated run (simulated hospitals, or --deploy to real ones) and follow it."""
+    """Start a federated run (simulated hospitals, or --deploy to real ones) and follow it.
+
+    The run joins the platform's run queue and starts when there is room
+    (platform.max_concurrent_runs); while it waits, this command shows its place.
+    """
     from medfed.federation.follow import follow_run
-    from medfed.federation.runner import create_run, start_run, worker_alive
-    from medfed.federation.superlink import submit_run
+    from medfed.federation.queue import RunQueue
+    from medfed.federation.runner import create_run
 
     overrides = {
         "federated.rounds": rounds,
@@ -87,10 +96,12 @@ def run_command(
     }
     cfg = load_config(config, overrides)
     store = _open_store(cfg)
+    queue = RunQueue.for_platform(cfg, store)
     if resume:
         run_id = store.resolve_run_id(resume)
         run = store.get_run(run_id)
-        if run.status == "finished" or worker_alive(Path(cfg.home), run_id):
+        busy = run.status == "queued" or (run.status in ACTIVE_STATUSES and queue.training(run))
+        if run.status == "finished" or busy:
             raise FederationError(
                 f"run {run_id} is {run.status}: only a stopped, failed or interrupted run resumes"
             )
@@ -99,15 +110,51 @@ def run_command(
     else:
         run_id = create_run(cfg, store, mode="deployment" if deploy else "simulation")
     if deploy:
-        flower_run = submit_run(cfg, store, run_id, resume=bool(resume))
-        where = f"submitted to {cfg.federated.server_address} as Flower run {flower_run}"
+        _require_superlink(cfg)
+    run = queue.submit(run_id)
+    where = (
+        "the connected hospitals" if deploy else f"{cfg.federated.num_clients} simulated hospitals"
+    )
+    if run.status == "queued":
+        console.print(
+            f"run [bold]{run_id}[/] queued ({where}): place {queue.position(run_id)}; it starts "
+            "when the platform has room (platform.max_concurrent_runs)"
+        )
     else:
-        start_run(cfg, store, run_id=run_id, resume=bool(resume))
-        where = f"{cfg.federated.num_clients} simulated hospitals"
-    console.print(f"run [bold]{run_id}[/] started ({where})")
+        console.print(f"run [bold]{run_id}[/] started ({where})")
     if detach:
         return
+    _wait_in_queue(queue, run_id)
     _finish(store, run_id, follow_run(store, run_id, console))
+
+
+def _require_superlink(cfg: MedfedConfig) -> None:
+    from medfed.federation.hospitals import superlink_listening
+
+    if not superlink_listening(cfg):
+        raise FederationError(
+            f"the platform's SuperLink on 127.0.0.1:{cfg.deployment.superlink_port} is not "
+            "running: start `medfed server` (it runs the SuperLink) first"
+        )
+
+
+def _wait_in_queue(queue: RunQueue, run_id: str, poll_s: float = 1.0) -> None:
+    """Admit queued runs every ``poll_s`` while ``run_id`` waits, saying when its place
+    changes; Ctrl-C leaves it queued."""
+    shown = None
+    try:
+        while queue.store.get_run(run_id).status == "queued":
+            place = queue.position(run_id)
+            if place != shown and shown is not None:
+                console.print(f"run {run_id[:8]}: place {place} in the queue")
+            shown = place
+            time.sleep(poll_s)
+            queue.admit()
+    except KeyboardInterrupt:
+        console.print(
+            f"run {run_id[:8]} stays queued; `medfed runs cancel {run_id[:8]}` takes it out"
+        )
+        raise typer.Exit(130) from None
 
 
 def client_command(
@@ -181,6 +228,11 @@ def demo_command(
     if dashboard:
         server = _serve_dashboard(cfg, store)
     run_id = start_run(cfg, store, created_by="demo")
+    if store.get_run(run_id).status == "queued":
+        from medfed.federation.queue import RunQueue
+
+        console.print("the demo run waits for a run in progress to end (the run queue)")
+        _wait_in_queue(RunQueue.for_platform(cfg, store), run_id)
     if server:
         console.print(
             f"watch it live: [bold cyan]http://{cfg.api.host}:{cfg.api.port}/runs/{run_id}/live[/]"

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from medfed.config import load_config
-from medfed.errors import ConfigError
+from medfed.errors import ConfigError, FederationError
 from medfed.store import (
     ROLES,
     RUN_STATUSES,
@@ -40,6 +40,8 @@ DbOption = Annotated[
     str | None, typer.Option("--db", help="database URL; overrides the config's database")
 ]
 STATUS_STYLES = {
+    "queued": "magenta",
+    "interrupted": "yellow",
     "pending": "dim",
     "running": "bold cyan",
     "finished": "green",
@@ -74,9 +76,10 @@ def list_runs(
     config: ConfigOption = None,
     db: DbOption = None,
 ) -> None:
-    """List runs, newest first."""
+    """List runs, newest first; a queued run shows its place in the queue."""
     with open_store(config, db) as store:
         runs, total = store.list_runs(status=status, strategy=strategy, search=search, limit=limit)
+        places = store.queue_positions()
     table = Table(title="medfed runs", caption=f"{len(runs)} of {total} runs")
     for column in ("id", "name", "mode", "strategy", "status", "rounds", "best acc"):
         table.add_column(column, justify="right" if column in ("rounds", "best acc") else "left")
@@ -88,7 +91,7 @@ def list_runs(
             run.name,
             run.mode,
             run.strategy,
-            _status(run.status),
+            _status(run.status, _queued(run.status, places.get(run.id))),
             f"{run.rounds_done}/{run.num_rounds}",
             _percent(run.best_accuracy),
             _when(run.started_at),
@@ -106,12 +109,13 @@ def show_run(
     """Show a run: settings, every round, each hospital's last results and the checkpoints."""
     with open_store(config, db) as store:
         run = store.get_run(store.resolve_run_id(run_id))
+        places = store.queue_positions()
         rounds = store.rounds(run.id)
         last = rounds[-1].round if rounds else None
         results = store.client_results(run.id, last) if last is not None else []
         checkpoints = store.checkpoints(run.id)
     console = Console()
-    console.print(_run_summary(run))
+    console.print(_run_summary(run, places.get(run.id)))
     console.print(rounds_table(rounds))
     if results:
         console.print(_results_table(last, results))
@@ -121,6 +125,27 @@ def show_run(
 
     for part in evaluation_parts(run, results, config, db):
         console.print(part)
+
+
+@runs_app.command("cancel")
+def cancel_run(
+    run_id: Annotated[str, typer.Argument(help="run id, or its first characters")],
+    config: ConfigOption = None,
+    db: DbOption = None,
+) -> None:
+    """Take a queued run out of the run queue (it becomes stopped; start it again later)."""
+    with open_store(config, db) as store:
+        full_id = store.resolve_run_id(run_id)
+        run = store.get_run(full_id)
+        if not store.set_status(full_id, "stopped", only_from=("queued",)):
+            raise FederationError(f"run {full_id} is {run.status}, not queued: nothing to cancel")
+        store.publish(full_id, "run_stopped", {"cancelled": True})
+        store.audit(f"cli:{getpass.getuser()}", "run.cancel", full_id)
+    Console().print(f"run [bold]{full_id}[/] left the queue (stopped)")
+
+
+def _queued(status: str, place: int | None) -> str | None:
+    return f"queued #{place}" if status == "queued" and place else None
 
 
 @users_app.command("add")
@@ -191,13 +216,13 @@ def list_users(config: ConfigOption = None, db: DbOption = None) -> None:
     Console().print(table)
 
 
-def _run_summary(run: RunRecord) -> Table:
+def _run_summary(run: RunRecord, place: int | None = None) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
     grid.add_column()
     rows: list[tuple[str, str]] = [
         ("run", f"{run.name} ({run.id})"),
-        ("status", _status(run.status)),
+        ("status", _status(run.status, _queued(run.status, place))),
         ("mode", run.mode),
         ("strategy", run.strategy),
         ("rounds", f"{run.rounds_done}/{run.num_rounds}"),

@@ -30,3 +30,8 @@ def worker_log(home: Path | str, run_id: str) -> Path:
 def flower_run_config(home: Path | str, run_id: str) -> Path:
     """The Flower run-config file a deployed run is submitted with."""
     return run_dir(home, run_id) / "run-config.toml"
+
+
+def worker_token_file(home: Path | str, run_id: str) -> Path:
+    """The marker every process of the run's current worker carries in its environment."""
+    return run_dir(home, run_id) / "worker.token"

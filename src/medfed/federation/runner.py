@@ -1,21 +1,37 @@
-"""Start, follow and stop runs as background processes on the platform host."""
+"""Create, start (through the run queue), stop and cancel runs on the platform host.
+
+A started run joins the platform's run queue (:mod:`medfed.federation.queue`), which starts its
+background worker when there is room: ``python -m medfed.federation.worker RUN_ID``, with the
+store URL, home and model key in its environment, never on its command line.
+"""
 
 from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 from medfed.config import MedfedConfig, run_definition
 from medfed.errors import FederationError
-from medfed.federation.run_paths import stop_flag
+from medfed.federation.queue import RunQueue, worker_alive
+from medfed.federation.run_paths import run_dir as _run_dir
+from medfed.federation.run_paths import stop_flag, worker_pid_file
 from medfed.federation.runtime import platform_env
-from medfed.store import RunStore
+from medfed.store import ACTIVE_STATUSES, RunStore
 from medfed.store.home import private_home
 
-ACTIVE = ("pending", "running")
+ACTIVE = ACTIVE_STATUSES
+
+__all__ = [
+    "absolute_paths",
+    "cancel_run",
+    "create_run",
+    "run_dir",
+    "start_run",
+    "stop_run",
+    "worker_alive",
+    "worker_env",
+]
 
 
 def absolute_paths(cfg: MedfedConfig) -> MedfedConfig:
@@ -30,7 +46,8 @@ def absolute_paths(cfg: MedfedConfig) -> MedfedConfig:
 
 
 def run_dir(home: Path, run_id: str) -> Path:
-    path = Path(home) / "runs" / run_id
+    """The run's folder, made if missing."""
+    path = _run_dir(home, run_id)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -57,31 +74,20 @@ def start_run(
     run_id: str | None = None,
     created_by: str | None = None,
     resume: bool = False,
+    queue: RunQueue | None = None,
 ) -> str:
-    """Create the run (unless ``run_id``) and start its worker process; returns the run id.
+    """Create the run (unless ``run_id``), put it in the platform's run queue and start what
+    fits now; returns the run id. The run is ``queued`` until it has room, then ``pending``.
 
     ``cfg`` is the platform's configuration with the run's sections (see
-    :func:`medfed.config.run_config`). The worker finds the store, home and model key in its
-    environment (:func:`worker_env`): no URL or password is on its command line.
+    :func:`medfed.config.run_config`). A run that trained before continues from its last
+    checkpoint when it starts (``resume`` is implied by that and kept for callers).
     """
+    del resume  # a run that started before always resumes from its last checkpoint
     cfg = absolute_paths(cfg)
     run_id = run_id or create_run(cfg, store, created_by=created_by)
     private_home(cfg.home)
-    folder = run_dir(cfg.home, run_id)
-    stop_flag(cfg.home, run_id).unlink(missing_ok=True)
-    command = [sys.executable, "-m", "medfed.federation.worker", run_id]
-    if resume:
-        command.append("--resume")
-    with open(folder / "worker.log", "ab") as logfile:
-        process = subprocess.Popen(
-            command,
-            stdout=logfile,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env=worker_env(cfg, store.url),
-            start_new_session=True,
-        )
-    (folder / "worker.pid").write_text(str(process.pid))
+    (queue or RunQueue.for_platform(cfg, store)).submit(run_id)
     return run_id
 
 
@@ -91,21 +97,21 @@ def worker_env(cfg: MedfedConfig, store_url: str) -> dict[str, str]:
     return dict(os.environ, PYTHONUNBUFFERED="1", **platform_env(cfg, store_url))
 
 
-def worker_alive(home: Path, run_id: str) -> bool:
-    pid_file = Path(home) / "runs" / run_id / "worker.pid"
-    if not pid_file.is_file():
-        return False
-    try:
-        os.kill(int(pid_file.read_text()), 0)
-    except (OSError, ValueError):
-        return False
-    return True
+def cancel_run(run_id: str, store: RunStore, cfg: MedfedConfig) -> None:
+    """Take a queued run out of the queue (it becomes ``stopped`` and can be started again)."""
+    RunQueue.for_platform(cfg, store).cancel(run_id)
 
 
 def stop_run(run_id: str, store: RunStore, home: Path, *, force: bool = False) -> None:
     """Ask a run to stop after its current phase (``force``: end its process now); ``home``
-    is the platform's home, where the run's worker keeps its files."""
+    is the platform's home, where the run's worker keeps its files. A queued run leaves the
+    queue."""
     run = store.get_run(run_id)
+    if run.status == "queued":
+        if store.set_status(run_id, "stopped", only_from=("queued",)):
+            store.publish(run_id, "run_stopped", {"cancelled": True})
+            return
+        run = store.get_run(run_id)
     if run.status not in ACTIVE:
         raise FederationError(f"run {run_id} is {run.status}, not running: nothing to stop")
     home = Path(home)
@@ -113,8 +119,8 @@ def stop_run(run_id: str, store: RunStore, home: Path, *, force: bool = False) -
     flag.parent.mkdir(parents=True, exist_ok=True)
     flag.touch()
     if force or not worker_alive(home, run_id):
-        pid_file = home / "runs" / run_id / "worker.pid"
-        if pid_file.is_file() and worker_alive(home, run_id):
-            os.killpg(int(pid_file.read_text()), signal.SIGTERM)
-        store.set_status(run_id, "stopped")
-        store.publish(run_id, "run_stopped", {})
+        alive = worker_alive(home, run_id)
+        if store.set_status(run_id, "stopped", only_from=ACTIVE):
+            store.publish(run_id, "run_stopped", {})
+        if alive:  # its SIGTERM handler sees the run stopped already; the watchdog cleans up
+            os.killpg(int(worker_pid_file(home, run_id).read_text()), signal.SIGTERM)

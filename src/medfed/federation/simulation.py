@@ -1,14 +1,21 @@
-"""Simulated hospitals on Flower's simulation engine (Ray), one process per run."""
+"""Simulated hospitals on Flower's simulation engine (Ray), one worker process per run."""
 
 from __future__ import annotations
 
 import logging
 import os
+import sys
 import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 from medfed.federation.runtime import RunSettings, quiet_flower_env
 
 log = logging.getLogger("medfed.simulation")
+
+OBJECT_STORE_MIN = 256 * 2**20
+OBJECT_STORE_MAX = 2 * 2**30
 
 
 class _QuietFlower(logging.Filter):
@@ -20,15 +27,50 @@ class _QuietFlower(logging.Filter):
         )
 
 
-def run_simulated(settings: RunSettings, num_hospitals: int) -> None:
+def ray_init_args(cpus: int) -> dict[str, Any]:
+    """``ray.init`` arguments of a run admitted with ``cpus`` CPUs: no dashboard, its CPUs
+    only, a bounded object store, its log lines relayed to the worker's log."""
+    from medfed.federation.queue import meminfo
+
+    total = meminfo("MemTotal") or 8 * 2**30
+    object_store = min(OBJECT_STORE_MAX, max(OBJECT_STORE_MIN, total // 16))
+    return {
+        "num_cpus": cpus,
+        "num_gpus": 0,
+        "include_dashboard": False,
+        "object_store_memory": object_store,
+        "logging_level": logging.ERROR,
+        "log_to_driver": True,
+    }
+
+
+def start_ray(cpus: int) -> None:
+    """Start this worker's own Ray instance (as Flower's Ray backend would, with limits)."""
+    import ray
+
+    pythonpath = os.pathsep.join(sys.path)
+    if os.environ.get("PYTHONPATH"):
+        pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+    os.environ["PYTHONPATH"] = pythonpath
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}}, **ray_init_args(cpus))
+
+
+def run_simulated(
+    settings: RunSettings,
+    num_hospitals: int,
+    *,
+    cpus: int | None = None,
+    after_ray_start: Callable[[], object] | None = None,
+) -> None:
     """Run ``settings``' rounds with ``num_hospitals`` virtual hospitals; returns when done.
 
-    Each hospital asks for one CPU, so on a 2-core machine two train at once, each with one
-    torch thread. The ServerApp records progress in the store as it goes.
+    The run gets ``cpus`` CPUs (default: all of them): the server's torch threads, Ray's CPUs
+    and so the hospitals training at once, each on one CPU with one torch thread. The
+    ServerApp records progress in the store as it goes. ``after_ray_start`` is called once
+    Ray runs (Ray sets its own SIGTERM handler; the worker puts its own back).
     """
-    from pathlib import Path
-
     quiet_flower_env(Path(settings.home))
+    import torch
     from flwr.simulation import run_simulation
 
     from medfed.federation.client_app import make_client_app
@@ -36,21 +78,19 @@ def run_simulated(settings: RunSettings, num_hospitals: int) -> None:
 
     for handler in logging.getLogger("flwr").handlers:
         handler.addFilter(_QuietFlower())
-    cpus = os.cpu_count() or 1
+    cpus = max(1, cpus or os.cpu_count() or 1)
+    torch.set_num_threads(cpus)
+    start_ray(cpus)
+    if after_ray_start is not None:
+        after_ray_start()
     backend_config = {
         "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-        "init_args": {
-            "num_cpus": cpus,
-            "num_gpus": 0,
-            "include_dashboard": False,
-            "logging_level": logging.ERROR,
-            "log_to_driver": True,
-        },
+        "init_args": ray_init_args(cpus),
     }
-    # Hospitals need no store; Ray limits each actor to its one CPU (OMP_NUM_THREADS=1).
-    client_settings = RunSettings(
-        run_id=settings.run_id, config=settings.config, home=settings.home
-    )
+    # Hospitals need no store; each has one CPU, so one torch thread (training.threads).
+    config = dict(settings.config)
+    config["training"] = {**config.get("training", {}), "threads": 1}
+    client_settings = RunSettings(run_id=settings.run_id, config=config, home=settings.home)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run_simulation(
