@@ -11,7 +11,16 @@ import pytest
 import torch
 from playwright.sync_api import Page, expect
 
-from browser.pages import chart_points, choose, login, screenshot, set_number, wait_until
+from browser.evaluation import seed_final_evaluation
+from browser.pages import (
+    SCREENSHOTS,
+    chart_points,
+    choose,
+    login,
+    screenshot,
+    set_number,
+    wait_until,
+)
 from browser.support import ADMIN, STATIC_INDEX, VIEWER, Server, seed_run
 
 pytest_plugins = ["browser.fixtures"]
@@ -201,12 +210,31 @@ def test_history_filters_sorts_and_compares_runs(tab: Page, server: Server) -> N
 
 def test_run_detail_downloads_model_and_report(tab: Page, server: Server, tmp_path: Path) -> None:
     run_id = seed_run(server, "detail-run", strategy="FedMedian", rounds=4, final_accuracy=0.88)
+    seed_final_evaluation(Path(server.cfg.home), run_id, 4, tmp_path)
     login(tab, path=f"/runs/{run_id}")
     expect(tab.locator("h1")).to_contain_text("detail-run")
     expect(tab.get_by_test_id("final-metrics")).to_contain_text("%")
     expect(tab.get_by_test_id("checkpoints-table")).to_contain_text("accuracy")
     expect(tab.get_by_test_id("config-card")).to_contain_text("FedMedian")
+    points = tab.get_by_test_id("operating-points")
+    expect(points).to_contain_text("Sensitivity at 95% specificity")
+    expect(points).to_contain_text("Specificity at 95% sensitivity")
+    expect(tab.get_by_test_id("ece")).to_contain_text(".")
+    assert int(tab.get_by_test_id("reliability-chart").get_attribute("data-points") or 0) > 2
+    sites = tab.get_by_test_id("sites-table")
+    expect(sites.locator(".el-table__body tr")).to_have_count(3)
+    expect(sites.locator("tr.worst-row")).to_contain_text("hospital-0")
+    expect(tab.get_by_test_id("worst-site")).to_contain_text("hospital-0")
+    expect(sites).to_contain_text("TN ")
+    heatmaps = tab.get_by_test_id("heatmaps").locator("figure")
+    expect(heatmaps.first).to_be_visible()
+    assert heatmaps.count() >= 4
+    assert tab.get_by_test_id("heatmaps").locator("img").first.evaluate("i => i.naturalWidth") > 0
     screenshot(tab, "run-detail")
+    tab.get_by_test_id("screening-card").scroll_into_view_if_needed()
+    screenshot_element(tab.get_by_test_id("screening-card"), "run-detail-screening")
+    screenshot_element(tab.get_by_test_id("sites-card"), "run-detail-sites")
+    screenshot_element(tab.get_by_test_id("heatmaps-card"), "run-detail-heatmaps")
 
     with tab.expect_download() as model_download:
         tab.get_by_test_id("model-download").click()
@@ -227,6 +255,15 @@ def test_run_detail_downloads_model_and_report(tab: Page, server: Server, tmp_pa
     assert "detail-run" in report_path.read_text(encoding="utf-8")
     actions = [entry.action for entry in server.store.audit_log()]
     assert "model.download" in actions and "report.download" in actions
+
+
+def screenshot_element(locator, name: str) -> Path:  # type: ignore[no-untyped-def]
+    """One part of a page, as a user scrolled to it sees it."""
+    locator.scroll_into_view_if_needed()
+    locator.page.wait_for_timeout(600)  # charts finish drawing
+    path = SCREENSHOTS / f"{name}.png"
+    locator.screenshot(path=path)
+    return path
 
 
 def test_hospitals_page_lists_sites_with_their_runs(tab: Page, server: Server) -> None:

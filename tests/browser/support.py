@@ -182,7 +182,10 @@ def _seed_hospital(
         run_id,
         round_,
         phase="train",
-        metrics={"train-loss": round(0.6 / round_ + 0.1, 4)},
+        metrics={
+            "train-loss": round(0.6 / round_ + 0.1, 4),
+            "class-counts": [70 + 10 * index, 50 + 30 * index],
+        },
         duration_s=2.5 + 0.3 * index,
         bytes_up=1_200_000,
         bytes_down=2_400_000,
@@ -197,11 +200,18 @@ def _seed_hospital(
             "accuracy": round(min(0.99, global_accuracy + skew), 4),
             "loss": round(0.7 / (round_ + 0.5) + 0.15 - skew, 4),
             "auc": round(min(0.995, global_accuracy + 0.04 + skew), 4),
+            "confusion_matrix": _site_matrix(min(0.99, global_accuracy + skew), 12 + 4 * index),
         },
         duration_s=0.4 + 0.1 * index,
         bytes_down=2_400_000,
         **common,
     )
+
+
+def _site_matrix(accuracy: float, positives: int, negatives: int = 12) -> list[list[int]]:
+    """A hospital's held-out confusion matrix near ``accuracy``."""
+    tp, tn = round(positives * accuracy), round(negatives * accuracy)
+    return [[tn, negatives - tn], [positives - tp, tp]]
 
 
 def _seed_checkpoint(

@@ -75,6 +75,8 @@ export const api = {
   clients: (id, round) =>
     request('GET', `/runs/${encodeURIComponent(id)}/clients`, { query: { round } }),
   checkpoints: (id) => request('GET', `/runs/${encodeURIComponent(id)}/checkpoints`),
+  explanations: (id) => request('GET', `/runs/${encodeURIComponent(id)}/explanations`),
+  sites: (id) => request('GET', `/runs/${encodeURIComponent(id)}/sites`),
 
   hospitals: () => request('GET', '/hospitals'),
   addHospital: (name) => request('POST', '/hospitals', { body: { name } }),
