@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
@@ -12,7 +12,9 @@ from rich.console import Console
 
 from medfed.config import load_config
 from medfed.errors import ConfigError, DataError, StoreError
-from medfed.models.bundle import ModelBundle, bundle_from_content, load_model_file, with_class_names
+
+if TYPE_CHECKING:  # torch is imported only when a command runs: `medfed --help` stays light
+    from medfed.models.bundle import ModelBundle
 
 console = Console(stderr=True)
 
@@ -79,6 +81,7 @@ def predict(
             f"others are); first: {summary.unreadable[0]}"
         )
 
+
 def export(
     model: ModelArgument,
     format_: Annotated[
@@ -110,6 +113,8 @@ def export(
 def open_model(model: str, round_: int | None, config: Path | None) -> ModelBundle:
     """The model file at ``model``, or the (encrypted) checkpoint of run ``model`` on this
     platform, its latest or ``round_``."""
+    from medfed.models.bundle import bundle_from_content, load_model_file, with_class_names
+
     if Path(model).is_file():
         if round_ is not None:
             raise ConfigError("--round applies to a run id, not to a model file")
