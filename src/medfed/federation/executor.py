@@ -20,6 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from medfed.federation.lifetime import die_with_parent
+
 log = logging.getLogger("medfed.executor")
 
 POLL_INTERVAL_S = 0.05
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runtime-port", type=int, required=True)
     parser.add_argument("--poll", type=float, default=POLL_INTERVAL_S, help="seconds")
     args = parser.parse_args(argv)
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError
+from medfed.federation.lifetime import child_env, die_with_parent
 from medfed.federation.superlink import flower_env, stop_process_group
 
 log = logging.getLogger("medfed.hospital")
@@ -90,7 +91,7 @@ def run_hospital(
     """Run the SuperNode and the executor until the SuperNode ends (its exit code) or this
     process is stopped (Ctrl-C, SIGTERM: 0); a dead executor is restarted."""
     home = Path(cfg.home).resolve()
-    env = flower_env(cfg)
+    env = child_env(flower_env(cfg))
     supernode = subprocess.Popen(
         supernode_command(link, data_path=data_path, port=port, home=home, name=name),
         env=env,
@@ -153,7 +154,11 @@ def start_hospital(
         command += ["--ca", str(link.ca_path), "--key", str(link.key_path)]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - the process owns it
     return subprocess.Popen(
-        command, stdout=out, stderr=subprocess.STDOUT, env=flower_env(cfg), start_new_session=True
+        command,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=child_env(flower_env(cfg)),
+        start_new_session=True,
     )
 
 
@@ -170,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", type=Path)
     parser.add_argument("--insecure", action="store_true")
     args = parser.parse_args(argv)
+    die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_config(None, {"home": args.home})
     link = HospitalLink(args.server, None if args.insecure else args.ca, args.key)

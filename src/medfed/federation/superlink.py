@@ -26,6 +26,7 @@ from pathlib import Path
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError
 from medfed.federation.certs import CertPaths
+from medfed.federation.lifetime import child_env
 from medfed.federation.runtime import HOME_ENV, RunSettings, platform_env, quiet_flower_env
 from medfed.store import RunStore
 
@@ -83,10 +84,15 @@ def wait_for_port(host: str, port: int, process: subprocess.Popen, log_file: Pat
 
 
 def _background(command: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
+    """``command`` in a session of its own, ending with this process (see ``lifetime.py``)."""
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with open(log_file, "ab") as out:
         return subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            [sys.executable, "-m", "medfed.federation.lifetime", *command],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_env(env),
+            start_new_session=True,
         )
 
 

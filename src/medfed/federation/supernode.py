@@ -15,6 +15,8 @@ import sys
 import time
 from types import ModuleType
 
+from medfed.federation.lifetime import die_with_parent
+
 IDLE_S = 0.5
 WAIT_S = 0.05
 FLOWER_IDLE_S, FLOWER_WAIT_S = 3, 0.5
@@ -46,6 +48,7 @@ def quicken(loop: ModuleType, idle_s: float = IDLE_S) -> None:
 
 
 def main() -> None:
+    die_with_parent()
     from flwr.supernode import start_client_internal
     from flwr.supernode.cli.flower_supernode import flower_supernode
 
