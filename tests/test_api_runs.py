@@ -4,7 +4,8 @@ stop, live events, model and report downloads."""
 from __future__ import annotations
 
 import io
-import os
+import subprocess
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -197,7 +198,6 @@ def test_create_run_without_start_merges_over_server_defaults(
         ({"federated": {"strategy": "FedMagic"}}, ["body", "config", "federated", "strategy"]),
         ({"federated": {"roundz": 3}}, ["body", "config", "federated", "roundz"]),
         ({"privacy": {"delta": 2}}, ["body", "config", "privacy", "delta"]),
-        ({"federated": {"num_clients": 1}}, ["body", "config", "federated"]),
         ({"database": {"url": "sqlite:///x.db"}}, ["body", "config", "database"]),
         ({"model": "resnet18"}, ["body", "config", "model"]),
     ],
@@ -236,14 +236,32 @@ def test_start_refuses_a_finished_run(
     assert "run.start" not in [e.action for e in store.audit_log()]
 
 
+def test_settings_that_contradict_the_defaults_are_a_409_naming_them(
+    client: TestClient, store: RunStore, admin: dict[str, str]
+) -> None:
+    body = {"name": "bad", "config": {"federated": {"num_clients": 1}}}
+    response = client.post("/api/runs", json=body, headers=admin)
+    assert response.status_code == 409
+    errors = response.json()["detail"]
+    assert ["body", "config", "federated"] in [error["loc"] for error in errors]
+    assert any("min_train_clients" in error["msg"] for error in errors)
+    assert store.list_runs()[1] == 0
+
+
 def test_start_refuses_a_run_whose_worker_is_alive(
     client: TestClient, store: RunStore, cfg: MedfedConfig, admin: dict[str, str]
 ) -> None:
     run_id = seed_run(store, cfg, status="pending")
     worker_dir = cfg.home / "runs" / run_id
     worker_dir.mkdir(parents=True)
-    (worker_dir / "worker.pid").write_text(str(os.getpid()))  # a live process
-    response = client.post(f"/api/runs/{run_id}/start", headers=admin)
+    # A live process standing in for the run's worker (its command line names the run).
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", run_id])
+    try:
+        (worker_dir / "worker.pid").write_text(str(stand_in.pid))
+        response = client.post(f"/api/runs/{run_id}/start", headers=admin)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
     assert response.status_code == 409
     assert "already being trained" in response.json()["detail"]
     assert store.get_run(run_id).status == "pending"

@@ -17,6 +17,7 @@ from medfed.api.security import (
     same_origin,
 )
 from medfed.config import MedfedConfig
+from medfed.federation.queue import RunQueue
 from medfed.store import RunStore
 
 ADMIN = "admin"
@@ -35,6 +36,11 @@ def get_config(request: Request) -> MedfedConfig:
     return request.app.state.cfg
 
 
+def get_queue(request: Request) -> RunQueue:
+    """The platform's run queue."""
+    return request.app.state.queue
+
+
 def get_signer(request: Request) -> TokenSigner:
     """The token signer holding the server secret."""
     return request.app.state.signer
@@ -43,6 +49,7 @@ def get_signer(request: Request) -> TokenSigner:
 StoreDep = Annotated[RunStore, Depends(get_store)]
 ConfigDep = Annotated[MedfedConfig, Depends(get_config)]
 SignerDep = Annotated[TokenSigner, Depends(get_signer)]
+QueueDep = Annotated[RunQueue, Depends(get_queue)]
 
 
 def _unauthorized(detail: str) -> HTTPException:

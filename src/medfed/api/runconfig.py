@@ -1,11 +1,14 @@
 """A run config posted by the dashboard: merged over the server's defaults and validated
-with the same model as the CLI, so a bad value comes back as a 422 naming the config key."""
+with the same model as the CLI. A bad value is a 422 naming the config key (the request body's
+schema has every key with its bounds); settings that contradict each other or the server's
+defaults (e.g. federated.min_train_clients above num_clients) are a 409 naming them."""
 
 from __future__ import annotations
 
 import copy
 from typing import Any
 
+from fastapi import HTTPException, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
@@ -57,8 +60,7 @@ def _located(exc: ValidationError) -> list[dict[str, Any]]:
         {
             "type": err["type"],
             "loc": (*CONFIG_LOC, *err["loc"]),
-            "msg": err["msg"],
-            "input": err.get("input"),
+            "msg": err["msg"].removeprefix("Value error, "),
         }
         for err in exc.errors(include_url=False)
     ]
@@ -68,7 +70,8 @@ def validate_run_config(
     defaults: MedfedConfig, partial: dict[str, Any], name: str | None = None
 ) -> MedfedConfig:
     """``partial`` over the run sections of ``defaults``, as the server's config with those
-    sections (home, database and keys stay the server's), or a 422 naming the bad keys."""
+    sections (home, database and keys stay the server's); a 422 naming unknown sections,
+    a 409 naming settings that contradict each other once merged."""
     errors = _section_errors(partial)
     if errors:
         raise RequestValidationError(errors)
@@ -78,7 +81,7 @@ def validate_run_config(
     try:
         run = MedfedConfig.model_validate(merged)
     except ValidationError as exc:
-        raise RequestValidationError(_located(exc)) from None
+        raise HTTPException(status.HTTP_409_CONFLICT, _located(exc)) from None
     return defaults.model_copy(update={key: getattr(run, key) for key in RUN_SECTIONS})
 
 

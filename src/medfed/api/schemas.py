@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
 from medfed.config import TRAINING_SECTIONS as RUN_CONFIG_SECTIONS
+from medfed.config import MedfedConfig
 from medfed.store.repository import MIN_PASSWORD_LENGTH
+
+# Request bodies take JSON types as they are: no number from a string, no 0 for false.
+STRICT = ConfigDict(strict=True, extra="forbid")
+NO_NUL = r"^[^\u0000]*$"
 
 
 class UserOut(BaseModel):
@@ -17,11 +25,15 @@ class UserOut(BaseModel):
 
 
 class LoginIn(BaseModel):
+    model_config = STRICT
+
     username: str = Field(min_length=1)
     password: str = Field(min_length=1)
 
 
 class PasswordIn(BaseModel):
+    model_config = STRICT
+
     current_password: str = Field(min_length=1)
     new_password: str = Field(min_length=MIN_PASSWORD_LENGTH)
 
@@ -36,10 +48,77 @@ class HealthOut(BaseModel):
     version: str
 
 
+def _bare(annotation: Any) -> Any:
+    """``Annotated[T, ...]`` -> ``T``."""
+    return get_args(annotation)[0] if get_origin(annotation) is Annotated else annotation
+
+
+def _integral(value: Any) -> Any:
+    """A JSON number with no fraction (2.0) is an integer, as JSON Schema has it."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _takes_integers(annotation: Any) -> bool:
+    bare = _bare(annotation)
+    if bare is int:
+        return True
+    if get_origin(bare) is Literal:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in get_args(bare))
+    args = [a for a in get_args(bare) if a is not type(None)]
+    return get_origin(bare) in (Union, UnionType) and bool(args) and all(map(_takes_integers, args))
+
+
+def _as_posted(info: FieldInfo) -> tuple[Any, FieldInfo]:
+    """A config field as a request body has it: paths are text (without NUL characters),
+    integers may be written 2.0."""
+    if _takes_integers(info.annotation):
+        return Annotated[info.annotation, BeforeValidator(_integral)], info
+    optional = {_bare(arg) for arg in get_args(info.annotation)} == {Path, type(None)}
+    if _bare(info.annotation) is Path or optional:
+        text: Any = str | None if optional else str
+        default = None if info.default is None else str(info.default)
+        return text, Field(default=default, description=info.description, pattern=NO_NUL)
+    return info.annotation, info
+
+
+def _partial_section(section: str) -> type[BaseModel]:
+    """A config section with every key optional (the server's default where left out), with
+    the keys, types and bounds of the configuration model; unknown keys are refused."""
+    model = MedfedConfig.model_fields[section].annotation
+    assert isinstance(model, type) and issubclass(model, BaseModel)
+    fields: dict[str, Any] = {name: _as_posted(info) for name, info in model.model_fields.items()}
+    return create_model(
+        f"{section.capitalize()}Settings",
+        __config__=STRICT,
+        __doc__=f"The {section} section of a run's configuration (keys left out: the server's).",
+        **fields,
+    )
+
+
+_SECTION_MODELS = {section: _partial_section(section) for section in RUN_CONFIG_SECTIONS}
+RunConfigIn = create_model(  # type: ignore[call-overload]
+    "RunConfigIn",
+    __config__=STRICT,
+    __doc__="A partial run configuration, merged over the server's defaults. Settings that "
+    "contradict each other (e.g. federated.min_train_clients above federated.num_clients, "
+    "privacy without model.norm group) are refused with 409.",
+    **{section: (model, Field(default=None)) for section, model in _SECTION_MODELS.items()},
+)
+
+
+def posted_config(config: BaseModel) -> dict[str, Any]:
+    """The keys a client actually sent, as a plain dict (paths as text)."""
+    return config.model_dump(mode="json", exclude_unset=True)
+
+
 class RunCreate(BaseModel):
+    model_config = STRICT
+
     name: str = Field(min_length=1, max_length=200)
-    config: dict[str, Any] = Field(
-        default_factory=dict,
+    config: RunConfigIn = Field(  # type: ignore[valid-type]
+        default_factory=RunConfigIn,
         description="partial MedfedConfig (sections "
         + ", ".join(RUN_CONFIG_SECTIONS)
         + ") merged over the server's defaults",
@@ -69,6 +148,10 @@ class RunSummary(BaseModel):
     duration_s: float | None
     created_by: str | None
     error: str | None
+    queued_at: datetime | None = Field(description="when it joined the run queue")
+    queue_position: int | None = Field(
+        description="its place in the run queue while queued (1: starts next), else null"
+    )
 
 
 class RunDetail(RunSummary):
@@ -139,6 +222,8 @@ class HospitalOut(BaseModel):
 
 
 class HospitalIn(BaseModel):
+    model_config = STRICT
+
     name: str = Field(
         pattern=HOSPITAL_NAME_PATTERN,
         description="1-64 letters, digits, '.', '-' or '_', starting with a letter or digit",
@@ -153,8 +238,12 @@ class HospitalAdded(BaseModel):
 
 
 class TemplateIn(BaseModel):
+    model_config = STRICT
+
     name: str = Field(min_length=1, max_length=200)
-    config: dict[str, Any] = Field(description="partial MedfedConfig, as in POST /api/runs")
+    config: RunConfigIn = Field(  # type: ignore[valid-type]
+        description="partial MedfedConfig, as in POST /api/runs"
+    )
 
 
 class TemplateOut(BaseModel):

@@ -1,28 +1,48 @@
-"""Server-sent events of one run: stored history first, then live events until the run ends."""
+"""Server-sent events of one run: stored history first, then live events while it trains.
+
+The store is the record. Live events of a run are fetched from it once for every client
+that follows the run (:class:`EventHub`: one waiting thread per followed run, not per client)
+and handed to each client's bounded queue. A client that falls behind by more than
+``CLIENT_QUEUE`` events, or whose connection takes more than ``WRITE_TIMEOUT_S`` to accept
+a write (it does not read), is cut off without slowing the others; a browser's EventSource
+then reconnects with ``Last-Event-ID`` and gets what it missed from the store.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import anyio
 import anyio.to_thread
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import StreamingResponse
+from starlette.types import Send
 
-from medfed.store import RunStore
+from medfed.store import FINAL_STATUSES, RunStore
 from medfed.store.records import EventRecord
-from medfed.store.repository import FINAL_STATUSES
 
-TERMINAL_EVENTS = frozenset({"run_finished", "run_failed", "run_stopped"})
+log = logging.getLogger("medfed.api.events")
+
+TERMINAL_EVENTS = frozenset({"run_finished", "run_failed", "run_stopped", "run_interrupted"})
 HEARTBEAT_S = 15.0
-WAIT_S = 5.0
-MAX_WAITING_STREAMS = 100
+WAIT_S = 5.0  # a followed run's thread waits this long for events, then looks again
+IDLE_CHECK_S = 5.0  # a quiet stream checks this often whether its client or run is gone
+REPLAY_PAGE = 1000
+CLIENT_QUEUE = 2000  # events a client may lag behind before it is cut off
+WRITE_TIMEOUT_S = 10.0  # a write a client does not accept in this time ends its stream
+RETRY_MS = 5000  # how soon a browser reconnects to a run that does not train now
+MAX_WAITING_STREAMS = 100  # threads waiting for events: one per followed run
 
 
 def stream_limiter() -> anyio.CapacityLimiter:
-    """Threads for event streams' waits, apart from the pool that serves the REST routes."""
+    """Threads for followed runs' waits, apart from the pool that serves the REST routes."""
     return anyio.CapacityLimiter(MAX_WAITING_STREAMS)
 
 
@@ -32,37 +52,159 @@ def format_event(event: EventRecord) -> str:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
 
 
+@dataclass(eq=False)
+class Follower:
+    """One client's place in a run's live events."""
+
+    queue: asyncio.Queue[EventRecord] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=CLIENT_QUEUE)
+    )
+    lagging: bool = False
+
+    def offer(self, event: EventRecord) -> None:
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.lagging = True  # its stream ends; the client catches up from the store
+
+
+class EventHub:
+    """Live events of the runs clients follow, fetched once per run for all its clients."""
+
+    def __init__(self, store: RunStore, limiter: anyio.CapacityLimiter):
+        self.store = store
+        self.limiter = limiter
+        self._followers: dict[str, set[Follower]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    @property
+    def followed_runs(self) -> int:
+        return len(self._tasks)
+
+    async def follow(self, run_id: str) -> Follower:
+        """A new follower of ``run_id``: every event stored from now on reaches its queue."""
+        follower = Follower()
+        followers = self._followers.setdefault(run_id, set())
+        followers.add(follower)
+        if run_id not in self._tasks:
+            last = await run_in_threadpool(self.store.last_event_id, run_id)
+            if run_id not in self._tasks:  # another follower may have started it meanwhile
+                self._tasks[run_id] = asyncio.create_task(self._relay(run_id, last))
+        return follower
+
+    def leave(self, run_id: str, follower: Follower) -> None:
+        followers = self._followers.get(run_id)
+        if followers is not None:
+            followers.discard(follower)
+
+    async def _relay(self, run_id: str, last_id: int) -> None:
+        try:
+            while self._followers.get(run_id):
+                batch = await anyio.to_thread.run_sync(
+                    self.store.wait_for_events, run_id, last_id, WAIT_S, limiter=self.limiter
+                )
+                for event in batch:
+                    last_id = event.id
+                    for follower in list(self._followers.get(run_id, ())):
+                        follower.offer(event)
+        except Exception:  # noqa: BLE001 - the followers' streams end; clients reconnect
+            log.exception("relaying the events of run %s failed", run_id)
+            for follower in self._followers.get(run_id, ()):
+                follower.lagging = True
+        finally:
+            self._tasks.pop(run_id, None)
+            if not self._followers.get(run_id):
+                self._followers.pop(run_id, None)
+
+
+class EventStream(StreamingResponse):
+    """A text/event-stream response that ends when its client does not accept a write
+    within ``WRITE_TIMEOUT_S`` (the server then closes the connection)."""
+
+    async def stream_response(self, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        try:
+            async for chunk in self.body_iterator:
+                body = chunk if isinstance(chunk, bytes) else str(chunk).encode("utf-8")
+                with anyio.move_on_after(WRITE_TIMEOUT_S) as scope:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                if scope.cancelled_caught:
+                    log.info(
+                        "an event stream's client read nothing for %gs: cut off", WRITE_TIMEOUT_S
+                    )
+                    return  # unfinished: the server closes the connection
+        finally:
+            with contextlib.suppress(Exception):
+                await self.body_iterator.aclose()  # type: ignore[attr-defined]
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 async def run_events(
     request: Request,
     store: RunStore,
     run_id: str,
     after_id: int = 0,
+    *,
+    live: bool,
+    retry: bool = False,
 ) -> AsyncIterator[str]:
-    """Replay the run's events after ``after_id``, then relay new ones as they are published.
+    """Replay the run's events after ``after_id``, then (``live``: the run trains or is about
+    to) relay new ones until a terminal event.
 
-    Ends after a terminal event, when the client goes away, or when the run's row already
-    said it ended and no event came within ``WAIT_S`` (a run killed without an end event).
-    A comment line every ``HEARTBEAT_S`` of silence keeps proxies from closing the stream.
+    Ends after a terminal event, when the client goes away or falls behind, when the run's
+    row says it ended and no event came (a run killed without an end event), or at once
+    after the history when the run does not train now (``retry``: it may start later; the
+    ``retry`` line tells the browser when to look again).
     """
-    limiter: anyio.CapacityLimiter = request.app.state.stream_limiter
+    hub: EventHub = request.app.state.event_hub
+    follower = await hub.follow(run_id) if live else None
     last_id = after_id
-    last_sent = time.monotonic()
-    while True:
-        ended = await _run_over(store, run_id)
-        batch = await anyio.to_thread.run_sync(
-            store.wait_for_events, run_id, last_id, WAIT_S, limiter=limiter
-        )
-        for event in batch:
+    try:
+        while True:  # the history, page by page
+            page = await run_in_threadpool(store.events, run_id, last_id, REPLAY_PAGE)
+            for event in page:
+                yield format_event(event)
+                last_id = event.id
+                if event.type in TERMINAL_EVENTS:
+                    return
+            if len(page) < REPLAY_PAGE:
+                break
+        if follower is None:
+            if retry:  # it may start later: the browser looks again then
+                yield f"retry: {RETRY_MS}\n\n"
+            return
+        last_sent = time.monotonic()
+        while True:
+            try:
+                event = await asyncio.wait_for(follower.queue.get(), min(IDLE_CHECK_S, HEARTBEAT_S))
+            except TimeoutError:
+                if follower.lagging or await request.is_disconnected():
+                    return
+                if await _run_over(store, run_id):
+                    # Its last events may have come after the status: send what is left.
+                    for event in await run_in_threadpool(store.events, run_id, last_id):
+                        yield format_event(event)
+                        if event.type in TERMINAL_EVENTS:
+                            break
+                    return
+                if time.monotonic() - last_sent >= HEARTBEAT_S:
+                    yield ": heartbeat\n\n"
+                    last_sent = time.monotonic()
+                continue
+            if follower.lagging:
+                return
+            if event.id <= last_id:
+                continue  # already sent with the history
             yield format_event(event)
             last_id = event.id
             last_sent = time.monotonic()
             if event.type in TERMINAL_EVENTS:
                 return
-        if (not batch and ended) or await request.is_disconnected():
-            return
-        if time.monotonic() - last_sent >= HEARTBEAT_S:
-            yield ": heartbeat\n\n"
-            last_sent = time.monotonic()
+    finally:
+        if follower is not None:
+            hub.leave(run_id, follower)
 
 
 async def _run_over(store: RunStore, run_id: str) -> bool:

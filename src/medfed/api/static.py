@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter, HTTPException, Request, status
+from fastapi import APIRouter, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, Response
+from starlette.convertors import Convertor, register_url_convertor
 
 from medfed.api.security import content_security_policy, inline_script_hashes
 
@@ -25,6 +26,21 @@ then reload this page.</p>
 </body></html>
 """
 
+
+class WebPath(Convertor[str]):
+    """A path of the web UI: anything but /api and what is under it (those are the API's
+    routes, or 404, or 405 for a method the API path does not take)."""
+
+    regex = r"(?!api(?:/|$)).*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("webpath", WebPath())
 router = APIRouter(include_in_schema=False)
 
 
@@ -53,11 +69,9 @@ def api_docs() -> HTMLResponse:
     return page
 
 
-@router.get("/{path:path}")
+@router.get("/{path:webpath}")
 def web_ui(path: str, request: Request) -> Response:
-    """A file of the built UI, else its index.html (client-side routes); /api/* stays 404."""
-    if path == "api" or path.startswith("api/"):
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no API route /{path}")
+    """A file of the built UI, else its index.html (client-side routes)."""
     root: Path = request.app.state.static_dir
     index = root / "index.html"
     if not index.is_file():

@@ -7,16 +7,18 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from medfed.api.deps import AdminUser, StoreDep
+from medfed.api.errors import ADMIN_ONLY
 from medfed.api.schemas import AuditEntryOut, AuditPage
 
 router = APIRouter(prefix="/audit", tags=["audit"])
+MAX_PAGE = 1_000_000
 
 
-@router.get("", response_model=AuditPage)
+@router.get("", response_model=AuditPage, responses=ADMIN_ONLY)
 def audit_log(
     store: StoreDep,
     _user: AdminUser,
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AuditPage:
     """One page of the audit log, newest first."""

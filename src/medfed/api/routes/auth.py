@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, HTTPException, Request, Response, status
 
 from medfed.api.deps import CurrentUser, SessionDep, SignerDep, StoreDep
+from medfed.api.errors import FORBIDDEN, LOGGED_IN, THROTTLED, error
 from medfed.api.schemas import LoginIn, LoginOut, PasswordIn, UserOut
 from medfed.api.security import SESSION_COOKIE, LoginThrottle, TokenSigner, client_address
 from medfed.store import RunStore, UserRecord
@@ -57,7 +58,11 @@ def _start_session(
     return LoginOut(token=token, user=UserOut(name=user.name, role=user.role))
 
 
-@router.post("/login", response_model=LoginOut)
+@router.post(
+    "/login",
+    response_model=LoginOut,
+    responses={status.HTTP_401_UNAUTHORIZED: error("wrong user name or password"), **THROTTLED},
+)
 def login(
     body: LoginIn, request: Request, response: Response, store: StoreDep, signer: SignerDep
 ) -> LoginOut:
@@ -73,7 +78,7 @@ def login(
     return _start_session(request, response, signer, user)
 
 
-@router.post("/logout")
+@router.post("/logout", responses={**LOGGED_IN, **FORBIDDEN})
 def logout(session: SessionDep, response: Response, store: StoreDep) -> dict[str, str]:
     """End the session: its token stops working (also after a restart) and the cookie is
     cleared."""
@@ -84,7 +89,17 @@ def logout(session: SessionDep, response: Response, store: StoreDep) -> dict[str
     return {"status": "logged out"}
 
 
-@router.post("/password", response_model=LoginOut)
+@router.post(
+    "/password",
+    response_model=LoginOut,
+    responses={
+        **LOGGED_IN,
+        status.HTTP_403_FORBIDDEN: error(
+            "the current password is wrong, or a cookie-signed change from another site"
+        ),
+        **THROTTLED,
+    },
+)
 def change_password(
     body: PasswordIn,
     request: Request,
@@ -102,7 +117,7 @@ def change_password(
     return _start_session(request, response, signer, changed)
 
 
-@router.get("/me", response_model=UserOut)
+@router.get("/me", response_model=UserOut, responses=LOGGED_IN)
 def me(user: CurrentUser) -> UserOut:
     """The logged-in user."""
     return user

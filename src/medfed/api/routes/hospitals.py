@@ -15,6 +15,7 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import FileResponse
 
 from medfed.api.deps import AdminUser, ConfigDep, CurrentUser, StoreDep
+from medfed.api.errors import ADMIN_ONLY, LOGGED_IN, error
 from medfed.api.schemas import HospitalAdded, HospitalIn, HospitalOut
 from medfed.config import MedfedConfig
 from medfed.errors import ConfigError, FederationError, StoreError
@@ -27,17 +28,10 @@ log = logging.getLogger(__name__)
 ONLINE_WINDOW = timedelta(minutes=5)
 WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]", ""}
 
-NOT_FOUND = {status.HTTP_404_NOT_FOUND: {"description": "no hospital of that name"}}
-CONFLICT_ADD = {status.HTTP_409_CONFLICT: {"description": "a hospital of that name is registered"}}
-CONFLICT_REMOVE = {status.HTTP_409_CONFLICT: {"description": "the hospital is not registered"}}
-SUPERLINK_REFUSED = {
-    status.HTTP_502_BAD_GATEWAY: {"description": "the running SuperLink refused the change"}
-}
-ADMIN_ONLY = {
-    status.HTTP_401_UNAUTHORIZED: {"description": "not logged in"},
-    status.HTTP_403_FORBIDDEN: {"description": "not an admin"},
-}
-LOGGED_IN = {status.HTTP_401_UNAUTHORIZED: {"description": "not logged in"}}
+NOT_FOUND = {status.HTTP_404_NOT_FOUND: error("no hospital of that name")}
+CONFLICT_ADD = {status.HTTP_409_CONFLICT: error("a hospital of that name is registered")}
+CONFLICT_REMOVE = {status.HTTP_409_CONFLICT: error("the hospital is not registered")}
+SUPERLINK_REFUSED = {status.HTTP_502_BAD_GATEWAY: error("the running SuperLink refused the change")}
 
 
 def hospital_status(last_seen: datetime | None, now: datetime, connected: bool = False) -> str:
@@ -158,7 +152,7 @@ def add_hospital(
     response_class=FileResponse,
     responses={
         **LOGGED_IN,
-        status.HTTP_200_OK: {"content": {"application/x-pem-file": {}}},
+        status.HTTP_200_OK: {"content": {"application/x-pem-file": {"schema": {"type": "string"}}}},
         status.HTTP_404_NOT_FOUND: {"description": "the platform has no CA certificate yet"},
     },
 )

@@ -5,15 +5,17 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
-from fastapi.responses import FileResponse, StreamingResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from medfed.api.deps import AdminUser, ConfigDep, CurrentUser, StoreDep
+from medfed.api.deps import AdminUser, ConfigDep, CurrentUser, QueueDep, StoreDep
+from medfed.api.errors import ADMIN_ONLY, LOGGED_IN, NO_RUN, error
 from medfed.api.runconfig import redact_config, validate_run_config
 from medfed.api.schemas import (
     CheckpointOut,
@@ -25,22 +27,58 @@ from medfed.api.schemas import (
     RunPage,
     RunSummary,
     SitesOut,
+    posted_config,
 )
-from medfed.api.sse import run_events
-from medfed.config import run_config
+from medfed.api.sse import EventStream, run_events
+from medfed.config import MedfedConfig
 from medfed.errors import FederationError, StoreError
-from medfed.store import RUN_STATUSES, ArtifactStore, RunRecord, RunStore
+from medfed.federation.queue import RunQueue
+from medfed.store import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    RUN_STATUSES,
+    ArtifactStore,
+    RunRecord,
+    RunStore,
+)
 from medfed.store.repository import SORT_KEYS
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 
 SORT_PATTERN = rf"^-?({'|'.join(SORT_KEYS)})$"
-ACTIVE_STATUSES = ("pending", "running")
 REPORT_MEDIA_TYPES = {"html": "text/html", "pdf": "application/pdf"}
+MAX_PAGE = 1_000_000
+MAX_ID = 2**62  # event ids and rounds stay far below; every database's integers hold it
+MAX_ROUND = 100_000  # federated.rounds' bound
+EVENT_ID_PATTERN = r"^[0-9]{1,18}$"
+# One server-sent message: its id, its type (run_started, round_finished, ..., run_finished)
+# and its JSON payload; or a retry hint alone.
+SSE_MESSAGE = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
+        "event": {"type": "string"},
+        "data": {"type": "string", "description": "the event's payload, JSON"},
+        "retry": {"type": "string", "description": "milliseconds before reconnecting"},
+    },
+}
+# RFC 3339 date-time, as the description's format says (a bare number or date is refused).
+DATE_TIME = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+)
+CONFLICT_START = {
+    status.HTTP_409_CONFLICT: error("the run is finished, queued or being trained already")
+}
+CONFLICT_CONFIG = {
+    status.HTTP_409_CONFLICT: error(
+        "settings that contradict each other or the server's defaults (detail lists them), "
+        "or, for a deployment, no SuperLink took the run (it is stored as failed)"
+    )
+}
 
 
-def summary_fields(run: RunRecord) -> dict[str, object]:
-    """The RunSummary fields of a stored run."""
+def summary_fields(run: RunRecord, positions: dict[str, int] | None = None) -> dict[str, object]:
+    """The RunSummary fields of a stored run (``positions``: queue places by run id)."""
     model = run.config.get("model", {}).get("name")
     final_accuracy = (run.final_metrics or {}).get("accuracy")
     return {
@@ -60,13 +98,16 @@ def summary_fields(run: RunRecord) -> dict[str, object]:
         "duration_s": run.duration_s,
         "created_by": run.created_by,
         "error": run.error,
+        "queued_at": run.queued_at if run.status == "queued" else None,
+        "queue_position": (positions or {}).get(run.id) if run.status == "queued" else None,
     }
 
 
-def run_detail(run: RunRecord) -> RunDetail:
+def run_detail(run: RunRecord, queue: RunQueue | None = None) -> RunDetail:
     """RunDetail of a stored run."""
+    positions = queue.positions() if queue is not None and run.status == "queued" else {}
     return RunDetail(
-        **summary_fields(run),
+        **summary_fields(run, positions),
         config=redact_config(run.config),
         final_metrics=run.final_metrics,
         flower_run_id=run.flower_run_id,
@@ -85,31 +126,60 @@ def _conflict(detail: str) -> HTTPException:
     return HTTPException(status.HTTP_409_CONFLICT, detail)
 
 
-@router.get("", response_model=RunPage)
+def _utc(text: str | None, key: str) -> datetime | None:
+    """An RFC 3339 date-time in UTC (a leap second or year 0 taken to the nearest time
+    Python has), or a 422 naming ``key``."""
+    if text is None:
+        return None
+    found = DATE_TIME.match(text)
+    try:
+        if found is None:
+            raise ValueError("not an RFC 3339 date-time, e.g. 2026-12-01T08:30:00Z")
+        year, month, day, hour, minute, second = (int(found.group(i)) for i in range(1, 7))
+        zone = found.group(8).upper()
+        offset = timedelta(0)
+        if zone != "Z":
+            sign = -1 if zone[0] == "-" else 1
+            offset = sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+        local = datetime(max(year, 1), month, day, hour, minute, min(second, 59))
+        utc = local - offset
+    except OverflowError:
+        utc = datetime.min if year < 5000 else datetime.max
+    except ValueError as exc:
+        raise RequestValidationError(
+            [{"type": "value_error", "loc": ("query", key), "msg": str(exc)}]
+        ) from None
+    return utc.replace(tzinfo=UTC)
+
+
+@router.get("", response_model=RunPage, responses=LOGGED_IN)
 def list_runs(
     store: StoreDep,
+    queue: QueueDep,
     _user: CurrentUser,
     status_: Annotated[Literal[RUN_STATUSES] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
-    strategy: str | None = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
-    search: str | None = None,
+    strategy: Annotated[str | None, Query(max_length=64)] = None,
+    since: Annotated[str | None, Query(json_schema_extra={"format": "date-time"})] = None,
+    until: Annotated[str | None, Query(json_schema_extra={"format": "date-time"})] = None,
+    search: Annotated[str | None, Query(max_length=200)] = None,
     sort: Annotated[str, Query(pattern=SORT_PATTERN)] = "-created_at",
-    page: Annotated[int, Query(ge=1)] = 1,
+    page: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 1,
     page_size: Annotated[int, Query(ge=1, le=200)] = 20,
 ) -> RunPage:
-    """One page of runs, filtered and sorted (``-`` before the column for descending)."""
+    """One page of runs, filtered and sorted (``-`` before the column for descending); a
+    queued run shows its place in the queue."""
     runs, total = store.list_runs(
         status=status_,
         strategy=strategy,
-        since=since,
-        until=until,
+        since=_utc(since, "since"),
+        until=_utc(until, "until"),
         search=search,
         sort=sort,
         limit=page_size,
         offset=(page - 1) * page_size,
     )
-    items = [RunSummary(**summary_fields(run)) for run in runs]
+    positions = queue.positions() if any(r.status == "queued" for r in runs) else {}
+    items = [RunSummary(**summary_fields(run, positions)) for run in runs]
     return RunPage(items=items, total=total, page=page, page_size=page_size)
 
 
@@ -117,97 +187,144 @@ def list_runs(
     "",
     response_model=RunDetail,
     status_code=status.HTTP_201_CREATED,
-    responses={
-        status.HTTP_401_UNAUTHORIZED: {"description": "not logged in"},
-        status.HTTP_403_FORBIDDEN: {"description": "not an admin"},
-        status.HTTP_409_CONFLICT: {
-            "description": "deployment: no SuperLink took the run (it is stored as failed)"
-        },
-        status.HTTP_422_UNPROCESSABLE_CONTENT: {"description": "a bad name or config key"},
-    },
+    responses={**ADMIN_ONLY, **CONFLICT_CONFIG},
 )
-def create_run(body: RunCreate, store: StoreDep, cfg: ConfigDep, user: AdminUser) -> RunDetail:
+def create_run(
+    body: RunCreate, store: StoreDep, cfg: ConfigDep, queue: QueueDep, user: AdminUser
+) -> RunDetail:
     """Create a run from a partial config merged over the server's defaults; start it unless
-    ``start`` is false: simulated hospitals here, or (``mode: deployment``) submitted to the
-    platform's SuperLink for the connected hospitals."""
-    from medfed.federation import runner  # imports Flower: only when a run is made
+    ``start`` is false. A started run joins the run queue (status ``queued``) and trains when
+    the platform has room: on simulated hospitals here, or (``mode: deployment``) on the
+    connected hospitals through the platform's SuperLink."""
+    from medfed.federation import runner
 
-    run_cfg = validate_run_config(cfg, body.config, body.name)
+    run_cfg = validate_run_config(cfg, posted_config(body.config), body.name)
     run_id = runner.create_run(run_cfg, store, mode=body.mode, created_by=user.name)
     store.audit(user.name, "run.create", run_id, {"name": run_cfg.name, "mode": body.mode})
-    if body.start and body.mode == "deployment":
-        from medfed.federation.superlink import submit_run
-
-        try:
-            submit_run(run_cfg, store, run_id)
-        except FederationError as exc:
-            store.set_status(run_id, "failed", error=str(exc))
-            raise _conflict(str(exc)) from None
+    if body.start:
+        _start(run_id, body.mode, store, cfg, queue, fail_run=True)
         store.audit(user.name, "run.start", run_id, {"mode": body.mode})
-    elif body.start:
-        runner.start_run(run_cfg, store, run_id=run_id, created_by=user.name)
-        store.audit(user.name, "run.start", run_id)
-    return run_detail(store.get_run(run_id))
+    return run_detail(store.get_run(run_id), queue)
 
 
-@router.get("/{run_id}", response_model=RunDetail)
-def get_run(run_id: str, store: StoreDep, _user: CurrentUser) -> RunDetail:
-    """A run with its full config and final metrics."""
-    return run_detail(load_run(store, run_id))
+def _start(
+    run_id: str,
+    mode: str,
+    store: RunStore,
+    cfg: MedfedConfig,
+    queue: RunQueue,
+    *,
+    fail_run: bool = False,
+) -> None:
+    """Queue the run; a deployed run needs the platform's SuperLink to be up (409 if not;
+    ``fail_run``: the run is then stored as failed)."""
+    if mode == "deployment":
+        from medfed.federation import hospitals as registry
+
+        if not registry.superlink_listening(cfg):
+            reason = (
+                f"the platform's SuperLink on 127.0.0.1:{cfg.deployment.superlink_port} is "
+                "not running: start `medfed server` (it runs the SuperLink), then start the run"
+            )
+            if fail_run:
+                store.set_status(run_id, "failed", error=reason)
+                store.publish(run_id, "run_failed", {"error": reason})
+            raise _conflict(reason)
+    try:
+        queue.submit(run_id)
+    except FederationError as exc:
+        raise _conflict(str(exc)) from None
 
 
-@router.post("/{run_id}/start", response_model=RunDetail)
-def start_run(run_id: str, store: StoreDep, cfg: ConfigDep, user: AdminUser) -> RunDetail:
-    """Start a run created with ``start: false``; a stopped, failed or interrupted run resumes
-    from its last checkpoint."""
+@router.get("/{run_id}", response_model=RunDetail, responses={**LOGGED_IN, **NO_RUN})
+def get_run(run_id: str, store: StoreDep, queue: QueueDep, _user: CurrentUser) -> RunDetail:
+    """A run with its full config and final metrics (and its place in the queue)."""
+    return run_detail(load_run(store, run_id), queue)
+
+
+@router.post(
+    "/{run_id}/start",
+    response_model=RunDetail,
+    responses={**ADMIN_ONLY, **NO_RUN, **CONFLICT_START},
+)
+def start_run(
+    run_id: str, store: StoreDep, cfg: ConfigDep, queue: QueueDep, user: AdminUser
+) -> RunDetail:
+    """Queue a run created with ``start: false``; a stopped, failed or interrupted run
+    resumes from its last checkpoint when its turn comes."""
     run = load_run(store, run_id)
     if run.status == "finished":
         raise _conflict(f"run {run_id} is finished; create a new run to train again")
-    from medfed.federation import runner  # imports Flower: only when a run starts
-
-    if runner.worker_alive(Path(cfg.home), run_id):
-        raise _conflict(f"run {run_id} is already being trained ({run.status})")
+    if run.status == "queued":
+        raise _conflict(f"run {run_id} is queued already (place {queue.position(run_id)})")
     resume = run.started_at is not None
-    run_cfg = run_config(cfg, run.config, source=f"run {run_id} config")
-    if run.mode == "deployment":
-        from medfed.federation.superlink import submit_run
-
-        try:
-            submit_run(run_cfg, store, run_id, resume=resume)
-        except FederationError as exc:
-            raise _conflict(str(exc)) from None
-    else:
-        runner.start_run(run_cfg, store, run_id=run_id, resume=resume)
+    _start(run_id, run.mode, store, cfg, queue)
     store.audit(user.name, "run.start", run_id, {"resume": resume})
-    return run_detail(store.get_run(run_id))
+    return run_detail(store.get_run(run_id), queue)
 
 
-@router.post("/{run_id}/stop", response_model=RunDetail)
-def stop_run(run_id: str, store: StoreDep, cfg: ConfigDep, user: AdminUser) -> RunDetail:
-    """Stop a pending or running run."""
+@router.post(
+    "/{run_id}/stop",
+    response_model=RunDetail,
+    responses={
+        **ADMIN_ONLY,
+        **NO_RUN,
+        status.HTTP_409_CONFLICT: error("the run is not queued, pending or running"),
+    },
+)
+def stop_run(
+    run_id: str, store: StoreDep, cfg: ConfigDep, queue: QueueDep, user: AdminUser
+) -> RunDetail:
+    """Stop a pending or running run after its current phase; a queued run leaves the
+    queue."""
     run = load_run(store, run_id)
-    if run.status not in ACTIVE_STATUSES:
+    if run.status not in (*ACTIVE_STATUSES, "queued"):
         raise _conflict(f"run {run_id} is already {run.status}")
-    from medfed.federation import runner  # imports Flower: only when a run stops
+    from medfed.federation import runner
 
-    runner.stop_run(run_id, store, Path(cfg.home))
+    try:
+        runner.stop_run(run_id, store, Path(cfg.home))
+    except FederationError as exc:
+        raise _conflict(str(exc)) from None
     store.audit(user.name, "run.stop", run_id)
-    return run_detail(store.get_run(run_id))
+    return run_detail(store.get_run(run_id), queue)
 
 
-@router.get("/{run_id}/rounds", response_model=list[RoundOut])
+@router.post(
+    "/{run_id}/cancel",
+    response_model=RunDetail,
+    responses={
+        **ADMIN_ONLY,
+        **NO_RUN,
+        status.HTTP_409_CONFLICT: error("the run is not queued"),
+    },
+)
+def cancel_run(run_id: str, store: StoreDep, queue: QueueDep, user: AdminUser) -> RunDetail:
+    """Take a queued run out of the queue (status ``stopped``; it can be started again)."""
+    load_run(store, run_id)
+    try:
+        queue.cancel(run_id)
+    except FederationError as exc:
+        raise _conflict(str(exc)) from None
+    store.audit(user.name, "run.cancel", run_id)
+    return run_detail(store.get_run(run_id), queue)
+
+
+@router.get("/{run_id}/rounds", response_model=list[RoundOut], responses={**LOGGED_IN, **NO_RUN})
 def rounds(run_id: str, store: StoreDep, _user: CurrentUser) -> list[RoundOut]:
     """Global metrics, traffic and privacy spent of each finished round."""
     load_run(store, run_id)
     return [RoundOut.model_validate(r, from_attributes=True) for r in store.rounds(run_id)]
 
 
-@router.get("/{run_id}/clients", response_model=list[ClientResultOut])
+@router.get(
+    "/{run_id}/clients", response_model=list[ClientResultOut], responses={**LOGGED_IN, **NO_RUN}
+)
 def clients(
     run_id: str,
     store: StoreDep,
     _user: CurrentUser,
-    round_: Annotated[int | None, Query(alias="round", ge=0)] = None,
+    round_: Annotated[int | None, Query(alias="round", ge=0, le=MAX_ROUND)] = None,
 ) -> list[ClientResultOut]:
     """Each hospital's reply (or failure) per round and phase."""
     load_run(store, run_id)
@@ -217,29 +334,43 @@ def clients(
 
 @router.get(
     "/{run_id}/events",
-    response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}}},
+    response_class=EventStream,
+    responses={
+        200: {"content": {"text/event-stream": {"schema": SSE_MESSAGE}}},
+        **LOGGED_IN,
+        **NO_RUN,
+    },
 )
 def events(
     run_id: str,
     request: Request,
     store: StoreDep,
+    queue: QueueDep,
     _user: CurrentUser,
-    after: Annotated[int, Query(ge=0)] = 0,
-    last_event_id: Annotated[str | None, Header()] = None,
-) -> StreamingResponse:
-    """Server-sent events: the run's stored events, then new ones until the run ends."""
-    load_run(store, run_id)
-    if last_event_id and last_event_id.isdigit():
-        after = max(after, int(last_event_id))
-    return StreamingResponse(
-        run_events(request, store, run_id, after),
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    last_event_id: Annotated[str, Header(pattern=EVENT_ID_PATTERN)] = None,  # type: ignore[assignment]
+) -> EventStream:
+    """Server-sent events: the run's stored events after ``after`` (or ``Last-Event-ID``),
+    then, while the run trains, new ones until it ends. For a run that does not train now
+    (queued, created, ended) the stream ends after its history with a ``retry`` hint."""
+    run = load_run(store, run_id)
+    if last_event_id:
+        after = max(after, min(int(last_event_id), MAX_ID))
+    # Running: its events come (a vanished worker is reaped, which ends the stream); pending:
+    # only once the queue has started it.
+    live = run.status == "running" or (run.status == "pending" and queue.training(run))
+    return EventStream(
+        run_events(
+            request, store, run_id, after, live=live, retry=run.status in ("queued", "pending")
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-@router.get("/{run_id}/checkpoints", response_model=list[CheckpointOut])
+@router.get(
+    "/{run_id}/checkpoints", response_model=list[CheckpointOut], responses={**LOGGED_IN, **NO_RUN}
+)
 def checkpoints(run_id: str, store: StoreDep, _user: CurrentUser) -> list[CheckpointOut]:
     """Saved global models of the run, by round."""
     load_run(store, run_id)
@@ -256,14 +387,18 @@ def _download_name(run: RunRecord, suffix: str) -> str:
 @router.get(
     "/{run_id}/model",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {"content": {"application/octet-stream": {"schema": {"type": "string"}}}},
+        **ADMIN_ONLY,
+        status.HTTP_404_NOT_FOUND: error("no run with that id, or no model of that round"),
+    },
 )
 def model(
     run_id: str,
     store: StoreDep,
     cfg: ConfigDep,
     user: AdminUser,
-    round_: Annotated[int | None, Query(alias="round", ge=0)] = None,
+    round_: Annotated[int | None, Query(alias="round", ge=0, le=MAX_ROUND)] = None,
 ) -> FileResponse:
     """The global model of a round (default: the latest) as a plain ``.pt`` (state dict + meta)."""
     run = load_run(store, run_id)
@@ -296,7 +431,16 @@ def model(
 @router.get(
     "/{run_id}/report",
     response_class=FileResponse,
-    responses={200: {"content": {"text/html": {}, "application/pdf": {}}}},
+    responses={
+        200: {
+            "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "application/pdf": {"schema": {"type": "string"}},
+            }
+        },
+        **LOGGED_IN,
+        **NO_RUN,
+    },
 )
 def report(
     run_id: str,
@@ -324,7 +468,9 @@ def report(
     )
 
 
-@router.get("/{run_id}/explanations", response_model=FinalEvaluationOut)
+@router.get(
+    "/{run_id}/explanations", response_model=FinalEvaluationOut, responses={**LOGGED_IN, **NO_RUN}
+)
 def explanations(
     run_id: str, store: StoreDep, cfg: ConfigDep, _user: CurrentUser
 ) -> FinalEvaluationOut:
@@ -335,7 +481,7 @@ def explanations(
 
     run = load_run(store, run_id)
     if not (Path(cfg.home) / "artifacts" / run.id / ARTIFACT).is_file():
-        if run.status in ("finished", "failed", "stopped"):
+        if run.status in FINAL_STATUSES:
             note = "not computed: the run has no held-out test set, or ended before its last round"
         else:
             note = "computed once the run's last round has finished"
@@ -346,7 +492,7 @@ def explanations(
     return FinalEvaluationOut(available=True, **evaluation.to_dict())
 
 
-@router.get("/{run_id}/sites", response_model=SitesOut)
+@router.get("/{run_id}/sites", response_model=SitesOut, responses={**LOGGED_IN, **NO_RUN})
 def sites(run_id: str, store: StoreDep, _user: CurrentUser) -> SitesOut:
     """Each hospital's evaluation of the latest global model it evaluated (after the run: the
     final one) on its own held-out split, with its class balance; the worst one named."""
