@@ -48,6 +48,7 @@ def check(
     """Validate a dataset (and its test/ set) and summarise it; exit code 2 on problems."""
     declared = _class_list(classes)
     problems: list[Problem] = []
+    warnings: list[str] = []
     for title, folder in _splits(path):
         manifest = scan_dataset(folder, layout, declared, skip_bad=True, check_images=True)
         declared = declared or manifest.class_names
@@ -55,9 +56,13 @@ def check(
         manifest.skipped = [replace(p, text=prefix + p.text) for p in manifest.skipped]
         _print_summary(title, manifest)
         problems += manifest.skipped
+        warnings += manifest.warnings
+    for warning in warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}", soft_wrap=True, highlight=False)
     if problems and not skip_bad:
         raise DataError(describe_problems(Path(path), problems))
-    console.print(f"[green]{path}: ready for training[/]", soft_wrap=True)
+    note = f" ({len(warnings)} warning(s) above)" if warnings else ""
+    console.print(f"[green]{path}: ready for training{note}[/]", soft_wrap=True)
 
 
 def _splits(path: Path) -> list[tuple[str, Path]]:

@@ -31,6 +31,7 @@ IMAGE_DIR = "train"
 CLASSES_FILE = "classes.txt"
 HELD_OUT_DIR = "test"
 SHOWN_OFFENDERS = 3
+FEW_IMAGES = 5  # a class with fewer images than this cannot be learned or evaluated
 
 PROBLEM_KINDS = {
     "bad_row": "malformed CSV rows",
@@ -72,6 +73,7 @@ class DataManifest:
     samples: list[Sample]
     skipped: list[Problem]
     infos: list[ImageInfo] = field(default_factory=list)  # per sample, when images were checked
+    warnings: list[str] = field(default_factory=list)  # usable, but worth a look
 
     @property
     def labels(self) -> np.ndarray:
@@ -144,7 +146,23 @@ def scan_dataset(
     if scan.problems and not skip_bad:
         raise DataError(describe_problems(root, scan.problems))
     _check_usable(root, scan, min_classes)
-    return DataManifest(root, layout, scan.class_names, scan.samples, scan.problems, infos)
+    manifest = DataManifest(root, layout, scan.class_names, scan.samples, scan.problems, infos)
+    manifest.warnings = few_images_warnings(manifest)
+    return manifest
+
+
+def few_images_warnings(manifest: DataManifest) -> list[str]:
+    """One warning per class with fewer than FEW_IMAGES usable images, naming it."""
+    warnings = []
+    for index, count in enumerate(manifest.class_counts().tolist()):
+        if count < FEW_IMAGES:
+            name = manifest.class_names[index]
+            warnings.append(
+                f"{manifest.root}: class {name!r} (label {index}) has {count} image(s), fewer "
+                f"than {FEW_IMAGES}: too few to learn or evaluate it; add images of it or "
+                "check its labels"
+            )
+    return warnings
 
 
 def describe_problems(root: Path, problems: list[Problem]) -> str:
@@ -194,6 +212,7 @@ def _scan_kaggle(root: Path, declared: list[str] | None) -> _Scan:
     files = _files_by_id(image_dir)
     rows, problems = _read_rows(csv_path)
     declared = declared or read_class_names(root)
+    _check_one_kind_of_label(csv_path, rows, declared)
     class_names, indices = _resolve_labels([label for _, label, _ in rows], declared)
     samples = []
     for (sample_id, label_text, line), index in zip(rows, indices, strict=True):
@@ -265,6 +284,37 @@ def _check_header(csv_path: Path, header: list[str] | None) -> None:
             f"{csv_path} line 1: the header must be 'id,label', found {shown!r}; "
             "fix the first line of the file"
         )
+
+
+def _check_one_kind_of_label(
+    csv_path: Path, rows: list[tuple[str, str, int]], declared: list[str] | None
+) -> None:
+    """A DataError when the label column mixes class indices and class names (``0``, ``1``
+    and ``tumour``): it cannot say whether ``tumour`` is a third class or one of the two."""
+    names = set(declared or ())
+    indices: list[tuple[str, int]] = []
+    named: list[tuple[str, int]] = []
+    for _, label, line in rows:
+        if label in names:
+            named.append((label, line))
+        elif _as_int(label) is not None:
+            indices.append((label, line))
+        else:
+            named.append((label, line))
+    if not indices or not named:
+        return
+
+    def kind(found: list[tuple[str, int]]) -> str:
+        values = sorted({label for label, _ in found})
+        shown = ", ".join(repr(v) for v in values[:SHOWN_OFFENDERS])
+        more = ", ..." if len(values) > SHOWN_OFFENDERS else ""
+        return f"{len(found)} row(s) ({shown}{more}; first on line {found[0][1]})"
+
+    raise DataError(
+        f"{csv_path}: the label column mixes class indices, {kind(indices)}, and class names, "
+        f"{kind(named)}; use one kind: class indices with {CLASSES_FILE} naming them (one "
+        "name per line, line 1 = class 0), or class names throughout"
+    )
 
 
 def _resolve_labels(
