@@ -21,6 +21,7 @@ from medfed.federation.codec import (
     TensorSpec,
     decode_update,
     decode_weights,
+    encode_delta,
     encode_update,
     encode_weights,
     max_payload_size,
@@ -133,11 +134,30 @@ def test_topk_sends_small_tensors_whole() -> None:
 
 
 def test_tensor_scope_sends_at_least_one_entry_of_every_tensor() -> None:
-    update = [np.array([0.5, -2.0, 1.0], np.float32), np.ones((4, 4), np.float32) * 1e-6]
+    first = np.linspace(0.1, 0.5, 100).astype(np.float32)
+    first[1] = -2.0
+    update = [first, np.ones((20, 20), np.float32) * 1e-6]
     spec = CodecSpec(topk=0.001, dense_below=0, topk_scope="tensor")
     back = decode_update(encode_update(update, spec)[0])
-    assert np.array_equal(back[0], [0.0, -2.0, 0.0])
+    assert np.flatnonzero(back[0]).tolist() == [1] and back[0][1] == -2.0
     assert np.count_nonzero(back[1]) == 1
+
+
+@pytest.mark.parametrize("bits", [None, 8, 4])
+def test_a_tensor_goes_whole_when_its_kept_entries_would_cost_as_much(bits: int | None) -> None:
+    rng = np.random.default_rng(4)
+    update = [rng.normal(size=(60, 50)).astype(np.float32)]
+    for fraction, whole in ((0.1, False), (0.9, True)):
+        spec = CodecSpec(topk=fraction, quant_bits=bits, error_feedback=False, dense_below=0)
+        payload = encode_delta(update, spec)
+        sparse, _ = encode_update(update, spec)  # the uplink keeps exactly k entries
+        kept = np.count_nonzero(decode_update(payload)[0])
+        if whole:  # every entry, for no more bytes than the kept ones
+            assert kept == update[0].size
+            assert len(payload) <= len(sparse)
+        else:
+            assert kept == round(fraction * update[0].size)
+            assert len(payload) == len(sparse)
 
 
 def test_model_scope_keeps_the_largest_entries_of_the_whole_update() -> None:

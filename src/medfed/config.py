@@ -275,7 +275,38 @@ class CompressionConfig(Section):
         description="model: the largest entries of the whole update; tensor: the same fraction "
         "of every tensor",
     )
-    downlink: Literal["fp32", "fp16", "int8"] = "fp32"
+    downlink: Literal["fp32", "fp16", "int8"] = Field(
+        default="fp32",
+        description="precision of a full copy of the global model sent to a hospital (every "
+        "round, or with downlink_topk / downlink_quant_bits only when it holds no usable copy)",
+    )
+    downlink_topk: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="hospitals receive the change since the copy they hold: its largest entries, "
+        "this fraction of the model (tensors under dense_below whole); the rest follows later",
+    )
+    downlink_quant_bits: Literal[4, 8] | None = Field(
+        default=None,
+        description="hospitals receive the change since the copy they hold, quantized to 4 or 8 "
+        "bits",
+    )
+
+    @model_validator(mode="after")
+    def _downlink_delta_pays(self) -> CompressionConfig:
+        if self.downlink_topk == 1 and self.downlink_quant_bits is None:
+            raise ValueError(
+                "compression.downlink_topk=1 without downlink_quant_bits sends every entry of the "
+                "change as float32, as large as a full copy: lower downlink_topk (e.g. 0.01) or "
+                "set downlink_quant_bits: 8"
+            )
+        return self
+
+    @property
+    def downlink_delta(self) -> bool:
+        """Whether hospitals receive changes against their copy instead of full copies."""
+        return self.downlink_topk is not None or self.downlink_quant_bits is not None
 
 
 class DeploymentConfig(Section):

@@ -19,7 +19,7 @@ from flwr.clientapp import ClientApp
 
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError, MedfedError
-from medfed.federation import wire
+from medfed.federation import downlink, wire
 from medfed.federation.codec import CodecSpec
 from medfed.federation.hospital import (
     Hospital,
@@ -60,7 +60,9 @@ def _round_inputs(msg: Message, context: Context, fixed: RunSettings | None) -> 
     class_names = str(config["class-names"]).split("\n")
     model = build_run_model(cfg, len(class_names))
     record = msg.content[wire.ARRAYS_KEY]
-    global_state = wire.unpack_global(record, wire.state_layout(model.state_dict()))
+    copy_file = downlink.copy_path(cfg, dict(context.node_config), settings.run_id)
+    layout = wire.state_layout(model.state_dict())
+    global_state = downlink.receive_global(msg.content, layout, copy_file, settings.run_id)
     model.load_state_dict(global_state)
     return RoundInputs(
         settings,

@@ -24,6 +24,12 @@ received, as one list of numpy arrays (one per ``state_dict`` tensor, in order).
 
 Non-float tensors (e.g. BatchNorm ``num_batches_tracked``) always pass through exactly.
 
+Downlink: :func:`encode_weights` packs a full copy of the global weights (fp32, fp16 or int8);
+:func:`encode_delta` packs the change from the copy a hospital holds with the same top-k and
+quantization, rounding to the nearest level so the same change always gives the same payload
+(the sender's copy of the receiver's model plays the residual's part); a tensor whose kept entries
+would cost as much as all of them goes whole.
+
 Payloads are self-describing (dtypes, shapes, indices, scales), never pickle:
 ``MAGIC | flags:u8 | body`` where body (zlib-compressed when flag bit 0 is set) is
 ``count:u32`` then one record per tensor:
@@ -181,6 +187,30 @@ def encode_update(
     use_feedback = spec.error_feedback and spec.is_lossy
     if use_feedback and residual is not None:
         _check_same_shapes(arrays, residual)
+    payload, new_residual = _encode(arrays, spec, residual if use_feedback else None, rng, False)
+    return payload, (new_residual if use_feedback else None)
+
+
+def encode_delta(arrays: list[np.ndarray], spec: CodecSpec) -> bytes:
+    """Encode a change deterministically (the downlink's delta against a hospital's copy).
+
+    As :func:`encode_update` without a residual, but quantized values are rounded to the nearest
+    level: the same change always gives the same payload, and the sender keeps what was not
+    sent in its own copy of the receiver's model instead of a residual. A tensor whose kept
+    entries would cost at least as much as all of them goes whole (dense).
+    """
+    return _encode(arrays, spec, None, None, True)[0]
+
+
+def _encode(
+    arrays: list[np.ndarray],
+    spec: CodecSpec,
+    residual: list[np.ndarray] | None,
+    rng: np.random.Generator | None,
+    whole_when_cheaper: bool,
+) -> tuple[bytes, list[np.ndarray]]:
+    """The payload and what it left unsent; ``rng`` None rounds to the nearest level;
+    ``whole_when_cheaper`` sends a tensor dense when that costs no more than its kept entries."""
     arrays = [np.asarray(array) for array in arrays]
     updates: dict[int, np.ndarray] = {}
     targets: dict[int, np.ndarray] = {}
@@ -188,7 +218,7 @@ def encode_update(
         if not spec.is_lossy or not _is_float(array):
             continue
         updates[index] = target = array.astype(np.float32, copy=False)
-        if use_feedback and residual is not None:
+        if residual is not None:
             target = target + residual[index].astype(np.float32)
         if not np.isfinite(target).all():
             raise CodecError(
@@ -199,18 +229,20 @@ def encode_update(
     kept = _kept_indices(updates, spec)
     bits = spec.quant_bits or _FLOAT32_BITS
     records: list[bytes] = []
-    new_residual: list[np.ndarray] = []
+    unsent: list[np.ndarray] = []
     for index, array in enumerate(arrays):
         if index not in targets:
             records.append(_raw_record(array))
-            new_residual.append(np.zeros(array.shape, np.float32))
+            unsent.append(np.zeros(array.shape, np.float32))
             continue
         target = targets[index]
-        record, sent = _lossy_record(target, array.dtype, bits, kept.get(index), rng)
+        indices = kept.get(index)
+        if whole_when_cheaper and indices is not None and _dense_pays(indices, target.size, bits):
+            indices = None
+        record, sent = _lossy_record(target, array.dtype, bits, indices, rng)
         records.append(record)
-        new_residual.append(target - sent)
-    payload = _pack(records, spec.lossless)
-    return payload, (new_residual if use_feedback else None)
+        unsent.append(target - sent)
+    return _pack(records, spec.lossless), unsent
 
 
 def decode_update(
@@ -270,6 +302,19 @@ def encode_weights(arrays: list[np.ndarray], precision: Precision = "fp32") -> b
             block, _ = _values_block(values, 8, None)
         records.append(_header(_DENSE, array.dtype, array.shape) + block)
     return _pack(records, lossless=False)
+
+
+def weights_size(arrays: Sequence[np.ndarray], precision: Precision = "fp32") -> int:
+    """Bytes of :func:`encode_weights`'s payload for ``arrays``, without encoding them."""
+    total = _HEADER_BYTES + 4
+    for array in arrays:
+        array = np.asarray(array)
+        total += len(_header(_RAW, array.dtype, array.shape))
+        if precision == "fp32" or not _is_float(array):
+            total += array.nbytes
+        else:
+            total += _values_size(array.size, _FLOAT16_BITS if precision == "fp16" else 8)
+    return total
 
 
 def decode_weights(
@@ -371,7 +416,7 @@ def _lossy_record(
     dtype: np.dtype,
     bits: int,
     indices: np.ndarray | None,
-    rng: np.random.Generator,
+    rng: np.random.Generator | None,
 ) -> tuple[bytes, np.ndarray]:
     """Encode one float tensor, whole or at ``indices``; return the record and the float32
     values the decoder will see."""
@@ -398,6 +443,19 @@ def _topk_indices(flat: np.ndarray, fraction: float) -> np.ndarray:
     if k == flat.size:
         return np.arange(flat.size, dtype=np.int64)
     return np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :]).astype(np.int64)
+
+
+def _dense_pays(indices: np.ndarray, size: int, bits: int) -> bool:
+    """Whether all ``size`` entries cost no more than a sparse record of ``indices``."""
+    gaps = np.diff(indices, prepend=0)
+    index_bytes = int(np.sum(1 + (np.log2(np.maximum(gaps, 1)) // 7).astype(np.int64)))
+    return 16 + index_bytes + _values_size(indices.size, bits) >= _values_size(size, bits)
+
+
+def _values_size(count: int, bits: int) -> int:
+    """Bytes of a values block of ``count`` entries at ``bits`` bits."""
+    scale = 0 if bits in (_FLOAT32_BITS, _FLOAT16_BITS) else 8
+    return 1 + scale + (count * bits + 7) // 8
 
 
 def _values_block(

@@ -24,6 +24,7 @@ from medfed.data.loader import ArrayLoader
 from medfed.data.transforms import eval_transform
 from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
+from medfed.federation.downlink import DownlinkSender
 from medfed.federation.hospital import build_run_model
 from medfed.federation.phases import (
     Evaluation,
@@ -83,6 +84,7 @@ class FederatedRun:
         self.store = RunStore(self.settings.store_url)
         self.recorder = RunRecorder(self.store, self.run_id, ArtifactStore(self.home / "artifacts"))
         self.names = HospitalNames(self.store, self.settings.deployed)
+        self.downlink = DownlinkSender(self.cfg.compression)  # what each hospital holds
 
     # ----------------------------------------------------------------- the run
     def execute(self) -> str:
@@ -248,21 +250,14 @@ class FederatedRun:
         )
 
     def _phase(self, messages: Any, state: RoundState, check: Any) -> PhaseResult:
-        """Send one phase's messages, the global model packed for the downlink; the checked
-        replies and the hospitals that failed."""
+        """Send one phase's messages, the global model packed for the downlink (a full copy,
+        or the change since the copy each hospital holds); the checked replies and the
+        hospitals that failed."""
         messages = list(messages)
-        packed: dict[int, int] = {}  # Flower's strategies give every message the same content
-        for msg in messages:
-            if wire.ARRAYS_KEY not in msg.content:
-                continue
-            if id(msg.content) not in packed:
-                record, packed[id(msg.content)] = wire.pack_global(
-                    msg.content[wire.ARRAYS_KEY], self.cfg.compression.downlink
-                )
-                msg.content[wire.ARRAYS_KEY] = record
-            state.bytes_down += packed[id(msg.content)]
+        state.bytes_down += self.downlink.pack(messages, state.round)
         timeout = self.cfg.federated.round_timeout
         replies, silent = exchange(self.grid, messages, timeout, self._check_stop)
+        self.downlink.settle(replies)  # a reply confirms the copy sent; a failure forgets it
         return sort_replies(replies, silent, self.names, check, timeout)
 
     def _record(self, state: RoundState, evaluation: Evaluation) -> None:

@@ -47,6 +47,7 @@ PAYLOAD_KEY = "payload"
 BN_EXAMPLES_KEY = "bn-examples"
 EVALUATION_KEY = "evaluation"  # a train reply's metrics of the model it received
 EVALUATE_FIRST_KEY = "evaluate-first"  # config: evaluate the received model before training
+DOWNLINK_KEY = "downlink"  # which copy a broadcast change applies to (see downlink.py)
 COUNTER_SUFFIX = "num_batches_tracked"
 MAX_COUNTER = 2**53  # integer buffers above this are absurd (and no longer exact as floats)
 _NPY_STYPE = "numpy.ndarray"
@@ -67,7 +68,8 @@ def record_nbytes(record: ArrayRecord) -> int:
     return sum(len(array.data) for array in record.values())
 
 
-def _payload_record(payload: bytes) -> ArrayRecord:
+def payload_record(payload: bytes) -> ArrayRecord:
+    """One encoded payload as a record of one uint8 array (what travels either way)."""
     return ArrayRecord({PAYLOAD_KEY: Array(np.frombuffer(payload, dtype=np.uint8).copy())})
 
 
@@ -86,11 +88,15 @@ def pack_global(record: ArrayRecord, precision: str) -> tuple[ArrayRecord, int]:
     One array instead of one per tensor: Flower moves every array of a message as an object
     of its own, one request each between SuperLink, SuperNode and ClientApp.
     """
-    arrays = [
+    payload = encode_weights(broadcast_arrays(record), precision)  # type: ignore[arg-type]
+    return payload_record(payload), len(payload)
+
+
+def broadcast_arrays(record: ArrayRecord) -> list[np.ndarray]:
+    """The global model's arrays as hospitals receive them: float64 weights as float32."""
+    return [
         a.astype(np.float32) if a.dtype == np.float64 else a for a in record.to_numpy_ndarrays()
     ]
-    payload = encode_weights(arrays, precision)  # type: ignore[arg-type]
-    return _payload_record(payload), len(payload)
 
 
 def unpack_global(
@@ -255,7 +261,7 @@ def pack_update(
     )
     if new_residual is not None:
         store.save([r / learning_rate for r in new_residual])
-    return _payload_record(payload), len(payload), clipped
+    return payload_record(payload), len(payload), clipped
 
 
 def bn_layers(global_record: ArrayRecord) -> list[str]:
