@@ -126,6 +126,16 @@ class TrainingConfig(Section):
     weight_decay: float = Field(default=0.0, ge=0)
     seed: int = Field(default=42, ge=0, le=SEED_MAX)
     threads: int = Field(default=0, ge=0, le=1024, description="torch threads; 0 = all cores")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        default="auto",
+        description="where each hospital (and train-central) trains: auto = CUDA when the "
+        "machine has it, else the CPU; cuda or mps fail at a machine without one",
+    )
+    amp: bool = Field(
+        default=False,
+        description="automatic mixed precision (float16 autocast, gradient scaling) on CUDA; "
+        "off wherever device auto finds no CUDA",
+    )
 
 
 class PartitionConfig(Section):
@@ -441,6 +451,16 @@ class MedfedConfig(BaseSettings):
             raise ValueError(
                 "privacy.mode='sample' with federated.strategy=FedProx: DP-SGD replaces the "
                 "gradients, so the proximal term would be silently lost; use FedAvg"
+            )
+        if self.training.amp and self.training.device in ("cpu", "mps"):
+            raise ValueError(
+                f"training.amp=true needs CUDA, but training.device={self.training.device!r}: "
+                "set training.device to cuda or auto, or training.amp to false"
+            )
+        if self.privacy.mode == "sample" and self.training.amp:
+            raise ValueError(
+                "privacy.mode='sample' with training.amp=true: DP-SGD clips each example's "
+                "gradient, which gradient scaling would distort; set training.amp to false"
             )
         return self
 

@@ -22,6 +22,10 @@ class ArrayLoader:
     A subset of a memory-mapped cache file larger than COPY_LIMIT_BYTES is not copied: each
     batch's rows are read from the file instead, so memory stays flat in the number of images.
     With ``shuffle`` every epoch draws a new permutation from a generator seeded with ``seed``.
+
+    With a CUDA ``device`` the copied rows sit in pinned (page-locked) memory and each batch
+    is gathered into pinned memory, copied to the device without blocking, and transformed
+    there. Without a device (or on the CPU) batches stay where they are, as before.
     """
 
     def __init__(
@@ -34,6 +38,7 @@ class ArrayLoader:
         seed: int = 0,
         transform: Transform | None = None,
         drop_last: bool = False,
+        device: torch.device | str | None = None,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
@@ -42,13 +47,21 @@ class ArrayLoader:
         rows = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
         self.rows: np.ndarray | None = None
         self.file: RowFile | None = None
+        self.device = torch.device(device) if device is not None else None
+        self.pinned = self.device is not None and self.device.type == "cuda"
         row_bytes = images[0].nbytes if len(images) else 0
         if len(rows) * row_bytes > COPY_LIMIT_BYTES and RowFile.fits(images):
             self.file, self.rows = RowFile(images), rows
             self.images = torch.empty((0, *images.shape[1:]), dtype=torch.uint8)
+        elif self.pinned:
+            dtype = torch.from_numpy(np.empty(0, dtype=images.dtype)).dtype
+            self.images = _pinned((len(rows), *images.shape[1:]), dtype)
+            np.take(images, rows, axis=0, out=self.images.numpy())  # one copy, into pinned rows
         else:
             self.images = torch.from_numpy(np.ascontiguousarray(images[rows]))
         self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64)[rows])
+        if self.pinned:
+            self.labels = _pinned(tuple(self.labels.shape), torch.int64).copy_(self.labels)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.transform = transform or _to_unit_range
@@ -74,14 +87,28 @@ class ArrayLoader:
                 x, y = self._images(slice(start, stop)), self.labels[start:stop]
             else:
                 rows = order[start:stop]
-                x, y = self._images(rows), self.labels[rows]
+                x, y = self._images(rows), self._labels(rows)
+            if self.device is not None and self.device.type != "cpu":
+                x, y = _to_device(x, self.device), _to_device(y, self.device)
             yield self.transform(x), y
 
     def _images(self, which: slice | torch.Tensor) -> torch.Tensor:
         if self.file is None or self.rows is None:
-            return self.images[which]
+            if not self.pinned or isinstance(which, slice):
+                return self.images[which]  # a slice of pinned rows is pinned itself
+            out = _pinned((len(which), *self.images.shape[1:]), self.images.dtype)
+            return torch.index_select(self.images, 0, which, out=out)
         rows = self.rows[which] if isinstance(which, slice) else self.rows[which.numpy()]
-        return torch.from_numpy(self.file.read(rows))
+        if not self.pinned:
+            return torch.from_numpy(self.file.read(rows))
+        out = _pinned((len(rows), *self.file.shape), torch.uint8)
+        self.file.read(rows, out=out.numpy())
+        return out
+
+    def _labels(self, rows: torch.Tensor) -> torch.Tensor:
+        if not self.pinned:
+            return self.labels[rows]
+        return torch.index_select(self.labels, 0, rows, out=_pinned((len(rows),), torch.int64))
 
 
 class RowFile:
@@ -109,9 +136,11 @@ class RowFile:
         except OSError:
             return False
 
-    def read(self, rows: np.ndarray) -> np.ndarray:
-        """The given rows, in the given order; consecutive rows are read in one call."""
-        out = np.empty((len(rows), *self.shape), dtype=np.uint8)
+    def read(self, rows: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+        """The given rows, in the given order (into ``out`` when given); consecutive rows are
+        read in one call."""
+        if out is None:
+            out = np.empty((len(rows), *self.shape), dtype=np.uint8)
         if not len(rows):
             return out
         order = np.argsort(rows, kind="stable")
@@ -139,6 +168,17 @@ class RowFile:
     def __del__(self) -> None:
         if self._fd is not None and self._pid == os.getpid():
             os.close(self._fd)
+
+
+def _pinned(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An empty tensor in pinned host memory (from torch's caching host allocator, which does
+    not hand a block out again before the copies that read it are done)."""
+    return torch.empty(shape, dtype=dtype, pin_memory=True)
+
+
+def _to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``x`` on ``device``; a copy from pinned memory does not wait for the device."""
+    return x.to(device, non_blocking=x.is_pinned())
 
 
 def _to_unit_range(x: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,9 @@
 
 ``(x / 255 - mean) / std``; the training variant first flips and rotates each sample with its
 own random draw from a seeded ``torch.Generator``, so a seed gives the same batches every run.
-Flips and rotation take one ``grid_sample`` call per batch (bilinear, zero padding).
+Flips and rotation take one ``grid_sample`` call per batch (bilinear, zero padding). A batch
+on a GPU is transformed there; the random draws always come from the CPU generator, so a seed
+gives the same augmentation on every device.
 """
 
 from __future__ import annotations
@@ -82,20 +84,22 @@ def rotate(
     centres as with ``align_corners=False``.
     """
     size, _, height, width = x.shape
-    radians = degrees.to(x.dtype).view(-1, 1, 1) * (math.pi / 180.0)
+    on = {"device": x.device, "dtype": x.dtype}  # random draws may come from the CPU
+    radians = degrees.to(**on).view(-1, 1, 1) * (math.pi / 180.0)
     cos, sin = torch.cos(radians), torch.sin(radians)
-    cols = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, dtype=x.dtype).view(1, 1, -1)
-    rows = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, dtype=x.dtype).view(1, -1, 1)
+    cols = torch.linspace(-1 + 1 / width, 1 - 1 / width, width, **on).view(1, 1, -1)
+    rows = torch.linspace(-1 + 1 / height, 1 - 1 / height, height, **on).view(1, -1, 1)
     if x_sign is not None:
-        cols = cols * x_sign.to(x.dtype).view(-1, 1, 1)
+        cols = cols * x_sign.to(**on).view(-1, 1, 1)
     if y_sign is not None:
-        rows = rows * y_sign.to(x.dtype).view(-1, 1, 1)
+        rows = rows * y_sign.to(**on).view(-1, 1, 1)
     grid = torch.stack((cos * cols - sin * rows, sin * cols + cos * rows), dim=-1)
     grid = grid.expand(size, height, width, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 def _flip_some(x: torch.Tensor, chosen: torch.Tensor, dim: int) -> torch.Tensor:
+    chosen = chosen.to(x.device)
     x[chosen] = x[chosen].flip(dim)
     return x
 

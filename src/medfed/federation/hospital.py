@@ -21,6 +21,7 @@ from medfed.data.loader import ArrayLoader
 from medfed.data.partition import partition_indices
 from medfed.data.transforms import eval_transform, train_transform
 from medfed.errors import DataError
+from medfed.learning.device import model_device, to_cpu, training_device, uses_amp
 from medfed.learning.trainer import evaluate, make_optimizer, set_seed, train
 from medfed.models import bn_state_keys, build_model
 from medfed.privacy.accounting import AccountantStore
@@ -135,12 +136,16 @@ def train_locally(
     server_round: int,
     run_id: str,
 ) -> LocalUpdate:
-    """Local epochs from the global model; FedProx adds mu/2 ||w - w_global||^2 to the loss."""
+    """Local epochs from the global model; FedProx adds mu/2 ||w - w_global||^2 to the loss.
+
+    Trains on ``training.device`` (the returned state is on the CPU)."""
     seed = cfg.training.seed + 1000 * server_round + hash_name(hospital.name)
     set_seed(seed)
+    device = training_device(cfg.training)
     model = build_run_model(cfg, num_classes)
     model.load_state_dict(global_state)
     restore_local_bn(model, hospital, cfg)
+    model.to(device)
     loader = ArrayLoader(
         hospital.data.images,
         hospital.data.labels,
@@ -149,6 +154,7 @@ def train_locally(
         shuffle=True,
         seed=seed,
         transform=train_transform(cfg.data, seed),
+        device=device,
     )
     mu = cfg.federated.proximal_mu if cfg.federated.strategy == "FedProx" else 0.0
     global_params = [p.detach().clone() for p in model.parameters()]
@@ -167,11 +173,13 @@ def train_locally(
             proximal_mu=mu,
             global_params=global_params,
             max_steps=cfg.federated.local_steps,
+            amp=uses_amp(cfg.training, device),
         )
         metrics.update(train_loss=float(result.loss), train_accuracy=float(result.accuracy))
-    keep_local_bn(model, hospital, cfg)
+    state = to_cpu(model.state_dict())
+    keep_local_bn(model, hospital, cfg, state)
     metrics["train_seconds"] = time.perf_counter() - start
-    return LocalUpdate(state=model.state_dict(), metrics=metrics)
+    return LocalUpdate(state=state, metrics=metrics)
 
 
 def round_learning_rate(cfg: MedfedConfig, server_round: int) -> float:
@@ -208,6 +216,7 @@ def train_with_dp(
         total_epochs=epochs * cfg.federated.rounds,
         history=accountant.load(),
         batch_transform=train_transform(cfg.data, seed),
+        device=training_device(cfg.training),
     )
     with dp:
         if budget_exhausted(dp.projected_epsilon(epochs), cfg.privacy):
@@ -232,8 +241,11 @@ def evaluate_locally(
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The model's metrics on the local validation set, then (unless FedBN) its BatchNorm
     moments on the local training images (see :func:`bn_statistics`). Under FedBN the
-    hospital's own BatchNorm is put in first."""
+    hospital's own BatchNorm is put in first. Runs on ``training.device`` (the model is moved
+    there)."""
     restore_local_bn(model, hospital, cfg)
+    device = training_device(cfg.training)
+    model.to(device)
     idx = hospital.val_idx if len(hospital.val_idx) else hospital.train_idx
     loader = ArrayLoader(
         hospital.data.images,
@@ -241,8 +253,10 @@ def evaluate_locally(
         indices=idx,
         batch_size=max(cfg.training.batch_size, 64),
         transform=eval_transform(cfg.data),
+        device=device,
     )
-    return evaluate(model, loader), bn_statistics(hospital, cfg, model)
+    result = evaluate(model, loader, amp=uses_amp(cfg.training, device))
+    return result, bn_statistics(hospital, cfg, model)
 
 
 def bn_statistics(
@@ -254,6 +268,7 @@ def bn_statistics(
     the averaged weights are evaluated with statistics that belong to them (averaging each
     hospital's own running statistics does not give that, and skews predictions). The pass
     runs the model in training mode: its own running statistics change, so use it last.
+    It runs where the model is; the moments come back as CPU arrays.
     """
     layers = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
     if not layers or cfg.federated.bn == "local":
@@ -276,6 +291,7 @@ def bn_statistics(
         indices=bn_sample(hospital.train_idx, cfg.training.seed),
         batch_size=max(cfg.training.batch_size, 64),
         transform=eval_transform(cfg.data),
+        device=model_device(model),
     )
     model.train()
     with torch.no_grad():
@@ -287,8 +303,8 @@ def bn_statistics(
     out = {}
     for name, parts in sums.items():
         moments = torch.stack(parts).sum(dim=0) / n
-        out[f"{name}.mean"] = moments[0].numpy()
-        out[f"{name}.sqmean"] = moments[1].numpy()
+        out[f"{name}.mean"] = moments[0].cpu().numpy()
+        out[f"{name}.sqmean"] = moments[1].cpu().numpy()
     return out
 
 
@@ -307,11 +323,17 @@ def restore_local_bn(model: torch.nn.Module, hospital: Hospital, cfg: MedfedConf
         model.load_state_dict(torch.load(path, weights_only=True), strict=False)
 
 
-def keep_local_bn(model: torch.nn.Module, hospital: Hospital, cfg: MedfedConfig) -> None:
+def keep_local_bn(
+    model: torch.nn.Module,
+    hospital: Hospital,
+    cfg: MedfedConfig,
+    state: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """FedBN: save this hospital's BatchNorm state (from ``state``, default the model's)."""
     if cfg.federated.bn != "local":
         return
     keys = bn_state_keys(model)
-    state = {k: v for k, v in model.state_dict().items() if k in keys}
+    state = {k: v for k, v in (state or to_cpu(model.state_dict())).items() if k in keys}
     tmp = hospital.state_dir / "bn.pt.tmp"
     torch.save(state, tmp)
     tmp.replace(hospital.state_dir / "bn.pt")

@@ -19,6 +19,7 @@ from medfed.data.datasets import ImageSet, load_image_set, resolve_test_path
 from medfed.data.loader import ArrayLoader
 from medfed.data.transforms import eval_transform, train_transform
 from medfed.errors import DataError
+from medfed.learning.device import training_device, uses_amp
 from medfed.learning.trainer import evaluate, make_optimizer, set_seed, train
 from medfed.models import build_model, save_checkpoint
 
@@ -42,6 +43,7 @@ class CentralResult:
     seconds: float
     metrics_path: Path
     model_path: Path
+    device: str = "cpu"  # where it trained: cpu, cuda or mps
 
 
 @dataclass
@@ -63,12 +65,15 @@ def run_central(
     The test set is ``resolve_test_path(cfg.data)``, else a seeded stratified 20% of the
     training data. The learning rate decays from ``cfg.training.learning_rate`` to 0 along a
     cosine over all steps, so the final weights do not hinge on the last few noisy batches.
-    Writes ``metrics.json`` and ``model.pt`` into ``out_dir``.
+    Trains on ``training.device`` (``training.amp`` on CUDA); the checkpoint is saved from the
+    CPU. Writes ``metrics.json`` and ``model.pt`` into ``out_dir``.
     ``on_epoch(epoch, row)`` receives ``{"epoch", "train": {...}, "test": {...}}``.
     """
     start = time.perf_counter()
     if cfg.training.threads > 0:
         torch.set_num_threads(cfg.training.threads)
+    device = training_device(cfg.training)
+    amp = uses_amp(cfg.training, device)
     train_set = load_image_set(cfg.data.path, cfg.data, cfg.cache_dir, progress=progress)
     split = _train_test_split(cfg, train_set, progress)
     set_seed(cfg.training.seed)
@@ -78,7 +83,7 @@ def run_central(
         len(train_set.class_names),
         cfg.model.norm,
         cfg.model.pretrained_path,
-    )
+    ).to(device)
     train_loader = ArrayLoader(
         train_set.images,
         train_set.labels,
@@ -87,18 +92,21 @@ def run_central(
         shuffle=True,
         seed=cfg.training.seed,
         transform=train_transform(cfg.data, cfg.training.seed),
+        device=device,
     )
     test_loader = ArrayLoader(
         split.test_images,
         split.test_labels,
         batch_size=cfg.training.batch_size,
         transform=eval_transform(cfg.data),
+        device=device,
     )
     rows: list[dict[str, Any]] = []
 
     def after_epoch(epoch: int, figures: dict[str, Any]) -> None:
         train_figures = {key: value for key, value in figures.items() if key != "epoch"}
-        row = {"epoch": epoch, "train": train_figures, "test": evaluate(model, test_loader)}
+        test = evaluate(model, test_loader, amp=amp)
+        row = {"epoch": epoch, "train": train_figures, "test": test}
         rows.append(row)
         if on_epoch is not None:
             on_epoch(epoch, row)
@@ -113,7 +121,9 @@ def run_central(
         scheduler=schedule,
         progress=progress,
         on_epoch=after_epoch,
+        amp=amp,
     )
+    model.cpu()
     out_dir = Path(out_dir)
     model_path = save_checkpoint(
         out_dir / MODEL_FILE,
@@ -134,6 +144,7 @@ def run_central(
         seconds=time.perf_counter() - start,
         metrics_path=out_dir / METRICS_FILE,
         model_path=model_path,
+        device=device.type,
     )
     _write_metrics(result, cfg)
     return result
@@ -178,6 +189,7 @@ def _write_metrics(result: CentralResult, cfg: MedfedConfig) -> None:
         "num_test": result.num_test,
         "test_source": result.test_source,
         "lr_schedule": "cosine",
+        "device": result.device,
         "seconds": result.seconds,
         "epochs": result.epochs,
         "final": result.final,

@@ -23,6 +23,7 @@ from torch import nn
 
 from medfed.config import TrainingConfig
 from medfed.errors import DataError
+from medfed.learning.device import autocast, model_device
 from medfed.learning.metrics import classification_metrics
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -94,10 +95,14 @@ def train(
     description: str = "train",
     on_epoch: EpochCallback | None = None,
     max_steps: int | None = None,
+    amp: bool = False,
 ) -> TrainResult:
     """Minimise cross-entropy (+ ``proximal_mu``/2 * ||w - w_global||^2 when mu > 0).
 
     ``max_steps`` (at least 1) ends training after that many optimizer steps, within an epoch.
+    Training runs where the model is: batches are moved there (non-blocking) unless it is on
+    the CPU. ``amp`` (CUDA only; ignored elsewhere) trains under float16 autocast with
+    gradient scaling.
 
     ``global_params`` follow ``model.parameters()`` order; by default they are a detached copy
     of the weights at the start. ``scheduler`` (if any) steps after every optimizer step.
@@ -118,6 +123,8 @@ def train(
         anchors = [g.detach() for g in global_params]
         if len(anchors) != len(params):
             raise ValueError(f"global_params has {len(anchors)} tensors, model {len(params)}")
+    device = model_device(model)
+    scaler = torch.amp.GradScaler("cuda") if amp and device.type == "cuda" else None
     start = time.perf_counter()
     history: list[dict[str, Any]] = []
     with _progress(progress) as bar:
@@ -134,6 +141,8 @@ def train(
                 bar,
                 task,
                 steps_left,
+                device,
+                scaler,
             )
             figures["epoch"] = epoch
             history.append(figures)
@@ -163,27 +172,39 @@ def _train_epoch(
     bar: Progress,
     task: Any,
     steps_left: list[int | None],
+    device: torch.device,
+    scaler: torch.amp.GradScaler | None,
 ) -> dict[str, Any]:
     """One pass over ``loader`` (shorter when ``steps_left[0]`` runs out: it counts down);
-    sums stay tensors so no step waits on a host sync."""
+    sums stay tensors on the model's device so no step waits on a host sync."""
     model.train()
     start = time.perf_counter()
-    loss_sum = torch.zeros(())
-    correct = torch.zeros((), dtype=torch.long)
-    proximal_sum = torch.zeros(())
+    move = device.type != "cpu"
+    precision = autocast(device, scaler is not None)
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    proximal_sum = torch.zeros((), device=device)
     seen = 0
     for x, y in loader:
+        if move:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
-        logits = model(x)
-        # sum / n is the mean, and 0 (not NaN) for the empty batches Poisson sampling can draw
-        loss = F.cross_entropy(logits, y, reduction="sum") / max(len(y), 1)
-        total = loss
-        if proximal_mu > 0:
-            proximal = _proximal_term(params, anchors)
-            total = loss + proximal_mu / 2 * proximal
-            proximal_sum += proximal.detach() * len(y)
-        total.backward()
-        optimizer.step()
+        with precision:
+            logits = model(x)
+            # sum / n is the mean, and 0 (not NaN) for the empty batches Poisson sampling draws
+            loss = F.cross_entropy(logits, y, reduction="sum") / max(len(y), 1)
+            total = loss
+            if proximal_mu > 0:
+                proximal = _proximal_term(params, anchors)
+                total = loss + proximal_mu / 2 * proximal
+                proximal_sum += proximal.detach() * len(y)
+        if scaler is None:
+            total.backward()
+            optimizer.step()
+        else:
+            scaler.scale(total).backward()
+            scaler.step(optimizer)
+            scaler.update()
         if scheduler is not None:
             scheduler.step()
         loss_sum += loss.detach() * len(y)
@@ -210,30 +231,41 @@ def _train_epoch(
 
 
 @torch.inference_mode()
-def _logits(model: nn.Module, loader: BatchLoader) -> tuple[np.ndarray, torch.Tensor]:
+def _logits(model: nn.Module, loader: BatchLoader, amp: bool) -> tuple[np.ndarray, torch.Tensor]:
+    """Labels and float32 logits on the CPU, the model run where it is."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
+    move = device.type != "cpu"
     try:
         outputs, targets = [], []
-        for x, y in loader:
-            outputs.append(model(x))
-            targets.append(y)
+        with autocast(device, amp):
+            for x, y in loader:
+                if move:
+                    x = x.to(device, non_blocking=True)
+                outputs.append(model(x))
+                targets.append(y)
     finally:
         model.train(was_training)
     if not outputs:
         raise DataError("no evaluation examples in this loader: check the test set")
-    return torch.cat(targets).numpy().astype(np.int64), torch.cat(outputs).float()
+    y_true = torch.cat(targets).cpu().numpy().astype(np.int64)
+    return y_true, torch.cat(outputs).float().cpu()
 
 
-def predict_proba(model: nn.Module, loader: BatchLoader) -> tuple[np.ndarray, np.ndarray]:
-    """True labels and softmax class probabilities over the whole loader."""
-    y_true, logits = _logits(model, loader)
+def predict_proba(
+    model: nn.Module, loader: BatchLoader, amp: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """True labels and softmax class probabilities over the whole loader, computed where the
+    model is (``amp``: under float16 autocast on CUDA)."""
+    y_true, logits = _logits(model, loader, amp)
     return y_true, torch.softmax(logits, dim=1).numpy()
 
 
-def evaluate(model: nn.Module, loader: BatchLoader) -> dict[str, Any]:
-    """Mean cross-entropy, :func:`classification_metrics` and ``num_examples``."""
-    y_true, logits = _logits(model, loader)
+def evaluate(model: nn.Module, loader: BatchLoader, amp: bool = False) -> dict[str, Any]:
+    """Mean cross-entropy, :func:`classification_metrics` and ``num_examples``, computed where
+    the model is (``amp``: under float16 autocast on CUDA)."""
+    y_true, logits = _logits(model, loader, amp)
     loss = F.cross_entropy(logits, torch.from_numpy(y_true)).item()
     probs = torch.softmax(logits, dim=1).numpy()
     return {

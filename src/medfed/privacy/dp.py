@@ -57,18 +57,28 @@ class BatchTransformLoader:
     ``(x, y)`` of a loader (default: ``x / 255``), and converts labels to int64. Keeps ``len()``.
 
     Empty batches (possible under Poisson sampling) are passed on as empty float tensors, so the
-    optimizer still takes its noisy step.
+    optimizer still takes its noisy step. With a ``device`` other than the CPU each uint8 batch
+    is copied there first (non-blocking from the loader's pinned memory) and transformed there.
     """
 
-    def __init__(self, loader: DataLoader, transform: BatchTransform | None = None):
+    def __init__(
+        self,
+        loader: DataLoader,
+        transform: BatchTransform | None = None,
+        device: torch.device | None = None,
+    ):
         self.loader = loader
         self.transform = transform
+        self.device = device if device is not None and device.type != "cpu" else None
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in self.loader:
+            if self.device is not None:
+                x = x.to(self.device, non_blocking=True)
+                y = y.to(self.device, non_blocking=True)
             if len(x) == 0:
                 yield x.float(), y.long()
             elif self.transform is None:
@@ -164,6 +174,7 @@ def prepare_dp_training(
     history: Sequence[Sequence[float]] | None = None,
     batch_transform: BatchTransform | None = None,
     seed: int | None = None,
+    device: torch.device | None = None,
 ) -> DPTraining:
     """Make one round of local training differentially private (Opacus, Poisson sampling).
 
@@ -177,6 +188,8 @@ def prepare_dp_training(
     - ``history`` is the accountant history of earlier rounds (``AccountantStore.load()``).
     - ``seed`` makes sampling and noise reproducible: for tests only, since anyone who knows
       the seed can subtract the noise. Leave it None in real runs.
+    - ``device``: where the model already is (moved before the optimizer was built). Batches
+      are copied there from pinned memory on CUDA; clipping and noise happen there too.
     """
     if cfg.mode != "sample":
         raise PrivacyError(f"privacy.mode={cfg.mode!r}: DP-SGD runs only with mode 'sample'")
@@ -190,7 +203,8 @@ def prepare_dp_training(
             "group (or build the model through make_dp_compatible before the optimizer)"
         )
     _disable_inplace_ops(model)
-    loader = DataLoader(dataset, batch_size=batch_size)
+    on_cuda = device is not None and device.type == "cuda"
+    loader = DataLoader(dataset, batch_size=batch_size, pin_memory=on_cuda)
     sample_rate = 1 / len(loader)
     noise = _noise_multiplier(cfg, sample_rate, len(loader), total_epochs)
     with warnings.catch_warnings():
@@ -198,7 +212,9 @@ def prepare_dp_training(
         engine = PrivacyEngine(accountant="rdp")
     if history:
         engine.accountant.history = [(float(n), float(q), int(s)) for n, q, s in history]
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
+    generator = None
+    if seed is not None:  # the noise is drawn where the gradients are
+        generator = torch.Generator(device=device or "cpu").manual_seed(seed)
     hooks, dp_optimizer, dp_loader = engine.make_private(
         module=model,
         optimizer=optimizer,
@@ -212,7 +228,7 @@ def prepare_dp_training(
     return DPTraining(
         model=model,
         optimizer=dp_optimizer,
-        loader=BatchTransformLoader(dp_loader, batch_transform),
+        loader=BatchTransformLoader(dp_loader, batch_transform, device),
         engine=engine,
         noise_multiplier=noise,
         sample_rate=sample_rate,

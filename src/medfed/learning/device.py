@@ -1,0 +1,80 @@
+"""Where training runs: ``training.device`` resolved on this machine, and mixed precision.
+
+The CPU path is the plain one: no copies, no autocast context, no gradient scaler. On CUDA,
+batches come from pinned host memory with non-blocking copies and ``training.amp`` turns on
+float16 autocast with gradient scaling; MPS (Apple) trains in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from medfed.config import TrainingConfig
+from medfed.errors import ConfigError
+
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+"""Device names a hospital may report with its results."""
+
+CPU = torch.device("cpu")
+
+
+def resolve_device(name: str) -> torch.device:
+    """``training.device`` on this machine: ``auto`` is CUDA when present, else the CPU.
+
+    ``cuda`` or ``mps`` on a machine without one is a :class:`ConfigError` naming the key.
+    """
+    if name == "auto":
+        return torch.device("cuda") if torch.cuda.is_available() else CPU
+    if name == "cpu":
+        return CPU
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"training.device='cuda', but torch {torch.__version__} finds no CUDA device on "
+                "this machine: set training.device to auto or cpu"
+            )
+        return torch.device("cuda")
+    if name == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(
+                "training.device='mps', but this machine has no Apple MPS device: set "
+                "training.device to auto or cpu"
+            )
+        return torch.device("mps")
+    raise ConfigError(f"training.device={name!r}: allowed are auto, {', '.join(DEVICE_TYPES)}")
+
+
+def training_device(cfg: TrainingConfig) -> torch.device:
+    """The device ``cfg`` trains on here (see :func:`resolve_device`)."""
+    return resolve_device(cfg.device)
+
+
+def uses_amp(cfg: TrainingConfig, device: torch.device) -> bool:
+    """Mixed precision applies on CUDA only; elsewhere ``training.amp`` is off."""
+    return cfg.amp and device.type == "cuda"
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's first parameter (or buffer); the CPU for an empty model."""
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return CPU
+
+
+def to_cpu(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict with every tensor on the CPU (the very dict when it already is)."""
+    if all(t.device.type == "cpu" for t in state.values()):
+        return state
+    return {k: t.detach().cpu() for k, t in state.items()}
+
+
+def autocast(device: torch.device, amp: bool) -> contextlib.AbstractContextManager:
+    """float16 autocast on CUDA with ``amp``; otherwise nothing."""
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
