@@ -287,6 +287,8 @@ def round_stage(args: argparse.Namespace) -> dict[str, float]:
     seconds = time.perf_counter() - start
     (summary,) = store.rounds(run_id)
     trained = [c.num_examples for c in store.client_results(run_id, 1) if c.phase == "train"]
+    if args.steps > 0:  # each hospital stopped after that many batches
+        trained = [min(n, args.steps * args.batch_size) for n in trained]
     return {
         "run_s": seconds,
         "round_s": float(summary.duration_s),
