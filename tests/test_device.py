@@ -1,33 +1,43 @@
 """training.device and training.amp: the device resolved at each hospital, the CPU path left as it
-was, and each simulated hospital's GPU share. Tests that need a GPU skip with their reason
-without one."""
+was, the device each hospital used recorded with its results and shown (runs show, report), and
+each simulated hospital's GPU share. Tests that need a GPU skip with their reason without one."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
+from medfed import cli
 from medfed.config import TrainingConfig, load_config
 from medfed.data import loader as loader_module
 from medfed.data.cache import load_images
 from medfed.data.loader import ArrayLoader
 from medfed.data.readers import scan_dataset
 from medfed.data.transforms import BatchTransform
-from medfed.errors import ConfigError
+from medfed.errors import ConfigError, MedfedError
+from medfed.federation.client_app import _info
 from medfed.federation.hospital import (
     build_run_model,
     evaluate_locally,
     open_hospital,
     train_locally,
 )
+from medfed.federation.recorder import RunRecorder, reply_device
+from medfed.federation.replies import ReplyLimits, check_evaluate_reply
 from medfed.federation.runner import absolute_paths
 from medfed.federation.simulation import gpu_share, ray_init_args, simulated_gpus
 from medfed.learning.device import resolve_device, training_device, uses_amp
 from medfed.learning.trainer import evaluate, make_optimizer, set_seed, train
 from medfed.models import build_model
+from medfed.reports.tables import last_round_table
+from medfed.store import RunStore
+from medfed.store.artifacts import ArtifactStore
+from medfed.store.records import ClientResultRecord
 from simulated import tiny_overrides
 
 torch.set_num_threads(1)
@@ -36,6 +46,7 @@ HAS_CUDA = torch.cuda.is_available()
 needs_cuda = pytest.mark.skipif(
     not HAS_CUDA, reason="needs a CUDA GPU: torch.cuda.is_available() is False on this machine"
 )
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
 
 
 def blobs(n: int = 64, size: int = 16) -> tuple[np.ndarray, np.ndarray]:
@@ -185,7 +196,7 @@ def test_the_cuda_loader_stages_the_same_rows_in_host_memory(
     assert staged_rows  # the host buffers were used
 
 
-def test_a_hospital_on_the_cpu_replies_with_cpu_weights(
+def test_a_hospital_on_the_cpu_replies_with_cpu_weights_and_says_so(
     kaggle_dataset: Path, tmp_path: Path
 ) -> None:
     cfg = absolute_paths(
@@ -194,6 +205,8 @@ def test_a_hospital_on_the_cpu_replies_with_cpu_weights(
     hospital = open_hospital(cfg, {"partition-id": 0, "num-partitions": 1}, "run", ["0", "1"])
     update = train_locally(hospital, cfg, build_run_model(cfg, 2).state_dict(), 2, 1, "run")
     assert all(t.device.type == "cpu" for t in update.state.values())
+    info = _info(hospital, cfg)
+    assert dict(info) == {"hospital": hospital.name, "device": "cpu"}
 
 
 def test_a_hospital_told_to_use_cuda_without_one_fails_with_the_key_named(
@@ -203,8 +216,101 @@ def test_a_hospital_told_to_use_cuda_without_one_fails_with_the_key_named(
     overrides = tiny_overrides(kaggle_dataset, tmp_path, **{"training.device": "cuda"})
     cfg = absolute_paths(load_config(None, overrides))
     hospital = open_hospital(cfg, {"partition-id": 0, "num-partitions": 1}, "run", ["0", "1"])
+    with pytest.raises(MedfedError, match=r"training\.device='cuda'"):  # an error reply
+        _info(hospital, cfg)
     with pytest.raises(ConfigError, match=r"training\.device='cuda'"):
         train_locally(hospital, cfg, build_run_model(cfg, 2).state_dict(), 2, 1, "run")
+
+
+# ------------------------------------------------------------------ recorded and shown
+
+
+def evaluation_reply(info: dict) -> RecordDict:
+    metrics = {
+        "num-examples": 50,
+        "dp-weight": 1,
+        "loss": 0.3,
+        "accuracy": 0.9,
+        "precision": 0.8,
+        "recall": 0.85,
+        "f1": 0.82,
+        "auc": 0.95,
+        "confusion-matrix": [20, 5, 0, 25],
+        "bytes-down": 999,
+        "seconds": 1.0,
+    }
+    return RecordDict({"metrics": MetricRecord(metrics), "info": ConfigRecord(info)})
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda", "mps"])
+def test_a_known_device_passes_the_reply_checks(device: str) -> None:
+    limits = ReplyLimits(num_classes=2, bn_stats=False)
+    reply = evaluation_reply({"hospital": "north", "device": device})
+    checked = check_evaluate_reply(reply, ArrayRecord(), limits)
+    assert dict(checked["info"]) == {"hospital": "north", "device": device}
+    assert reply_device(checked) == device
+
+
+@pytest.mark.parametrize(
+    "device", ["tpu", "cuda:0", "CUDA", "cuda\x1b[31m", "[red]cuda[/]", "x" * 5000, 1, ""]
+)
+def test_any_other_device_value_is_dropped_and_the_reply_still_counts(device: object) -> None:
+    limits = ReplyLimits(num_classes=2, bn_stats=False)
+    checked = check_evaluate_reply(
+        evaluation_reply({"hospital": "north", "device": device}), ArrayRecord(), limits
+    )
+    assert dict(checked["info"]) == {"hospital": "north"}
+    assert reply_device(checked) is None
+
+
+def test_a_reply_without_a_device_is_accepted_without_one() -> None:
+    limits = ReplyLimits(num_classes=2, bn_stats=False)
+    checked = check_evaluate_reply(evaluation_reply({"hospital": "old"}), ArrayRecord(), limits)
+    assert reply_device(checked) is None
+
+
+def test_the_device_is_stored_with_the_hospitals_result_and_shown_by_runs_show(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "220")
+    url = f"sqlite:///{tmp_path}/medfed.db"
+    with RunStore(url) as store:
+        run_id = store.create_run("gpus", {}, mode="simulation", strategy="FedAvg", num_rounds=1)
+        recorder = RunRecorder(store, run_id, ArtifactStore(tmp_path / "artifacts"))
+        recorder.replied(1, "train", "north", {"num-examples": 10, "train_loss": 0.4}, "cuda")
+        recorder.replied(1, "train", "south", {"num-examples": 12, "train_loss": 0.5}, "cpu")
+        recorder.replied(1, "evaluate", "west", {"num-examples": 7, "loss": 0.6})
+        store.record_round(run_id, 1, metrics={"accuracy": 0.9}, duration_s=1.0)
+        results = {r.hospital: r.metrics for r in store.client_results(run_id, 1)}
+    assert results["north"]["device"] == "cuda" and results["south"]["device"] == "cpu"
+    assert "device" not in results["west"]
+    assert cli.main(["runs", "show", run_id, "--db", url]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("hospitals in round 1") : out.index("each hospital on its own")]
+    assert "device" in table
+    rows = {line.split("│")[1].strip(): line for line in table.splitlines() if "│" in line}
+    assert rows["north"].rstrip(" │").endswith("cuda")
+    assert rows["south"].rstrip(" │").endswith("cpu")
+    assert rows["west"].rstrip(" │").endswith("-")
+
+
+def report_client(hospital: str, metrics: dict) -> ClientResultRecord:
+    return ClientResultRecord(
+        1, "r1", 2, hospital, "train", "ok", 9, metrics, 1.0, 5, 5, None, None, NOW
+    )
+
+
+def test_the_reports_hospital_table_has_the_device_column_when_one_was_recorded() -> None:
+    clients = [
+        report_client("hospital-1", {"train_loss": 0.4, "device": "cuda"}),
+        report_client("hospital-2", {"train_loss": 0.5}),
+    ]
+    table = last_round_table(clients, 2)
+    column = table.columns.index("Device")
+    assert [row[column] for row in table.rows] == ["cuda", "—"]
+    assert not table.numeric[column]
+    old_run = last_round_table([report_client("hospital-1", {"train_loss": 0.4})], 2)
+    assert "Device" not in old_run.columns
 
 
 # ------------------------------------------------------------------ simulated GPU shares
@@ -295,6 +401,7 @@ def test_a_hospital_trains_and_evaluates_on_cuda_and_replies_with_cpu_weights(
     result, stats = evaluate_locally(hospital, cfg, model)
     assert 0 <= result["accuracy"] <= 1
     assert stats and all(isinstance(v, np.ndarray) for v in stats.values())
+    assert dict(_info(hospital, cfg))["device"] == "cuda"
 
 
 @needs_cuda

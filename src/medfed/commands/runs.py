@@ -268,6 +268,7 @@ def _results_table(round_number: int | None, results: list[ClientResultRecord]) 
     for column in ("hospital", "phase", "status", "examples", "metrics", "time", "up", "down"):
         table.add_column(column, justify="right" if column in ("examples", "time") else "left")
     table.add_column("ε", justify="right")
+    table.add_column("device")
     for res in results:
         outcome = _metrics_line(res.metrics or {}) if res.status == "ok" else f"[red]{res.error}[/]"
         table.add_row(
@@ -280,8 +281,15 @@ def _results_table(round_number: int | None, results: list[ClientResultRecord]) 
             _bytes(res.bytes_up),
             _bytes(res.bytes_down),
             _number(res.epsilon, 2),
+            _device(res.metrics),
         )
     return table
+
+
+def _device(metrics: dict[str, Any] | None) -> str:
+    """The device a hospital reported with a result (cpu, cuda, mps), or "-"."""
+    device = (metrics or {}).get("device")
+    return device if isinstance(device, str) else "-"
 
 
 def _checkpoints_table(checkpoints: list[CheckpointRecord]) -> Table:

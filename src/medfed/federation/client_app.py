@@ -33,6 +33,7 @@ from medfed.federation.hospital import (
 from medfed.federation.messages import error_reply
 from medfed.federation.runtime import RunSettings
 from medfed.federation.strategies import DP_WEIGHT_KEY
+from medfed.learning.device import training_device
 from medfed.privacy.clipping import CLIPPING_NORM_KEY, NORM_BIT_KEY
 
 
@@ -97,7 +98,7 @@ def handle_train(msg: Message, context: Context, fixed: RunSettings | None = Non
     run_id, num_classes = round_in.settings.run_id, len(round_in.class_names)
     hospital = open_hospital(cfg, dict(context.node_config), run_id, round_in.class_names)
     simulate_failure(cfg, hospital.name, server_round, context)
-    content = RecordDict({"info": ConfigRecord({"hospital": hospital.name})})
+    content = RecordDict({"info": _info(hospital, cfg)})
     if round_in.config.get(wire.EVALUATE_FIRST_KEY):
         evaluation, stats = _evaluation(hospital, round_in, 0)
         content[wire.EVALUATION_KEY] = evaluation
@@ -139,10 +140,15 @@ def handle_evaluate(msg: Message, context: Context, fixed: RunSettings | None = 
         round_in.cfg, dict(context.node_config), round_in.settings.run_id, round_in.class_names
     )
     metrics, stats = _evaluation(hospital, round_in, round_in.bytes_down)
-    content = RecordDict({"metrics": metrics, "info": ConfigRecord({"hospital": hospital.name})})
+    content = RecordDict({"metrics": metrics, "info": _info(hospital, round_in.cfg)})
     if stats is not None:
         content[wire.BN_STATS_KEY] = stats
     return Message(content, reply_to=msg)
+
+
+def _info(hospital: Hospital, cfg: MedfedConfig) -> ConfigRecord:
+    """Who replies, and the device (cpu, cuda, mps) it trains and evaluates on."""
+    return ConfigRecord({"hospital": hospital.name, "device": training_device(cfg.training).type})
 
 
 def _evaluation(

@@ -15,6 +15,8 @@ import numpy as np
 from medfed.store import RunStore
 from medfed.store.artifacts import ArtifactStore
 
+DEVICE_METRIC = "device"  # a hospital result's device, a string among its numeric metrics
+
 
 @dataclass(frozen=True)
 class HospitalFailure:
@@ -92,8 +94,18 @@ class RunRecorder:
     def round_started(self, server_round: int) -> None:
         self._publish("round_started", {"round": server_round})
 
-    def replied(self, server_round: int, phase: str, hospital: str, metrics: dict) -> None:
-        """A hospital's accepted reply to one phase."""
+    def replied(
+        self,
+        server_round: int,
+        phase: str,
+        hospital: str,
+        metrics: dict,
+        device: str | None = None,
+    ) -> None:
+        """A hospital's accepted reply to one phase; ``device`` (cpu, cuda, mps: see
+        :func:`reply_device`) is kept in its metrics as ``"device"``."""
+        if device is not None:
+            metrics = {**metrics, DEVICE_METRIC: device}
         self.store.record_client_result(
             self.run_id,
             server_round,
@@ -200,6 +212,15 @@ class RunRecorder:
         )
         self.store.delete_rounds_after(self.run_id, checkpoint.round)
         return state, checkpoint.round
+
+
+def reply_device(content: Any) -> str | None:
+    """The device a checked reply says its hospital used (its ``info``), or None."""
+    try:
+        device = content["info"]["device"]
+    except (KeyError, TypeError):
+        return None
+    return device if isinstance(device, str) else None
 
 
 def plain(values: Any) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from medfed.federation import wire
 from medfed.federation.codec import CodecError
 from medfed.federation.strategies import DP_WEIGHT_KEY
 from medfed.federation.wire import ReplyRejected
+from medfed.learning.device import DEVICE_TYPES
 from medfed.privacy.clipping import NORM_BIT_KEY
 
 __all__ = [
@@ -42,6 +43,7 @@ log = logging.getLogger("medfed.replies")
 METRICS_KEY = "metrics"
 INFO_KEY = "info"
 HOSPITAL_KEY = "hospital"
+DEVICE_KEY = "device"
 MAX_NAME_LENGTH = 128
 MAX_BYTES = 2**50  # a byte count above a petabyte is not a count
 
@@ -191,6 +193,8 @@ def _checked_metrics(
 
 
 def _checked_info(content: RecordDict) -> ConfigRecord:
+    """The hospital's name (required), and the device it used when it is one medfed knows
+    (cpu, cuda, mps); any other device value is dropped, not held against the reply."""
     info = content.get(INFO_KEY)
     name = info.get(HOSPITAL_KEY) if isinstance(info, ConfigRecord) else None
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LENGTH or not name.isprintable():
@@ -198,7 +202,11 @@ def _checked_info(content: RecordDict) -> ConfigRecord:
             f"{INFO_KEY!r}: {HOSPITAL_KEY!r} must be a printable name of at most "
             f"{MAX_NAME_LENGTH} characters"
         )
-    return ConfigRecord({HOSPITAL_KEY: name})
+    checked = ConfigRecord({HOSPITAL_KEY: name})
+    device = info.get(DEVICE_KEY)
+    if isinstance(device, str) and device in DEVICE_TYPES:
+        checked[DEVICE_KEY] = device
+    return checked
 
 
 def _checked_records(content: RecordDict) -> None:

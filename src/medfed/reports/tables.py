@@ -157,7 +157,7 @@ def metrics_table(final: dict, confusion: np.ndarray | None, class_names: list[s
 def last_round_table(clients: list[ClientResultRecord], last_round: int | None) -> Table:
     columns = [
         "Hospital", "Phase", "Status", "Examples", "Loss", "Accuracy", "F1",
-        "Duration", "Upload", "Download", "ε", "Note",
+        "Duration", "Upload", "Download", "ε", "Device", "Note",
     ]  # fmt: skip
     chosen = sorted(
         (c for c in clients if c.round == last_round),
@@ -181,11 +181,18 @@ def last_round_table(clients: list[ClientResultRecord], last_round: int | None) 
                 fmt.byte_size(client.bytes_up),
                 fmt.byte_size(client.bytes_down),
                 fmt.decimal(client.epsilon, 2),
+                device_of(metrics),
                 client.error or "",
             ]
         )
-    numeric = [False, False, False] + [True] * 8 + [False]
+    numeric = [False, False, False] + [True] * 8 + [False, False]
     return without_empty_columns(Table(columns, rows, numeric, frozenset(failed)), keep=4)
+
+
+def device_of(metrics: dict[str, Any]) -> str:
+    """The device a hospital reported with a result (cpu, cuda, mps), or the missing mark."""
+    device = metrics.get("device")
+    return device if isinstance(device, str) and device else fmt.MISSING
 
 
 def without_empty_columns(table: Table, keep: int) -> Table:

@@ -69,10 +69,11 @@ export function useRunProgress(runId) {
     const totals = new Map()
     for (const row of clientRows.value) {
       latest.set(row.hospital, row)
-      const sum = totals.get(row.hospital) || { up: 0, down: 0, epsilon: null }
+      const sum = totals.get(row.hospital) || { up: 0, down: 0, epsilon: null, device: null }
       sum.up += row.bytes_up || 0
       sum.down += row.bytes_down || 0
       if (row.epsilon != null) sum.epsilon = row.epsilon
+      sum.device = clientDevice(row) ?? sum.device
       totals.set(row.hospital, sum)
     }
     return hospitals.value.map((h) => ({
@@ -80,6 +81,7 @@ export function useRunProgress(runId) {
       total_up: totals.get(h).up,
       total_down: totals.get(h).down,
       epsilon_spent: totals.get(h).epsilon,
+      device: totals.get(h).device,
     }))
   })
 
@@ -237,6 +239,12 @@ export function clientMetric(row, metric) {
     if (typeof value === 'number' && !(metric === 'auc' && value < 0)) return value
   }
   return null
+}
+
+/** The device a hospital reported with a reply (cpu, cuda, mps), or null. */
+export function clientDevice(row) {
+  const device = row?.metrics?.device
+  return typeof device === 'string' && device ? device : null
 }
 
 /** Per-hospital series of `metric` over rounds, from evaluate replies (train as fallback). */

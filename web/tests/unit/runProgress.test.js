@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { clientMetric, hospitalSeries, parseEvent } from '../../src/lib/runProgress'
+import { clientDevice, clientMetric, hospitalSeries, parseEvent } from '../../src/lib/runProgress'
 
 describe('clientMetric', () => {
   it('accepts the usual spellings of a metric', () => {
@@ -37,5 +37,15 @@ describe('parseEvent', () => {
     expect(parseEvent('')).toEqual({})
     expect(parseEvent('null')).toEqual({})
     expect(parseEvent('{oops')).toBeNull()
+  })
+})
+
+describe('clientDevice', () => {
+  it('reads the device a hospital reported, and nothing else', () => {
+    expect(clientDevice({ metrics: { device: 'cuda', accuracy: 0.9 } })).toBe('cuda')
+    expect(clientDevice({ metrics: { accuracy: 0.9 } })).toBeNull()
+    expect(clientDevice({ metrics: { device: 1 } })).toBeNull()
+    expect(clientDevice({ status: 'failed', metrics: null })).toBeNull()
+    expect(clientDevice(null)).toBeNull()
   })
 })
