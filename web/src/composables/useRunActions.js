@@ -25,6 +25,17 @@ async function confirmStop(run) {
   }
 }
 
+async function cancelQueued(run) {
+  try {
+    const updated = await api.cancelRun(run.id)
+    ElMessage.success(`Run “${run.name}” left the queue`)
+    return updated
+  } catch (err) {
+    ElMessage.error(`Could not cancel the run: ${err.message}`)
+    return null
+  }
+}
+
 async function startRun(run) {
   try {
     const updated = await api.startRun(run.id)
@@ -45,7 +56,10 @@ export function useRunActions(run, { onStarted } = {}) {
   const canStart = computed(
     () => session.isAdmin.value && run.value?.status === 'pending' && !run.value?.started_at,
   )
-  const canStop = computed(() => session.isAdmin.value && isActive(run.value?.status))
+  const canStop = computed(
+    () => session.isAdmin.value && isActive(run.value?.status) && run.value?.status !== 'queued',
+  )
+  const canCancel = computed(() => session.isAdmin.value && run.value?.status === 'queued')
 
   async function act(action, after) {
     busy.value = true
@@ -64,7 +78,9 @@ export function useRunActions(run, { onStarted } = {}) {
     busy,
     canStart,
     canStop,
+    canCancel,
     start: () => act(startRun, onStarted),
+    cancel: () => act(cancelQueued),
     stop: () => act(confirmStop),
   })
 }

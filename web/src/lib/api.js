@@ -71,6 +71,7 @@ export const api = {
   getRun: (id) => request('GET', `/runs/${encodeURIComponent(id)}`),
   startRun: (id) => request('POST', `/runs/${encodeURIComponent(id)}/start`, { body: {} }),
   stopRun: (id) => request('POST', `/runs/${encodeURIComponent(id)}/stop`, { body: {} }),
+  cancelRun: (id) => request('POST', `/runs/${encodeURIComponent(id)}/cancel`, { body: {} }),
   rounds: (id) => request('GET', `/runs/${encodeURIComponent(id)}/rounds`),
   clients: (id, round) =>
     request('GET', `/runs/${encodeURIComponent(id)}/clients`, { query: { round } }),

@@ -66,6 +66,7 @@ const STATUS_TYPES = {
   created: 'info',
   pending: 'info',
   queued: 'info',
+  interrupted: 'warning',
 }
 
 /** Element Plus tag type for a run / client / hospital status. */
@@ -73,10 +74,23 @@ export function statusType(status) {
   return STATUS_TYPES[String(status || '').toLowerCase()] || 'info'
 }
 
-const TERMINAL_STATUSES = ['finished', 'completed', 'succeeded', 'failed', 'stopped', 'cancelled']
+const TERMINAL_STATUSES = [
+  'finished',
+  'completed',
+  'succeeded',
+  'failed',
+  'stopped',
+  'cancelled',
+  'interrupted',
+]
 
 export function isTerminal(status) {
   return TERMINAL_STATUSES.includes(String(status || '').toLowerCase())
+}
+
+/** "#2 in queue" for a queued run with its place, else "". */
+export function queuePlace(run) {
+  return run?.status === 'queued' && run.queue_position ? `#${run.queue_position} in queue` : ''
 }
 
 export function isActive(status) {

@@ -15,6 +15,9 @@ const EVENT_TYPES = [
   'run_finished',
   'run_failed',
   'run_stopped',
+  'run_queued',
+  'run_admitted',
+  'run_interrupted',
 ]
 
 const PHASE_ORDER = { train: 0, fit: 0, evaluate: 1 }
@@ -139,6 +142,11 @@ export function useRunProgress(runId) {
     run_finished: (p) => finish('finished', p),
     run_failed: (p) => finish('failed', p),
     run_stopped: (p) => finish('stopped', p),
+    run_queued: (p) => {
+      if (run.value) run.value = { ...run.value, status: 'queued', queue_position: p.position }
+    },
+    run_admitted: () => setStatus('pending'),
+    run_interrupted: (p) => finish('interrupted', p),
   }
 
   function finish(status, payload) {

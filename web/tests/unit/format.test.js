@@ -7,6 +7,7 @@ import {
   formatPercent,
   isActive,
   isTerminal,
+  queuePlace,
   statusType,
 } from '../../src/lib/format'
 
@@ -55,5 +56,21 @@ describe('format', () => {
     expect(isTerminal('running')).toBe(false)
     expect(isActive('pending')).toBe(true)
     expect(isActive('finished')).toBe(false)
+  })
+})
+
+describe('the run queue', () => {
+  it('shows a queued run\'s place, and nothing for other runs', () => {
+    expect(queuePlace({ status: 'queued', queue_position: 2 })).toBe('#2 in queue')
+    expect(queuePlace({ status: 'queued', queue_position: null })).toBe('')
+    expect(queuePlace({ status: 'running', queue_position: null })).toBe('')
+    expect(queuePlace(null)).toBe('')
+  })
+
+  it('counts a queued run as active and an interrupted one as ended', () => {
+    expect(isActive('queued')).toBe(true)
+    expect(isTerminal('queued')).toBe(false)
+    expect(isTerminal('interrupted')).toBe(true)
+    expect(statusType('interrupted')).toBe('warning')
   })
 })
