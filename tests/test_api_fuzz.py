@@ -286,3 +286,14 @@ def test_the_stream_of_a_queued_run_ends_after_its_history(client: TestClient) -
     assert response.status_code == 200
     assert "retry: " in response.text  # the browser looks again later
     assert [m["event"] for m in parse_sse(response.text.split("retry:")[0])] == ["run_queued"]
+
+
+def test_asking_for_a_final_evaluation_that_is_not_there_stays_light(client: TestClient) -> None:
+    from medfed.api.routes import runs
+    from medfed.reports.clinical import ARTIFACT
+
+    assert runs.FINAL_EVALUATION == ARTIFACT
+    admin = login(client, ADMIN)
+    run_id = client.post("/api/runs", json={"name": "r"}, headers=admin).json()["id"]
+    reply = client.get(f"/api/runs/{run_id}/explanations", headers=admin)
+    assert reply.status_code == 200 and reply.json()["available"] is False

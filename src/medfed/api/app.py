@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import re
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -120,13 +118,6 @@ class ApiRouting:
         await response(scope, receive, send)
 
 
-def _warm_imports() -> None:
-    try:
-        importlib.import_module("medfed.reports.clinical")
-    except Exception:  # noqa: BLE001 - the route reports the problem when asked
-        log.debug("warming up medfed.reports.clinical failed", exc_info=True)
-
-
 def create_app(
     cfg: MedfedConfig, store: RunStore | None = None, *, run_queue: bool = True
 ) -> FastAPI:
@@ -143,8 +134,6 @@ def create_app(
         admitting = QueueThread(queue) if run_queue else None
         if admitting is not None:
             admitting.start()
-        # The final evaluation's module brings torch: loaded now, not by a first request.
-        threading.Thread(target=_warm_imports, name="medfed-warm-imports", daemon=True).start()
         try:
             yield
         finally:

@@ -113,6 +113,7 @@ def server_command(
     import uvicorn
 
     from medfed.api import create_app
+    from medfed.api.serving import HeaderDeadlineProtocol
 
     cfg = load_config(
         config, {"api.host": host, "api.port": port, "deployment.insecure": insecure or None}
@@ -134,6 +135,7 @@ def server_command(
                 port=cfg.api.port,
                 log_level="warning",
                 proxy_headers=False,  # the app trusts forwarding headers from api.trusted_proxies
+                http=HeaderDeadlineProtocol,  # a client sending its request slowly is cut off
             )
 
 

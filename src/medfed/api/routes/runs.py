@@ -47,6 +47,9 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 
 SORT_PATTERN = rf"^-?({'|'.join(SORT_KEYS)})$"
 REPORT_MEDIA_TYPES = {"html": "text/html", "pdf": "application/pdf"}
+# medfed.reports.clinical.ARTIFACT, named here so that asking for a run without one does not
+# load torch into the API process (tests keep the two equal).
+FINAL_EVALUATION = "final-evaluation"
 MAX_PAGE = 1_000_000
 MAX_ID = 2**62  # event ids and rounds stay far below; every database's integers hold it
 MAX_ROUND = 100_000  # federated.rounds' bound
@@ -477,15 +480,15 @@ def explanations(
     """The final model on the held-out test set, computed once after the run's last round:
     calibration (ECE, reliability bins), screening operating points with their thresholds,
     and Grad-CAM heat maps of its most confident true and false positives and negatives."""
-    from medfed.reports.clinical import ARTIFACT, load_final_evaluation
-
     run = load_run(store, run_id)
-    if not (Path(cfg.home) / "artifacts" / run.id / ARTIFACT).is_file():
+    if not (Path(cfg.home) / "artifacts" / run.id / FINAL_EVALUATION).is_file():
         if run.status in FINAL_STATUSES:
             note = "not computed: the run has no held-out test set, or ended before its last round"
         else:
             note = "computed once the run's last round has finished"
         return FinalEvaluationOut(available=False, note=note)
+    from medfed.reports.clinical import load_final_evaluation  # torch: only when there is one
+
     evaluation = load_final_evaluation(ArtifactStore.for_config(cfg, create_key=False), run.id)
     if evaluation is None:
         return FinalEvaluationOut(available=False, note="not computed")
