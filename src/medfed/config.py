@@ -38,7 +38,9 @@ STRATEGIES = (
     "FedAdam",
     "FedYogi",
     "FedAvgM",
+    "SCAFFOLD",
 )
+LOSS_CORRECTIONS = ("none", "logit_adjustment", "restricted_softmax")
 MODEL_NAMES = ("cancer_cnn", "resnet18", "resnet50")
 # The sections that describe the training itself: what a run's form edits and what hospitals
 # receive (never database or API settings).
@@ -153,8 +155,20 @@ class FederatedConfig(Section):
         default=4, ge=1, le=COUNT_MAX, description="hospitals (simulated or expected)"
     )
     strategy: Literal[
-        "FedAvg", "FedProx", "FedMedian", "FedTrimmedAvg", "Krum", "FedAdam", "FedYogi", "FedAvgM"
-    ] = "FedAvg"
+        "FedAvg",
+        "FedProx",
+        "FedMedian",
+        "FedTrimmedAvg",
+        "Krum",
+        "FedAdam",
+        "FedYogi",
+        "FedAvgM",
+        "SCAFFOLD",
+    ] = Field(
+        default="FedAvg",
+        description="SCAFFOLD: FedAvg with control variates that correct each hospital's "
+        "gradients for its drift (kept at the hospital between rounds)",
+    )
     rounds: int = Field(default=5, ge=1, le=100_000)
     local_epochs: int = Field(default=1, ge=1, le=COUNT_MAX)
     local_steps: int | None = Field(
@@ -167,6 +181,21 @@ class FederatedConfig(Section):
         default="none",
         description="cosine: the hospitals' learning rate falls over the rounds, from "
         "training.learning_rate in round 1 along a half cosine towards 0 after the last round",
+    )
+    loss_correction: Literal["none", "logit_adjustment", "restricted_softmax"] = Field(
+        default="none",
+        description="corrects each hospital's training loss for its own label distribution: "
+        "logit_adjustment adds tau * log(local class prior) to the logits (balanced softmax, "
+        "FedLC); restricted_softmax scales the logits of classes it lacks (FedRS)",
+    )
+    logit_adjustment_tau: float = Field(
+        default=1.0, ge=0, le=10, description="loss_correction logit_adjustment: strength"
+    )
+    restricted_softmax_alpha: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="loss_correction restricted_softmax: scale of a missing class's logit",
     )
     fraction_train: float = Field(default=1.0, gt=0, le=1)
     fraction_evaluate: float = Field(default=1.0, ge=0, le=1)
@@ -451,6 +480,12 @@ class MedfedConfig(BaseSettings):
             raise ValueError(
                 "privacy.mode='sample' with federated.strategy=FedProx: DP-SGD replaces the "
                 "gradients, so the proximal term would be silently lost; use FedAvg"
+            )
+        if self.privacy.mode != "none" and self.federated.strategy == "SCAFFOLD":
+            raise ValueError(
+                f"privacy.mode={self.privacy.mode!r} with federated.strategy=SCAFFOLD: its "
+                "control variates are each hospital's mean gradient, sent without noise, which "
+                "would void the privacy guarantee; use FedAvg"
             )
         if self.training.amp and self.training.device in ("cpu", "mps"):
             raise ValueError(

@@ -32,6 +32,14 @@ from medfed.federation.hospital import (
 )
 from medfed.federation.messages import error_reply
 from medfed.federation.runtime import RunSettings
+from medfed.federation.scaffold import (
+    CONTROL_FILE,
+    CONTROL_KEY,
+    ControlStore,
+    control_layout,
+    pack_control,
+    unpack_control,
+)
 from medfed.federation.strategies import DP_WEIGHT_KEY
 from medfed.learning.device import training_device
 from medfed.privacy.clipping import CLIPPING_NORM_KEY, NORM_BIT_KEY
@@ -104,7 +112,24 @@ def handle_train(msg: Message, context: Context, fixed: RunSettings | None = Non
         content[wire.EVALUATION_KEY] = evaluation
         if stats is not None:
             content[wire.BN_STATS_KEY] = stats
-    update = train_locally(hospital, cfg, round_in.global_state, num_classes, server_round, run_id)
+    controls, control_store = None, None
+    if cfg.federated.strategy == "SCAFFOLD":
+        layout = control_layout(wire.state_layout(round_in.global_state))
+        server = unpack_control(msg.content.get(CONTROL_KEY), layout)
+        control_store = ControlStore(hospital.state_dir / CONTROL_FILE, run_id)
+        local = control_store.load(layout)
+        names = [spec.name for spec in layout]
+        controls = (dict(zip(names, server, strict=True)), dict(zip(names, local, strict=True)))
+    update = train_locally(
+        hospital, cfg, round_in.global_state, num_classes, server_round, run_id, controls
+    )
+    if controls is not None and control_store is not None and update.control is not None:
+        names = list(controls[1])
+        new = [update.control[name] for name in names]
+        content[CONTROL_KEY] = pack_control(
+            [n - controls[1][name] for n, name in zip(new, names, strict=True)]
+        )
+        control_store.save(new)
     clip = round_in.config.get(CLIPPING_NORM_KEY)
     record, bytes_up, clipped = wire.pack_update(
         round_in.global_state,

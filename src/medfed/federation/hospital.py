@@ -22,7 +22,14 @@ from medfed.data.partition import partition_indices
 from medfed.data.transforms import eval_transform, train_transform
 from medfed.errors import DataError
 from medfed.learning.device import model_device, to_cpu, training_device, uses_amp
-from medfed.learning.trainer import evaluate, make_optimizer, set_seed, train
+from medfed.learning.trainer import (
+    DriftCorrection,
+    evaluate,
+    label_correction,
+    make_optimizer,
+    set_seed,
+    train,
+)
 from medfed.models import bn_state_keys, build_model
 from medfed.privacy.accounting import AccountantStore
 from medfed.privacy.dp import budget_exhausted, image_dataset, prepare_dp_training
@@ -126,6 +133,11 @@ def build_run_model(cfg: MedfedConfig, num_classes: int) -> torch.nn.Module:
 class LocalUpdate:
     state: dict[str, torch.Tensor]
     metrics: dict[str, float]
+    # SCAFFOLD: the hospital's next control variate (mean raw gradient), by parameter name
+    control: dict[str, np.ndarray] | None = None
+
+
+Controls = tuple[dict[str, np.ndarray], dict[str, np.ndarray]]
 
 
 def train_locally(
@@ -135,9 +147,13 @@ def train_locally(
     num_classes: int,
     server_round: int,
     run_id: str,
+    controls: Controls | None = None,
 ) -> LocalUpdate:
-    """Local epochs from the global model; FedProx adds mu/2 ||w - w_global||^2 to the loss.
+    """Local epochs from the global model; FedProx adds mu/2 ||w - w_global||^2 to the loss,
+    ``federated.loss_correction`` corrects the loss for the hospital's own label distribution.
 
+    ``controls`` (SCAFFOLD) are the server's and the hospital's control variates by parameter
+    name: ``c - c_i`` is added to every gradient, and the update carries the next ``c_i``.
     Trains on ``training.device`` (the returned state is on the CPU)."""
     seed = cfg.training.seed + 1000 * server_round + hash_name(hospital.name)
     set_seed(seed)
@@ -161,25 +177,58 @@ def train_locally(
     optimizer = make_optimizer(model, cfg.training, lr=round_learning_rate(cfg, server_round))
     start = time.perf_counter()
     metrics = {"epsilon": -1.0, "budget-exhausted": 0, "train_loss": -1.0, "train_accuracy": -1.0}
+    drift = None if controls is None else drift_correction(model, controls, device)
     if cfg.privacy.mode == "sample":
         dp_metrics = train_with_dp(hospital, cfg, model, optimizer, run_id, seed)
         metrics.update(dp_metrics)
     elif cfg.federated.local_steps != 0:
+        f = cfg.federated
         result = train(
             model,
             loader,
-            cfg.federated.local_epochs,
+            f.local_epochs,
             optimizer,
             proximal_mu=mu,
             global_params=global_params,
-            max_steps=cfg.federated.local_steps,
+            max_steps=f.local_steps,
             amp=uses_amp(cfg.training, device),
+            correction=label_correction(
+                hospital.class_counts(num_classes),
+                f.loss_correction,
+                tau=f.logit_adjustment_tau,
+                alpha=f.restricted_softmax_alpha,
+            ),
+            drift=drift,
         )
         metrics.update(train_loss=float(result.loss), train_accuracy=float(result.accuracy))
     state = to_cpu(model.state_dict())
     keep_local_bn(model, hospital, cfg, state)
     metrics["train_seconds"] = time.perf_counter() - start
-    return LocalUpdate(state=state, metrics=metrics)
+    control = None
+    if controls is not None and drift is not None:
+        names = [name for name, _ in model.named_parameters()]
+        if drift.steps:
+            mean = [g.detach().cpu().numpy() for g in drift.mean_gradient()]
+            control = dict(zip(names, mean, strict=True))
+        else:  # no step taken: the hospital's control variate stays as it was
+            control = dict(controls[1])
+    return LocalUpdate(state=state, metrics=metrics, control=control)
+
+
+def drift_correction(
+    model: torch.nn.Module, controls: Controls, device: torch.device
+) -> DriftCorrection:
+    """SCAFFOLD's ``c - c_i`` for each of the model's parameters, on ``device``."""
+    server, local = controls
+    correction = []
+    for name, param in model.named_parameters():
+        if name not in server or name not in local:
+            raise DataError(f"SCAFFOLD: no control variate for parameter {name!r}")
+        change = torch.from_numpy(np.asarray(server[name] - local[name], dtype=np.float32))
+        if tuple(change.shape) != tuple(param.shape):
+            raise DataError(f"SCAFFOLD: control variate of {name!r} has shape {change.shape}")
+        correction.append(change.to(device))
+    return DriftCorrection(correction)
 
 
 def round_learning_rate(cfg: MedfedConfig, server_round: int) -> float:

@@ -25,6 +25,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 from medfed.config import FederatedConfig, MedfedConfig
 from medfed.federation import wire
 from medfed.federation.codec import CodecError
+from medfed.federation.scaffold import CONTROL_KEY, checked_change
 from medfed.federation.strategies import DP_WEIGHT_KEY
 from medfed.federation.wire import ReplyRejected
 from medfed.learning.device import DEVICE_TYPES
@@ -58,6 +59,7 @@ class ReplyLimits:
     max_counter_step: int = wire.MAX_COUNTER  # most a batch counter may grow in one reply
     norm_bit: bool = False  # hospitals clip (client-side DP): train replies carry norm_bit
     bn_stats: bool = True  # federated.bn = average: evaluate replies carry BatchNorm moments
+    scaffold: bool = False  # SCAFFOLD: train replies carry the change of the control variate
 
     def __post_init__(self) -> None:
         if self.num_classes < 2:
@@ -80,6 +82,7 @@ class ReplyLimits:
             max_counter_step=counter,
             norm_bit=cfg.privacy.mode == "client" and cfg.privacy.clip_side == "client",
             bn_stats=f.bn == "average",
+            scaffold=f.strategy == "SCAFFOLD",
         )
 
 
@@ -279,7 +282,15 @@ def _check_train(
         max_counter_step=limits.max_counter_step,
     )
     metrics["bytes-up"] = wire.payload_nbytes(update)
+    control = None
+    if limits.scaffold:
+        if CONTROL_KEY not in content:
+            raise ReplyRejected(f"{CONTROL_KEY!r} missing: SCAFFOLD's control variate change")
+        control = checked_change(content[CONTROL_KEY], global_record, limits.max_update_norm)
+        metrics["bytes-up"] += wire.payload_nbytes(content[CONTROL_KEY])
     out = RecordDict({wire.ARRAYS_KEY: arrays, METRICS_KEY: MetricRecord(metrics), INFO_KEY: info})
+    if control is not None:
+        out[CONTROL_KEY] = control
     if with_evaluation:
         if wire.EVALUATION_KEY not in content:
             raise ReplyRejected(f"{wire.EVALUATION_KEY!r} missing: the evaluation asked for")

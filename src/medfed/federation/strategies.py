@@ -9,6 +9,7 @@ from flwr.serverapp import strategy as fl
 
 from medfed.config import MedfedConfig
 from medfed.errors import ConfigError
+from medfed.federation.scaffold import SCAFFOLD
 from medfed.privacy.accounting import client_level_epsilon, client_noise_multiplier
 
 SUMMED_KEYS = {"num-examples", "bytes-up", "bytes-down", "confusion-matrix", "class-counts"}
@@ -94,6 +95,7 @@ BUILDERS: dict[str, Callable[[dict, MedfedConfig], fl.Strategy]] = {
         server_learning_rate=cfg.federated.server_learning_rate,
         server_momentum=cfg.federated.server_momentum,
     ),
+    "SCAFFOLD": lambda common, cfg: SCAFFOLD(**common, num_clients=cfg.federated.num_clients),
 }
 
 

@@ -1,4 +1,5 @@
-"""Train and evaluate a classifier with plain PyTorch; FedProx's proximal term included."""
+"""Train and evaluate a classifier with plain PyTorch; FedProx's proximal term, loss corrections
+for a hospital's own label distribution and SCAFFOLD's gradient correction included."""
 
 from __future__ import annotations
 
@@ -77,6 +78,73 @@ def _progress(enabled: bool) -> Progress:
     )
 
 
+@dataclass
+class LabelCorrection:
+    """What the training loss sees instead of the raw logits: ``logits * scale + bias``.
+
+    ``bias`` (one value per class) is logit adjustment by the local class prior (balanced
+    softmax at tau 1, as in FedLC); ``scale`` multiplies the logits of classes the hospital
+    lacks (restricted softmax, FedRS). Accuracy and evaluation always use the raw logits.
+    """
+
+    bias: torch.Tensor
+    scale: torch.Tensor
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        return logits * self.scale.to(logits.device) + self.bias.to(logits.device)
+
+
+def label_correction(
+    counts: list[int], kind: str, tau: float = 1.0, alpha: float = 0.5
+) -> LabelCorrection | None:
+    """The loss correction for a hospital holding ``counts`` images of each class.
+
+    ``logit_adjustment``: ``bias = tau * log((n_c + 1) / (n + C))`` (Laplace-smoothed prior, so a
+    missing class gets a large negative bias rather than minus infinity). ``restricted_softmax``:
+    logits of classes with no local image scaled by ``alpha``. ``none``: None.
+    """
+    if kind == "none":
+        return None
+    n = torch.tensor(counts, dtype=torch.float32)
+    if kind == "logit_adjustment":
+        prior = (n + 1) / (n.sum() + len(counts))
+        return LabelCorrection(bias=tau * prior.log(), scale=torch.ones_like(n))
+    if kind == "restricted_softmax":
+        scale = torch.where(n > 0, torch.ones_like(n), torch.full_like(n, alpha))
+        return LabelCorrection(bias=torch.zeros_like(n), scale=scale)
+    raise ValueError(
+        f"unknown loss correction {kind!r}: none, logit_adjustment, restricted_softmax"
+    )
+
+
+@dataclass
+class DriftCorrection:
+    """SCAFFOLD at one hospital: ``correction[k]`` (server control variate minus the
+    hospital's) is added to parameter k's gradient before each optimizer step, and the raw
+    gradients (before the correction) are summed in ``gradient_sum`` over ``steps`` steps;
+    their mean is the hospital's next control variate. Tensors follow ``model.parameters()``.
+    """
+
+    correction: list[torch.Tensor]
+    gradient_sum: list[torch.Tensor] = field(default_factory=list)
+    steps: int = 0
+
+    def mean_gradient(self) -> list[torch.Tensor]:
+        """The mean raw gradient over the steps taken (zeros when none were)."""
+        return [g / max(self.steps, 1) for g in self.gradient_sum]
+
+    def apply(self, params: list[torch.Tensor]) -> None:
+        """Record each parameter's raw gradient, then add its correction."""
+        if not self.gradient_sum:
+            self.gradient_sum = [torch.zeros_like(p) for p in params]
+        for p, c, total in zip(params, self.correction, self.gradient_sum, strict=True):
+            if p.grad is None:
+                continue
+            total += p.grad
+            p.grad += c.to(p.grad.device)
+        self.steps += 1
+
+
 def _proximal_term(params: list[torch.Tensor], anchors: list[torch.Tensor]) -> torch.Tensor:
     """sum ||w - w_global||^2 over the model's parameters."""
     return sum((p - a).pow(2).sum() for p, a in zip(params, anchors, strict=True))
@@ -96,8 +164,14 @@ def train(
     on_epoch: EpochCallback | None = None,
     max_steps: int | None = None,
     amp: bool = False,
+    correction: LabelCorrection | None = None,
+    drift: DriftCorrection | None = None,
 ) -> TrainResult:
     """Minimise cross-entropy (+ ``proximal_mu``/2 * ||w - w_global||^2 when mu > 0).
+
+    ``correction`` changes the logits the loss sees (see :class:`LabelCorrection`); ``drift``
+    adds SCAFFOLD's correction to every gradient and records the raw ones (see
+    :class:`DriftCorrection`; its tensors follow ``model.parameters()``).
 
     ``max_steps`` (at least 1) ends training after that many optimizer steps, within an epoch.
     Training runs where the model is: batches are moved there (non-blocking) unless it is on
@@ -116,6 +190,10 @@ def train(
         raise ValueError(f"max_steps must be at least 1, got {max_steps}")
     steps_left = [max_steps]
     params = list(model.parameters())
+    if drift is not None and len(drift.correction) != len(params):
+        raise ValueError(
+            f"drift correction has {len(drift.correction)} tensors, model {len(params)}"
+        )
     anchors: list[torch.Tensor] = []
     if proximal_mu > 0 and global_params is None:
         anchors = [p.detach().clone() for p in params]
@@ -143,6 +221,8 @@ def train(
                 steps_left,
                 device,
                 scaler,
+                correction,
+                drift,
             )
             figures["epoch"] = epoch
             history.append(figures)
@@ -174,6 +254,8 @@ def _train_epoch(
     steps_left: list[int | None],
     device: torch.device,
     scaler: torch.amp.GradScaler | None,
+    correction: LabelCorrection | None = None,
+    drift: DriftCorrection | None = None,
 ) -> dict[str, Any]:
     """One pass over ``loader`` (shorter when ``steps_left[0]`` runs out: it counts down);
     sums stay tensors on the model's device so no step waits on a host sync."""
@@ -191,8 +273,9 @@ def _train_epoch(
         optimizer.zero_grad(set_to_none=True)
         with precision:
             logits = model(x)
+            seen_logits = logits if correction is None else correction.apply(logits)
             # sum / n is the mean, and 0 (not NaN) for the empty batches Poisson sampling draws
-            loss = F.cross_entropy(logits, y, reduction="sum") / max(len(y), 1)
+            loss = F.cross_entropy(seen_logits, y, reduction="sum") / max(len(y), 1)
             total = loss
             if proximal_mu > 0:
                 proximal = _proximal_term(params, anchors)
@@ -200,9 +283,14 @@ def _train_epoch(
                 proximal_sum += proximal.detach() * len(y)
         if scaler is None:
             total.backward()
+            if drift is not None:
+                drift.apply(params)
             optimizer.step()
         else:
             scaler.scale(total).backward()
+            if drift is not None:
+                scaler.unscale_(optimizer)
+                drift.apply(params)
             scaler.step(optimizer)
             scaler.update()
         if scheduler is not None:
