@@ -157,13 +157,14 @@ def test_a_stream_ends_with_the_run_even_when_the_end_event_comes_late(
     run_id = seed_run(store, client.app.state.cfg, status="running")
 
     def end_later() -> None:
-        time.sleep(0.5)
+        time.sleep(0.3)
         store.set_status(run_id, "finished")  # the status first ...
         time.sleep(0.3)
         store.publish(run_id, "run_finished", {})  # ... its event a moment later
 
+    admin = login(client, ADMIN)
     thread = threading.Thread(target=end_later)
     thread.start()
-    response = client.get(f"/api/runs/{run_id}/events", headers=login(client, ADMIN))
+    response = client.get(f"/api/runs/{run_id}/events", headers=admin)
     thread.join()
     assert [m["event"] for m in parse_sse(response.text)] == ["run_finished"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,102 @@ def test_admission_is_one_at_a_time_across_processes(
         thread.join()
     assert workers.launched == [ids[0]]
     assert queue_module.LOCK_FILE in {p.name for p in Path(cfg.home).iterdir()}
+
+
+def test_stopping_the_platform_interrupts_the_runs_it_trains_and_keeps_the_queue(
+    tmp_path: Path, store: RunStore, workers: StandInWorkers
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from medfed.api import create_app
+    from test_api_support import SECRET
+
+    cfg = config_from_dict(
+        {
+            "home": str(tmp_path / "home"),
+            "data": {"path": str(tmp_path / "data")},
+            "platform": {"max_concurrent_runs": 1, "min_free_memory_mb": 0},
+            "api": {"secret_key": SECRET},
+        }
+    )
+    store.add_user(*ADMIN, role="admin")
+    with TestClient(create_app(cfg, store)) as client:  # served: the queue runs
+        admin = login(client, ADMIN)
+        training, waiting = (
+            client.post("/api/runs", json={"name": name}, headers=admin).json()["id"]
+            for name in ("training", "waiting")
+        )
+        store.set_status(training, "running")
+        process = workers.processes[training]
+    process.wait(timeout=30)  # ended with the platform
+    run = store.get_run(training)
+    assert run.status == "interrupted" and "resume" in run.error
+    assert store.get_run(waiting).status == "queued"  # the queue is kept for the next start
+
+
+def test_medfed_run_queues_and_says_where(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    config = tmp_path / "medfed.yml"
+    config.write_text(
+        f"home: {tmp_path / 'home'}\ndata:\n  path: {tmp_path / 'data'}\n"
+        "platform:\n  max_concurrent_runs: 0\n"
+    )
+    assert main(["run", "--config", str(config), "--detach"]) == 0
+    out = capsys.readouterr().out
+    assert "queued" in out and "place 1" in out
+    with RunStore(f"sqlite:///{tmp_path / 'home' / 'medfed.db'}") as store:
+        runs, _ = store.list_runs()
+        assert [r.status for r in runs] == ["queued"]
+        assert main(["run", "--config", str(config), "--resume", runs[0].id[:8]]) == 2
+    assert "queued" in capsys.readouterr().err
+
+
+@pytest.fixture(params=["mysql", "postgresql"])
+def server_store(request: pytest.FixtureRequest) -> Iterator[RunStore]:
+    """A store in a database (MariaDB) or schema (PostgreSQL) of its own, dropped after."""
+    import os
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    variable = "MEDFED_TEST_MYSQL_URL" if request.param == "mysql" else "MEDFED_TEST_POSTGRES_URL"
+    server = os.environ.get(variable)
+    if not server:
+        pytest.skip(f"{request.param} back end not tested: set {variable}")
+    name = f"medfed_queue_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(server)
+    if request.param == "mysql":
+        create, drop = f"CREATE DATABASE {name}", f"DROP DATABASE IF EXISTS {name}"
+        url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    else:
+        create, drop = f"CREATE SCHEMA {name}", f"DROP SCHEMA IF EXISTS {name} CASCADE"
+        url = make_url(server).update_query_dict({"options": f"-csearch_path={name}"})
+        url = url.render_as_string(hide_password=False)
+    with admin.begin() as connection:
+        connection.execute(text(create))
+    try:
+        with RunStore(url) as store:
+            yield store
+    finally:
+        with admin.begin() as connection:
+            connection.execute(text(drop))
+        admin.dispose()
+
+
+def test_the_queue_works_on_every_database(
+    server_store: RunStore, cfg: MedfedConfig, workers: StandInWorkers
+) -> None:
+    store = server_store
+    queue = RunQueue.for_platform(cfg, store)
+    ids = [new_run(store, cfg, f"run-{i}") for i in range(3)]
+    for run_id in ids:
+        queue.submit(run_id)
+    assert store.get_run(ids[0]).status == "pending"
+    assert queue.positions() == {ids[1]: 1, ids[2]: 2}
+    assert not store.set_status(ids[0], "running", only_from=("queued",))
+    assert store.set_status(ids[0], "running", only_from=("pending",))
+    queue.cancel(ids[2])
+    assert store.get_run(ids[2]).status == "stopped"

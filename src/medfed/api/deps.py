@@ -81,7 +81,8 @@ def current_session(
         session = signer.verify(token)
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from None
-    if store.token_revoked(session.token_id):
+    user, revoked = store.session_user(session.user, session.token_id)
+    if revoked:
         raise _unauthorized("session ended by logout: log in again")
     if bearer is None and request.method not in SAFE_METHODS and not same_origin(request):
         raise HTTPException(
@@ -90,15 +91,16 @@ def current_session(
             "must come from the dashboard (same Origin or Sec-Fetch-Site: same-origin, or an "
             "X-Requested-With header); API clients send the token as Authorization: Bearer",
         )
+    request.state.user = user  # as the store knows them now (require_user checks it)
     return session
 
 
 SessionDep = Annotated[Session, Depends(current_session)]
 
 
-def require_user(session: SessionDep, store: StoreDep) -> UserOut:
+def require_user(request: Request, session: SessionDep) -> UserOut:
     """The logged-in user as the store knows them now (a deleted user's token stops working)."""
-    user = store.get_user(session.user)
+    user = request.state.user
     if user is None:
         raise _unauthorized(f"user {session.user!r} no longer exists")
     if session.version != user.token_version:

@@ -39,6 +39,8 @@ CLIENT_QUEUE = 2000  # events a client may lag behind before it is cut off
 WRITE_TIMEOUT_S = 10.0  # a write a client does not accept in this time ends its stream
 RETRY_MS = 5000  # how soon a browser reconnects to a run that does not train now
 MAX_WAITING_STREAMS = 100  # threads waiting for events: one per followed run
+TEXT_CACHE = 4096
+END_GRACE_S = 2.0  # after a run's row says it ended, how long its end event may take
 
 
 def stream_limiter() -> anyio.CapacityLimiter:
@@ -76,6 +78,16 @@ class EventHub:
         self.limiter = limiter
         self._followers: dict[str, set[Follower]] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._texts: dict[int, str] = {}  # recent events as sent: formatted once, not per client
+
+    def text(self, event: EventRecord) -> str:
+        """The SSE message of ``event`` (kept for the most recent ``TEXT_CACHE`` events)."""
+        text = self._texts.get(event.id)
+        if text is None:
+            text = self._texts[event.id] = format_event(event)
+            if len(self._texts) > TEXT_CACHE:
+                del self._texts[next(iter(self._texts))]
+        return text
 
     @property
     def followed_runs(self) -> int:
@@ -165,7 +177,7 @@ async def run_events(
         while True:  # the history, page by page
             page = await run_in_threadpool(store.events, run_id, last_id, REPLAY_PAGE)
             for event in page:
-                yield format_event(event)
+                yield hub.text(event)
                 last_id = event.id
                 if event.type in TERMINAL_EVENTS:
                     return
@@ -174,18 +186,30 @@ async def run_events(
         if follower is None:
             if retry:  # it may start later: the browser looks again then
                 yield f"retry: {RETRY_MS}\n\n"
+            elif await _run_over(store, run_id):
+                # Ended: its end event is in the history, or a moment behind its status.
+                deadline = time.monotonic() + END_GRACE_S
+                while time.monotonic() < deadline:
+                    await asyncio.sleep(0.2)
+                    for event in await run_in_threadpool(store.events, run_id, last_id):
+                        yield hub.text(event)
+                        last_id = event.id
+                        if event.type in TERMINAL_EVENTS:
+                            return
             return
         last_sent = time.monotonic()
+        over_since: float | None = None
         while True:
             try:
                 event = await asyncio.wait_for(follower.queue.get(), min(IDLE_CHECK_S, HEARTBEAT_S))
             except TimeoutError:
                 if follower.lagging or await request.is_disconnected():
                     return
-                if await _run_over(store, run_id):
-                    # Its last events may have come after the status: send what is left.
+                if over_since is None and await _run_over(store, run_id):
+                    over_since = time.monotonic()  # its end event may be a moment behind
+                if over_since is not None and time.monotonic() - over_since >= END_GRACE_S:
                     for event in await run_in_threadpool(store.events, run_id, last_id):
-                        yield format_event(event)
+                        yield hub.text(event)  # what is left, up to its end
                         if event.type in TERMINAL_EVENTS:
                             break
                     return
@@ -197,7 +221,7 @@ async def run_events(
                 return
             if event.id <= last_id:
                 continue  # already sent with the history
-            yield format_event(event)
+            yield hub.text(event)
             last_id = event.id
             last_sent = time.monotonic()
             if event.type in TERMINAL_EVENTS:

@@ -3,7 +3,8 @@
 The run queue starts it (:mod:`medfed.federation.queue`) with ``MEDFED_STORE_URL`` and
 ``MEDFED_HOME`` (and the model key, when configured) in its environment, never on its command
 line, which every user of the host can read. It trains the run's stored definition with the
-platform's home and store, on at most ``--cpus`` CPUs (threads and Ray alike).
+platform's home and store, on at most ``--cpus`` CPUs (threads and Ray alike), at a lower CPU
+priority (nice 10) than the platform's API.
 
 It owns every process it starts. Started in its own session, it first forks a watchdog (in a
 session of its own) that waits for the worker to end, however it ends: then it ends every
@@ -31,6 +32,9 @@ from medfed.store.home import private_home
 
 TOKEN_ENV = "MEDFED_WORKER_TOKEN"  # as medfed.federation.processes.TOKEN_ENV
 SIGNAL_EXIT_DEADLINE_S = 10.0
+# Training is batch work: the worker and everything it starts yield the CPU to the platform's
+# API and dashboard, which people wait on.
+NICENESS = 10
 _WATCHDOG_PIPE: list[int] = []  # the pipe's write end: open for as long as the worker lives
 
 
@@ -50,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     private_home(Path(home))
+    with contextlib.suppress(OSError):
+        os.nice(NICENESS)
     token = os.environ.get(TOKEN_ENV, "")
     if token:
         start_watchdog(args.run_id, token, store_url)
