@@ -25,6 +25,7 @@ from medfed.federation.codec import (
     encode_update,
     encode_weights,
     max_payload_size,
+    weights_size,
 )
 
 
@@ -242,6 +243,30 @@ def test_diverged_update_is_a_federation_error() -> None:
     update[0][0, 0, 0, 0] = np.nan
     with pytest.raises(FederationError, match=r"tensor 0 \(16, 3, 3, 3\).*NaN"):
         encode_update(update, CodecSpec(quant_bits=8))
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_a_delta_rounds_to_the_nearest_level_and_always_encodes_alike(bits: int) -> None:
+    change = model_like_update(3)
+    spec = CodecSpec(quant_bits=bits, error_feedback=False)
+    payload = encode_delta(change, spec)
+    assert encode_delta(change, spec) == payload  # the same change, the same payload
+    for original, back in zip(change, decode_update(payload), strict=True):
+        if original.dtype == np.int64:
+            assert np.array_equal(original, back)
+        elif original.size:
+            half_step = (original.max() - original.min()) / (2**bits - 1) / 2
+            assert np.abs(back - original).max() <= half_step * (1 + 1e-5) + 1e-12
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    arrays=st.lists(float_arrays, min_size=0, max_size=4),
+    precision=st.sampled_from(["fp32", "fp16", "int8"]),
+)
+def test_property_weights_size_is_the_encoded_size(arrays, precision) -> None:
+    arrays = [*arrays, np.array(3, np.int64), np.zeros((2, 3), np.float64)]
+    assert weights_size(arrays, precision) == len(encode_weights(arrays, precision))
 
 
 @pytest.mark.parametrize("precision,tolerance", [("fp32", 0.0), ("fp16", 1e-3), ("int8", 4e-3)])

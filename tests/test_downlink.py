@@ -519,3 +519,34 @@ def test_a_run_sends_changes_and_a_full_copy_after_a_failure(kaggle_dataset: Pat
     assert all(0.0 <= r.metrics["accuracy"] <= 1.0 for r in rounds)
     copies = list((tmp_path / "home" / "hospitals").glob(f"hospital-*/{run_id}/downlink.npz"))
     assert len(copies) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"federated.strategy": "FedAvgM", "federated.server_momentum": 0.9},
+        {
+            "model.norm": "group",
+            "privacy.mode": "client",
+            "privacy.clip_side": "client",
+            "privacy.noise_multiplier": 0.3,
+            "privacy.max_grad_norm": 5.0,
+        },
+    ],
+    ids=["FedAvgM", "client-level DP"],
+)
+def test_server_optimisers_and_client_level_dp_run_over_the_compressed_downlink(
+    kaggle_dataset: Path, tmp_path, extra: dict
+):
+    from simulated import simulate
+
+    downlink = {"compression.downlink_topk": 0.05, "compression.downlink_quant_bits": 8}
+    store, run_id = simulate(kaggle_dataset, tmp_path / "home", **downlink, **extra)
+    run = store.get_run(run_id)
+    assert run.status == "finished", run.error
+    results = store.client_results(run_id)
+    assert all(c.status == "ok" for c in results)
+    rounds = store.rounds(run_id)
+    assert [r.round for r in rounds] == [1, 2]
+    assert rounds[1].bytes_down < rounds[0].bytes_down  # round 2 and the last evaluation: changes

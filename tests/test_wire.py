@@ -263,6 +263,27 @@ def test_the_broadcast_model_is_checked_at_the_hospital(precision: str) -> None:
         wire.unpack_global(sent, wire.state_layout(state))
 
 
+def test_the_broadcast_arrays_are_float32_weights_and_untouched_counters() -> None:
+    state = model_state()
+    averaged = {k: v.double() for k, v in state.items()}  # FedAdam's weights, averaged counters
+    averaged["bn.num_batches_tracked"] = torch.tensor(12.5).double()
+    arrays = wire.broadcast_arrays(ArrayRecord(averaged))
+    assert [a.dtype for a in arrays] == [np.float32] * len(arrays)
+    kept = wire.broadcast_arrays(ArrayRecord(state))
+    assert [a.dtype for a in kept] == [
+        np.dtype(np.int64) if n.endswith("tracked") else np.float32 for n in state
+    ]
+    assert [a.shape for a in kept] == [tuple(t.shape) for t in state.values()]
+
+
+def test_a_payload_record_is_one_uint8_array_read_back_without_copying() -> None:
+    record = wire.payload_record(b"MFC1\x00abc")
+    assert wire.is_payload(record) and wire.payload_nbytes(record) == 8
+    assert bytes(wire.payload_view(record, 8)) == b"MFC1\x00abc"
+    with pytest.raises(CodecError, match="larger than any update"):
+        wire.payload_view(record, 7)
+
+
 def test_a_broadcast_with_other_names_is_refused_at_the_hospital() -> None:
     state = model_state()
     renamed = ArrayRecord({("head.bias" if k == "fc.bias" else k): v for k, v in state.items()})

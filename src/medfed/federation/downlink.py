@@ -190,11 +190,15 @@ class DownlinkSender:
         """Learn from a phase's replies (each with the node its message went to): a reply
         without error confirms the version sent; an error or silence forgets the hospital's
         copy, so its next message is a full copy."""
-        for node, reply in replies:
-            sent = self.pending.pop(node, None)
-            if sent is not None and not reply.has_error():
-                self.held[node] = sent
-        self.pending.clear()  # the silent ones: not known to hold anything
+        self.confirm([node for node, reply in replies if not reply.has_error()])
+
+    def confirm(self, nodes: Sequence[int]) -> None:
+        """The hospitals in ``nodes`` hold what they were just sent; the others that were sent
+        something are not known to hold anything any more."""
+        for node in nodes:
+            if node in self.pending:
+                self.held[node] = self.pending.pop(node)
+        self.pending.clear()
         self._release()
 
     def _pack_shared(self, messages: Sequence[Message]) -> int:
