@@ -174,13 +174,14 @@ async def run_events(
     follower = await hub.follow(run_id) if live else None
     last_id = after_id
     try:
-        while True:  # the history, page by page
+        while True:  # the history, page by page, a page in one write
             page = await run_in_threadpool(store.events, run_id, last_id, REPLAY_PAGE)
-            for event in page:
-                yield hub.text(event)
-                last_id = event.id
-                if event.type in TERMINAL_EVENTS:
-                    return
+            texts, ended = _up_to_end(hub, page)
+            if texts:
+                yield "".join(texts)
+                last_id = page[len(texts) - 1].id
+            if ended:
+                return
             if len(page) < REPLAY_PAGE:
                 break
         if follower is None:
@@ -219,16 +220,31 @@ async def run_events(
                 continue
             if follower.lagging:
                 return
-            if event.id <= last_id:
-                continue  # already sent with the history
-            yield hub.text(event)
-            last_id = event.id
-            last_sent = time.monotonic()
-            if event.type in TERMINAL_EVENTS:
+            batch = [event]  # and whatever else has come meanwhile: one write for them all
+            while not follower.queue.empty():
+                batch.append(follower.queue.get_nowait())
+            batch = [e for e in batch if e.id > last_id]  # not sent with the history already
+            texts, ended = _up_to_end(hub, batch)
+            if texts:
+                yield "".join(texts)
+                last_id = batch[len(texts) - 1].id
+                last_sent = time.monotonic()
+            if ended:
                 return
     finally:
         if follower is not None:
             hub.leave(run_id, follower)
+
+
+def _up_to_end(hub: EventHub, events: list[EventRecord]) -> tuple[list[str], bool]:
+    """The messages of ``events`` up to and including the first terminal one; whether one
+    was there."""
+    texts = []
+    for event in events:
+        texts.append(hub.text(event))
+        if event.type in TERMINAL_EVENTS:
+            return texts, True
+    return texts, False
 
 
 async def _run_over(store: RunStore, run_id: str) -> bool:
