@@ -1,6 +1,7 @@
 """Training speed of medfed's path against a bare PyTorch loop, and cold vs warm data loading.
 
-Run: ``.venv/bin/python bench/train_throughput.py [--model resnet18] [--epochs 4] [--threads N]``.
+Run: ``.venv/bin/python bench/train_throughput.py [--model resnet18] [--epochs 4] [--threads N]
+[--device cpu|auto|cuda|mps] [--amp]``.
 
 Both paths train the same model (same seed) with Adam at the same batch size on the same
 images, one epoch each in turn (order alternating) so background load hits both alike:
@@ -8,6 +9,10 @@ images, one epoch each in turn (order alternating) so background load hits both 
 - medfed: ``ArrayLoader`` over the uint8 cache + ``eval_transform`` (normalisation only, no
   augmentation) + ``trainer.train``;
 - bare: a plain loop over the same images preloaded as normalised float32 tensors.
+
+``--device`` (default cpu) runs both on that device: medfed's loader copies each uint8 batch
+from pinned memory and normalises it there, the bare loop holds its tensors there already;
+``--amp`` (CUDA) trains both under float16 autocast with gradient scaling.
 
 Images per second are averaged over the epochs after the first (warm-up). Target: medfed at
 least 0.95 of the bare loop. Images per CPU second of this process are shown too: with
@@ -39,6 +44,8 @@ from medfed.data.datasets import load_image_set
 from medfed.data.loader import ArrayLoader
 from medfed.data.synthetic import write_synthetic_dataset
 from medfed.data.transforms import eval_transform, train_transform
+from medfed.errors import ConfigError
+from medfed.learning.device import autocast, resolve_device
 from medfed.learning.trainer import make_optimizer, set_seed, train
 from medfed.models import MODEL_NAMES, build_model
 
@@ -56,12 +63,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=4, help="per path; the first is warm-up")
     parser.add_argument("--images", type=int, default=1024, help="training images used")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = default")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "auto", "cuda", "mps"))
+    parser.add_argument("--amp", action="store_true", help="mixed precision (CUDA only)")
     return parser.parse_args(argv)
 
 
 def fresh_model(args: argparse.Namespace) -> torch.nn.Module:
     set_seed(SEED)
-    return build_model(args.model, in_channels=1, num_classes=2)
+    return build_model(args.model, in_channels=1, num_classes=2).to(args.torch_device)
 
 
 def dataset(args: argparse.Namespace, scratch: Path) -> tuple[Path, str]:
@@ -89,10 +98,12 @@ def first_epoch(
         shuffle=True,
         seed=SEED,
         transform=train_transform(cfg, SEED),
+        device=args.torch_device,
     )
     loaded = time.perf_counter()
     model = fresh_model(args)
-    train(model, loader, 1, make_optimizer(model, TrainingConfig()))
+    train(model, loader, 1, make_optimizer(model, TrainingConfig()), amp=args.amp)
+    synchronize(args.torch_device)
     return loaded - start, time.perf_counter() - loaded, len(images)
 
 
@@ -103,15 +114,31 @@ def bare_epoch(
     y_all: torch.Tensor,
     batch_size: int,
     generator: torch.Generator,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> None:
-    """One epoch of the plain loop over preloaded tensors."""
+    """One epoch of the plain loop over preloaded tensors (where they are)."""
     model.train()
-    order = torch.randperm(len(y_all), generator=generator)
+    order = torch.randperm(len(y_all), generator=generator).to(x_all.device)
     for begin in range(0, len(y_all), batch_size):
         rows = order[begin : begin + batch_size]
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x_all[rows]), y_all[rows]).backward()
-        optimizer.step()
+        if scaler is None:
+            F.cross_entropy(model(x_all[rows]), y_all[rows]).backward()
+            optimizer.step()
+            continue
+        with autocast(x_all.device, True):
+            loss = F.cross_entropy(model(x_all[rows]), y_all[rows])
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work, so a timing covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
 
 
 @dataclass
@@ -122,9 +149,10 @@ class Speed:
     cpu: float
 
 
-def timed(count: int, run: Callable[[], object]) -> Speed:
+def timed(count: int, run: Callable[[], object], device: torch.device) -> Speed:
     wall, cpu = time.perf_counter(), time.process_time()
     run()
+    synchronize(device)
     return Speed(count / (time.perf_counter() - wall), count / (time.process_time() - cpu))
 
 
@@ -143,25 +171,30 @@ def steady_state(
         shuffle=True,
         seed=SEED,
         transform=normalise,
+        device=args.torch_device,
     )
-    x_all = normalise(torch.from_numpy(np.ascontiguousarray(images.images[rows])))
-    y_all = torch.from_numpy(np.asarray(images.labels, dtype=np.int64)[rows])
+    device = args.torch_device
+    x_all = normalise(torch.from_numpy(np.ascontiguousarray(images.images[rows]))).to(device)
+    y_all = torch.from_numpy(np.asarray(images.labels, dtype=np.int64)[rows]).to(device)
     medfed_model, bare_model = fresh_model(args), fresh_model(args)
     medfed_opt = make_optimizer(medfed_model, TrainingConfig())
     bare_opt = make_optimizer(bare_model, TrainingConfig())
+    scaler = torch.amp.GradScaler("cuda") if args.amp and device.type == "cuda" else None
     generator = torch.Generator().manual_seed(SEED)
     count = len(rows)
     medfed_speed, bare_speed = [], []
     for epoch in range(args.epochs):
         runs = [
-            (medfed_speed, lambda: train(medfed_model, loader, 1, medfed_opt)),
+            (medfed_speed, lambda: train(medfed_model, loader, 1, medfed_opt, amp=args.amp)),
             (
                 bare_speed,
-                lambda: bare_epoch(bare_model, bare_opt, x_all, y_all, args.batch_size, generator),
+                lambda: bare_epoch(
+                    bare_model, bare_opt, x_all, y_all, args.batch_size, generator, scaler
+                ),
             ),
         ]
         for speeds, run in runs if epoch % 2 == 0 else reversed(runs):
-            speeds.append(timed(count, run))
+            speeds.append(timed(count, run, device))
     return medfed_speed, bare_speed
 
 
@@ -170,7 +203,8 @@ def report(args, source, cold, warm, medfed_speed, bare_speed) -> None:
     console.print(
         f"[bold]{args.model}[/], {args.image_size} px, batch {args.batch_size}, "
         f"{min(args.images, cold[2])} of {cold[2]} images from {source}, "
-        f"{torch.get_num_threads()} torch threads"
+        f"{torch.get_num_threads()} torch threads, device {args.torch_device}"
+        + (", amp" if args.amp and args.torch_device.type == "cuda" else "")
     )
     table = Table(title="training throughput, no augmentation on either path")
     for header in ("epoch", "medfed img/s", "bare img/s", "ratio", "ratio per CPU s"):
@@ -219,6 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--epochs must be at least 2: the first epoch is warm-up")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    try:
+        args.torch_device = resolve_device(args.device)
+    except ConfigError as exc:
+        raise SystemExit(str(exc)) from None
     with tempfile.TemporaryDirectory(prefix="medfed-bench-") as scratch:
         path, source = dataset(args, Path(scratch))
         cfg = DataConfig(path=path, image_size=args.image_size, channels=1)
