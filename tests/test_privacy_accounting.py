@@ -10,6 +10,7 @@ from opacus.accountants import RDPAccountant
 from medfed.errors import PrivacyError
 from medfed.privacy.accounting import (
     AccountantStore,
+    calibrated_noise,
     client_level_epsilon,
     client_noise_multiplier,
     epsilon_from_history,
@@ -86,3 +87,11 @@ def test_corrupted_accountant_state_is_an_error_not_a_reset(tmp_path) -> None:
     path.write_text("{not json")
     with pytest.raises(PrivacyError, match="accountant.json"):
         AccountantStore(path, "r").load()
+
+
+def test_the_prv_accountant_gives_a_tighter_epsilon_and_less_noise() -> None:
+    history = [(1.0, 0.25, 80)]
+    rdp = epsilon_from_history(history, 1e-5)
+    prv = epsilon_from_history(history, 1e-5, "prv")
+    assert 0 < prv < rdp
+    assert calibrated_noise(3.0, 1e-5, 0.25, 80, "prv") < calibrated_noise(3.0, 1e-5, 0.25, 80)

@@ -41,7 +41,7 @@ STRATEGIES = (
     "SCAFFOLD",
 )
 LOSS_CORRECTIONS = ("none", "logit_adjustment", "restricted_softmax")
-MODEL_NAMES = ("cancer_cnn", "resnet18", "resnet50")
+MODEL_NAMES = ("cancer_cnn", "resnet18", "resnet50", "scatter_linear", "scatter_cnn")
 # The sections that describe the training itself: what a run's form edits and what hospitals
 # receive (never database or API settings).
 TRAINING_SECTIONS = (
@@ -112,7 +112,12 @@ class DataConfig(Section):
 
 
 class ModelConfig(Section):
-    name: Literal["cancer_cnn", "resnet18", "resnet50"] = "resnet18"
+    name: Literal["cancer_cnn", "resnet18", "resnet50", "scatter_linear", "scatter_cnn"] = Field(
+        default="resnet18",
+        description="scatter_linear / scatter_cnn: a fixed wavelet scattering front end (no "
+        "weights to learn) and a linear or small Tanh CNN head, for DP-SGD; image side a "
+        "multiple of 4",
+    )
     norm: Literal["batch", "group"] = "batch"
     pretrained_path: FsPath | None = None
 
@@ -282,6 +287,11 @@ class PrivacyConfig(Section):
     noise_multiplier: float | None = Field(default=None, ge=0)
     target_epsilon: float | None = Field(default=None, gt=0)
     delta: float = Field(default=1e-5, gt=0, lt=1)
+    accountant: Literal["rdp", "prv"] = Field(
+        default="rdp",
+        description="sample-level DP's accountant: rdp (Renyi DP) or prv (privacy loss random "
+        "variables: a tighter epsilon, so less noise for the same target)",
+    )
     max_grad_norm: float = Field(default=1.0, gt=0, description="per-sample / per-client clip")
     clipping: Literal["fixed", "adaptive"] = "fixed"
     clip_side: Literal["server", "client"] = "server"
@@ -471,7 +481,13 @@ class MedfedConfig(BaseSettings):
 
     @model_validator(mode="after")
     def _privacy_fits_model(self) -> MedfedConfig:
-        if self.privacy.mode != "none" and self.model.norm != "group":
+        scatter = self.model.name.startswith("scatter_")
+        if scatter and self.data.image_size % 4:
+            raise ValueError(
+                f"model.name={self.model.name!r} needs data.image_size divisible by 4, "
+                f"not {self.data.image_size}"
+            )
+        if self.privacy.mode != "none" and self.model.norm != "group" and not scatter:
             raise ValueError(
                 f"privacy.mode={self.privacy.mode!r} needs model.norm: group (DP-SGD cannot "
                 "train BatchNorm, and BatchNorm counters would dominate clipped updates)"

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
 from medfed.config import MedfedConfig
 from medfed.data.canaries import Canaries, plant_canaries
@@ -31,6 +32,7 @@ from medfed.learning.trainer import (
     train,
 )
 from medfed.models import bn_state_keys, build_model
+from medfed.models.scatter import ScatterHead, ScatterNet
 from medfed.privacy.accounting import AccountantStore
 from medfed.privacy.dp import budget_exhausted, image_dataset, prepare_dp_training
 
@@ -183,9 +185,21 @@ def train_locally(
         metrics.update(dp_metrics)
     elif cfg.federated.local_steps != 0:
         f = cfg.federated
+        trained, batches = model, loader
+        if isinstance(model, ScatterNet) and not train_transform(cfg.data, seed).is_random:
+            # fixed features, no augmentation: computed once, only the head trains
+            features = scatter_features(hospital, cfg, model, device)
+            labels = torch.as_tensor(hospital.data.labels[hospital.train_idx])
+            trained = ScatterHead(model)
+            batches = DataLoader(
+                TensorDataset(features.to(device), labels.to(device)),
+                batch_size=cfg.training.batch_size,
+                shuffle=True,
+                generator=torch.Generator().manual_seed(seed),
+            )
         result = train(
-            model,
-            loader,
+            trained,
+            batches,
             f.local_epochs,
             optimizer,
             proximal_mu=mu,
@@ -256,16 +270,24 @@ def train_with_dp(
     epochs = cfg.federated.local_epochs
     accountant = AccountantStore(hospital.state_dir / "accountant.json", run_id)
     idx = hospital.train_idx
+    device = training_device(cfg.training)
+    if isinstance(model, ScatterNet):  # fixed features, computed once per hospital and run
+        features = scatter_features(hospital, cfg, model, device)
+        dataset = TensorDataset(features, torch.as_tensor(hospital.data.labels[idx]))
+        trained, transform = ScatterHead(model), _as_float
+    else:
+        dataset = image_dataset(hospital.data.images[idx], hospital.data.labels[idx])
+        trained, transform = model, train_transform(cfg.data, seed)
     dp = prepare_dp_training(
-        model,
+        trained,
         optimizer,
-        image_dataset(hospital.data.images[idx], hospital.data.labels[idx]),
+        dataset,
         batch_size=cfg.training.batch_size,
         cfg=cfg.privacy,
         total_epochs=epochs * cfg.federated.rounds,
         history=accountant.load(),
-        batch_transform=train_transform(cfg.data, seed),
-        device=training_device(cfg.training),
+        batch_transform=transform,
+        device=device,
     )
     with dp:
         if budget_exhausted(dp.projected_epsilon(epochs), cfg.privacy):
@@ -283,6 +305,39 @@ def train_with_dp(
             "train_loss": float(result.loss),
             "train_accuracy": float(result.accuracy),
         }
+
+
+def _as_float(x: torch.Tensor) -> torch.Tensor:
+    return x.float()
+
+
+SCATTER_CACHE = "scatter-features.pt"
+
+
+def scatter_features(
+    hospital: Hospital, cfg: MedfedConfig, model: ScatterNet, device: torch.device
+) -> torch.Tensor:
+    """The fixed ScatterNet features of the hospital's training images (normalised, no
+    augmentation), computed on its first round and kept in its state folder for the run."""
+    path = hospital.state_dir / SCATTER_CACHE
+    key = f"{cfg.model.name}:{cfg.data.image_size}:{len(hospital.train_idx)}"
+    if path.is_file():
+        kept = torch.load(path, weights_only=True)
+        if kept.get("key") == key:
+            return kept["features"]
+    loader = ArrayLoader(
+        hospital.data.images,
+        hospital.data.labels,
+        indices=hospital.train_idx,
+        batch_size=256,
+        transform=eval_transform(cfg.data),
+        device=device,
+    )
+    features = torch.cat([model.features(x).cpu() for x, _ in loader])
+    tmp = path.with_suffix(".tmp")
+    torch.save({"key": key, "features": features}, tmp)
+    tmp.replace(path)
+    return features
 
 
 def evaluate_locally(

@@ -12,6 +12,7 @@ from torch import nn
 
 from medfed.errors import ModelError
 from medfed.models.cnn import CancerCNN, NormFactory
+from medfed.models.scatter import scatter_cnn, scatter_linear
 from medfed.models.weights import load_pretrained
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,11 @@ BUILDERS: dict[str, Callable[[int, int, NormFactory], nn.Module]] = {
     "cancer_cnn": _cancer_cnn,
     "resnet18": _resnet(torchvision.models.resnet18),
     "resnet50": _resnet(torchvision.models.resnet50),
+    # fixed scattering front end + GroupNorm; model.norm does not apply
+    "scatter_linear": lambda in_channels, num_classes, _norm: scatter_linear(
+        in_channels, num_classes
+    ),
+    "scatter_cnn": lambda in_channels, num_classes, _norm: scatter_cnn(in_channels, num_classes),
 }
 MODEL_NAMES: tuple[str, ...] = tuple(BUILDERS)
 

@@ -1,4 +1,5 @@
-"""Privacy accounting with Opacus' RDP accountant, for sample-level and client-level DP.
+"""Privacy accounting with Opacus' RDP accountant (or its PRV accountant, tighter, for
+sample-level DP with ``privacy.accountant: prv``), for sample-level and client-level DP.
 
 An accountant history is a list of ``(noise_multiplier, sampling_rate, steps)`` triples, exactly
 ``opacus.accountants.RDPAccountant.history``. Sample-level DP (DP-SGD at a hospital) records one
@@ -18,24 +19,32 @@ from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
 
-from opacus.accountants import RDPAccountant
+from opacus.accountants import PRVAccountant, RDPAccountant
 from opacus.accountants.utils import get_noise_multiplier
 
 from medfed.errors import PrivacyError
 
 HistoryEntry = tuple[float, float, int]
+ACCOUNTANTS = ("rdp", "prv")
 
 
-def epsilon_from_history(history: Sequence[Sequence[float]], delta: float) -> float:
-    """Epsilon at ``delta`` spent by an RDP history of ``(noise, rate, steps)``; inf for noise 0."""
+def epsilon_from_history(
+    history: Sequence[Sequence[float]], delta: float, accountant: str = "rdp"
+) -> float:
+    """Epsilon at ``delta`` spent by a history of ``(noise, rate, steps)`` under ``accountant``
+    (``rdp`` or ``prv``); inf for noise 0."""
     entries = [(float(n), float(q), int(s)) for n, q, s in history if int(s) > 0]
     if not entries:
         return 0.0
     if any(noise <= 0 for noise, _, _ in entries):
         return math.inf
-    accountant = RDPAccountant()
-    accountant.history = entries
-    return float(accountant.get_epsilon(delta))
+    if accountant == "prv":
+        prv = PRVAccountant()
+        prv.history = entries
+        return float(prv.get_epsilon(delta))
+    rdp = RDPAccountant()
+    rdp.history = entries
+    return float(rdp.get_epsilon(delta))
 
 
 def client_level_epsilon(
@@ -63,9 +72,10 @@ def client_noise_multiplier(
 
 @lru_cache(maxsize=64)
 def calibrated_noise(
-    target_epsilon: float, delta: float, sampling_rate: float, steps: int
+    target_epsilon: float, delta: float, sampling_rate: float, steps: int, accountant: str = "rdp"
 ) -> float:
-    """Noise multiplier reaching ``target_epsilon`` at ``delta`` after ``steps`` sampled steps."""
+    """Noise multiplier reaching ``target_epsilon`` at ``delta`` after ``steps`` sampled steps
+    under ``accountant`` (``rdp`` or ``prv``)."""
     if steps < 1:
         raise PrivacyError(f"cannot calibrate noise for {steps} steps: need at least one")
     try:
@@ -75,7 +85,7 @@ def calibrated_noise(
                 target_delta=delta,
                 sample_rate=sampling_rate,
                 steps=steps,
-                accountant="rdp",
+                accountant=accountant,
             )
         )
     except ValueError as exc:

@@ -3,7 +3,8 @@
 Per-example gradients are clipped to ``privacy.max_grad_norm`` and Gaussian noise is added at
 every optimizer step; batches are drawn by Poisson sampling, as the accounting assumes. The
 hospital's spent budget is tracked by Opacus' RDP accountant, whose history is restored from and
-saved to an :class:`~medfed.privacy.accounting.AccountantStore` around each round.
+saved to an :class:`~medfed.privacy.accounting.AccountantStore` around each round
+(``privacy.accountant: prv``: Opacus' PRV accountant, tighter, for the noise and the epsilon).
 
 Typical round at a hospital (see :func:`prepare_dp_training`)::
 
@@ -133,6 +134,7 @@ class DPTraining:
     sample_rate: float
     delta: float
     _hooks: Any = field(repr=False)
+    accountant: str = "rdp"
 
     @property
     def steps_per_epoch(self) -> int:
@@ -145,12 +147,12 @@ class DPTraining:
 
     def epsilon(self) -> float:
         """Epsilon spent so far (all rounds) at ``privacy.delta``."""
-        return spent_epsilon(self.engine, self.delta)
+        return epsilon_from_history(self.history, self.delta, self.accountant)
 
     def projected_epsilon(self, epochs: int) -> float:
         """Epsilon after training ``epochs`` more epochs: check the budget before training."""
         planned = (self.noise_multiplier, self.sample_rate, epochs * self.steps_per_epoch)
-        return epsilon_from_history([*self.history, planned], self.delta)
+        return epsilon_from_history([*self.history, planned], self.delta, self.accountant)
 
     def close(self) -> None:
         """Detach Opacus' per-sample gradient hooks from the model."""
@@ -209,7 +211,7 @@ def prepare_dp_training(
     noise = _noise_multiplier(cfg, sample_rate, len(loader), total_epochs)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Secure RNG turned off")
-        engine = PrivacyEngine(accountant="rdp")
+        engine = PrivacyEngine(accountant=cfg.accountant)
     if history:
         engine.accountant.history = [(float(n), float(q), int(s)) for n, q, s in history]
     generator = None
@@ -234,6 +236,7 @@ def prepare_dp_training(
         sample_rate=sample_rate,
         delta=cfg.delta,
         _hooks=hooks,
+        accountant=cfg.accountant,
     )
 
 
@@ -262,7 +265,7 @@ def _noise_multiplier(
     if total_epochs is None:
         raise PrivacyError("privacy.target_epsilon needs the run's total epochs to set the noise")
     return calibrated_noise(
-        cfg.target_epsilon, cfg.delta, sample_rate, total_epochs * steps_per_epoch
+        cfg.target_epsilon, cfg.delta, sample_rate, total_epochs * steps_per_epoch, cfg.accountant
     )
 
 
