@@ -36,6 +36,9 @@ export const FIELDS = {
   'federated.server_learning_rate': { step: 0.01 },
   'federated.server_momentum': { step: 0.05 },
   'federated.tau': { label: 'Adaptivity τ', step: 0.0001 },
+  'federated.loss_correction': { label: 'Loss correction for local labels' },
+  'federated.logit_adjustment_tau': { label: 'Logit adjustment τ', step: 0.1 },
+  'federated.restricted_softmax_alpha': { label: 'Missing-class logit scale α', step: 0.1 },
   'training.learning_rate': { step: 0.0001 },
   'training.batch_size': {},
   'training.optimizer': {},
@@ -55,6 +58,7 @@ export const FIELDS = {
   'privacy.delta': { label: 'δ', step: 0.00001 },
   'privacy.max_grad_norm': { label: 'Clipping norm', step: 0.1 },
   'privacy.clipping': {},
+  'privacy.accountant': {},
   'compression.topk': { label: 'Top-k sparsification', name: 'Top-k fraction', step: 0.05, min: 0.001 },
   'compression.topk_scope': { label: 'Largest entries of' },
   'compression.quant_bits': { label: 'Quantisation' },
@@ -78,7 +82,19 @@ export function fieldHelp(schema, path) {
 
 /** How the form shows an option of an enumerated key (the value itself by default). */
 const OPTION_LABELS = {
-  'model.name': { cancer_cnn: 'Small CNN (fast)', resnet18: 'ResNet-18', resnet50: 'ResNet-50' },
+  'model.name': {
+    cancer_cnn: 'Small CNN (fast)',
+    resnet18: 'ResNet-18',
+    resnet50: 'ResNet-50',
+    scatter_linear: 'ScatterNet + linear (for DP)',
+    scatter_cnn: 'ScatterNet + small CNN (for DP)',
+  },
+  'federated.loss_correction': {
+    none: 'None (plain cross-entropy)',
+    logit_adjustment: 'Logit adjustment (balanced softmax)',
+    restricted_softmax: 'Restricted softmax',
+  },
+  'privacy.accountant': { rdp: 'RDP', prv: 'PRV (tighter)' },
   'model.norm': { batch: 'BatchNorm', group: 'GroupNorm' },
   'federated.lr_decay': { none: 'None', cosine: 'Cosine' },
   'federated.bn': { average: 'Averaged (FedAvg)', local: 'Kept local (FedBN)' },
@@ -111,6 +127,12 @@ export const STRATEGY_PARAMS = {
   FedAvgM: ['server_learning_rate', 'server_momentum'],
 }
 
+/** Parameters of the loss correction: shown only for the correction that uses them. */
+export const CORRECTION_PARAMS = {
+  logit_adjustment: ['logit_adjustment_tau'],
+  restricted_softmax: ['restricted_softmax_alpha'],
+}
+
 export const STRATEGY_NOTES = {
   FedAvg: 'Weighted average of the hospitals’ models (McMahan et al.).',
   FedProx: 'FedAvg plus a proximal term μ/2·‖w − w_global‖² in each hospital’s loss; steadier on non-IID data.',
@@ -120,6 +142,8 @@ export const STRATEGY_NOTES = {
   FedAdam: 'Server-side Adam on the averaged update (adaptive federated optimisation).',
   FedYogi: 'Server-side Yogi: like FedAdam with a more conservative second moment.',
   FedAvgM: 'FedAvg with server momentum on the aggregated update.',
+  SCAFFOLD:
+    'FedAvg with control variates: each hospital corrects its gradients for how far its own data pulls it from the others (Karimireddy et al.). Train with SGD.',
 }
 
 export const SCHEME_NOTES = {
@@ -218,7 +242,8 @@ function checked(problem) {
 
 /** DP-SGD cannot train BatchNorm, and client-level DP is kept to GroupNorm too. */
 export function normProblem(form) {
-  return form.privacy.mode !== 'none' && form.model.norm !== 'group'
+  const scatter = String(form.model.name).startsWith('scatter_')
+  return form.privacy.mode !== 'none' && form.model.norm !== 'group' && !scatter
     ? 'Differential privacy needs GroupNorm (DP-SGD cannot train BatchNorm)'
     : null
 }
