@@ -269,6 +269,12 @@ def test_a_reply_without_a_device_is_accepted_without_one() -> None:
     assert reply_device(checked) is None
 
 
+def reply(metrics: dict, device: str | None = None) -> RecordDict:
+    """A checked reply's content: its metrics, and the device named in its info."""
+    info = {"hospital": "h"} if device is None else {"hospital": "h", "device": device}
+    return RecordDict({"metrics": MetricRecord(metrics), "info": ConfigRecord(info)})
+
+
 def test_the_device_is_stored_with_the_hospitals_result_and_shown_by_runs_show(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -277,9 +283,11 @@ def test_the_device_is_stored_with_the_hospitals_result_and_shown_by_runs_show(
     with RunStore(url) as store:
         run_id = store.create_run("gpus", {}, mode="simulation", strategy="FedAvg", num_rounds=1)
         recorder = RunRecorder(store, run_id, ArtifactStore(tmp_path / "artifacts"))
-        recorder.replied(1, "train", "north", {"num-examples": 10, "train_loss": 0.4}, "cuda")
-        recorder.replied(1, "train", "south", {"num-examples": 12, "train_loss": 0.5}, "cpu")
-        recorder.replied(1, "evaluate", "west", {"num-examples": 7, "loss": 0.6})
+        recorder.replied(
+            1, "train", "north", reply({"num-examples": 10, "train_loss": 0.4}, "cuda")
+        )
+        recorder.replied(1, "train", "south", reply({"num-examples": 12, "train_loss": 0.5}, "cpu"))
+        recorder.replied(1, "evaluate", "west", reply({"num-examples": 7, "loss": 0.6}))
         store.record_round(run_id, 1, metrics={"accuracy": 0.9}, duration_s=1.0)
         results = {r.hospital: r.metrics for r in store.client_results(run_id, 1)}
     assert results["north"]["device"] == "cuda" and results["south"]["device"] == "cpu"

@@ -94,18 +94,13 @@ class RunRecorder:
     def round_started(self, server_round: int) -> None:
         self._publish("round_started", {"round": server_round})
 
-    def replied(
-        self,
-        server_round: int,
-        phase: str,
-        hospital: str,
-        metrics: dict,
-        device: str | None = None,
-    ) -> None:
-        """A hospital's accepted reply to one phase; ``device`` (cpu, cuda, mps: see
-        :func:`reply_device`) is kept in its metrics as ``"device"``."""
+    def replied(self, server_round: int, phase: str, hospital: str, content: Any) -> None:
+        """A hospital's accepted (checked) reply to one phase: its metrics, and the device it
+        used (cpu, cuda, mps: see :func:`reply_device`) kept in them as ``"device"``."""
+        metrics = plain(content["metrics"])
+        device = reply_device(content)
         if device is not None:
-            metrics = {**metrics, DEVICE_METRIC: device}
+            metrics[DEVICE_METRIC] = device
         self.store.record_client_result(
             self.run_id,
             server_round,

@@ -198,8 +198,7 @@ class FederatedRun:
         )
         for reply in state.train.replies:
             hospital = state.train.hospitals[reply.metadata.src_node_id]
-            metrics = plain(reply.content["metrics"])
-            self.recorder.replied(state.round, "train", hospital, metrics)
+            self.recorder.replied(state.round, "train", hospital, reply.content)
         for failure in state.train.failures:
             self.recorder.failed_hospital(state.round, "train", failure)
         ok = state.train.replies
@@ -264,7 +263,7 @@ class FederatedRun:
         """The hospitals' evaluation, the central evaluation, the checkpoint and the round's
         record, once the round's model has been evaluated."""
         for hospital, content in evaluation.replies:
-            self.recorder.replied(state.round, "evaluate", hospital, plain(content["metrics"]))
+            self.recorder.replied(state.round, "evaluate", hospital, content)
         for failure in evaluation.failures:
             self.recorder.failed_hospital(state.round, "evaluate", failure)
         contents = [content for _, content in evaluation.replies]
