@@ -297,3 +297,20 @@ def test_asking_for_a_final_evaluation_that_is_not_there_stays_light(client: Tes
     run_id = client.post("/api/runs", json={"name": "r"}, headers=admin).json()["id"]
     reply = client.get(f"/api/runs/{run_id}/explanations", headers=admin)
     assert reply.status_code == 200 and reply.json()["available"] is False
+
+
+def test_a_run_without_results_has_an_empty_site_table_at_once(client: TestClient) -> None:
+    admin = login(client, ADMIN)
+    run_id = client.post("/api/runs", json={"name": "r"}, headers=admin).json()["id"]
+    reply = client.get(f"/api/runs/{run_id}/sites", headers=admin)
+    assert reply.status_code == 200
+    assert reply.json()["sites"] == [] and reply.json()["worst"] is None
+
+
+def test_a_report_before_any_round_is_a_quick_409(client: TestClient) -> None:
+    admin = login(client, ADMIN)
+    run_id = client.post("/api/runs", json={"name": "r"}, headers=admin).json()["id"]
+    started = time.monotonic()
+    reply = client.get(f"/api/runs/{run_id}/report?format=pdf", headers=admin)
+    assert reply.status_code == 409 and "no finished round" in reply.json()["detail"]
+    assert time.monotonic() - started < 5  # refused before the report's libraries load

@@ -44,7 +44,8 @@ def test_run_started_from_the_api_streams_to_the_end_and_gives_its_model(
     stream = client.get(f"/api/runs/{run_id}/events", headers=login(client, VIEWER))
     events = parse_sse(stream.text)
     types = [e["event"] for e in events]
-    assert types[0] == "run_started" and types[-1] == "run_finished", types
+    assert types[:3] == ["run_queued", "run_admitted", "run_started"], types
+    assert types[-1] == "run_finished", types
     assert types.count("round_finished") == 1
     assert {e["data"]["hospital"] for e in events if e["event"] == "client_replied"}
 

@@ -443,6 +443,7 @@ def model(
         },
         **LOGGED_IN,
         **NO_RUN,
+        status.HTTP_409_CONFLICT: error("the run has no finished round yet"),
     },
 )
 def report(
@@ -452,8 +453,13 @@ def report(
     user: CurrentUser,
     format_: Annotated[Literal["html", "pdf"], Query(alias="format")] = "html",
 ) -> FileResponse:
-    """The run's evaluation report (built on request)."""
+    """The run's evaluation report (built on request, once a round has finished)."""
     run = load_run(store, run_id)
+    if run.rounds_done == 0:
+        raise _conflict(
+            f"run {run_id} has no finished round yet: its report comes once a round has "
+            "finished (see its status)"
+        )
     from medfed.reports import build_report  # matplotlib: only when a report is asked for
 
     path = build_report(
@@ -499,13 +505,16 @@ def explanations(
 def sites(run_id: str, store: StoreDep, _user: CurrentUser) -> SitesOut:
     """Each hospital's evaluation of the latest global model it evaluated (after the run: the
     final one) on its own held-out split, with its class balance; the worst one named."""
-    from medfed.reports.sites import site_table
-
     run = load_run(store, run_id)
     config = run.config or {}
     names = list((config.get("data") or {}).get("class_names") or [])
     bn = str((config.get("federated") or {}).get("bn", "average"))
-    return SitesOut(**site_table(store.client_results(run.id), names, bn).to_dict())
+    results = store.client_results(run.id)
+    if not results:  # nothing to tabulate: answered without loading the reports package
+        return SitesOut(round=None, class_names=names, sites=[], worst=None, bn=bn)
+    from medfed.reports.sites import site_table
+
+    return SitesOut(**site_table(results, names, bn).to_dict())
 
 
 def _with_run_classes(path: Path, run: RunRecord) -> None:
