@@ -1,6 +1,6 @@
 /**
  * State and actions of the new-run form: defaults and schema from the server, templates,
- * validation (client rules, then the server's 422s shown on the fields) and submission.
+ * validation (client rules, then the server's 422s and 409s shown on the fields) and submission.
  * NewRunView calls useRunForm(); its section components reach the same state with
  * useRunFormContext().
  */
@@ -153,7 +153,7 @@ export function useRunForm() {
       selectedTemplate.value = name
       ElMessage.success(`Template “${name}” saved`)
     } catch (err) {
-      if (err.status === 422) showServerErrors(err.detail)
+      if (err.status === 422 || (err.status === 409 && Array.isArray(err.detail))) showServerErrors(err.detail)
       ElMessage.error(`Template not saved: ${err.message}`)
     }
   }
@@ -167,7 +167,8 @@ export function useRunForm() {
       ElMessage.success(start ? `Run “${run.name}” started` : `Run “${run.name}” created`)
       router.push({ name: start ? 'run-live' : 'run-detail', params: { id: run.id } })
     } catch (err) {
-      if (err.status === 422) {
+      // 422: a value out of bounds; 409 with a list: settings that contradict each other.
+      if (err.status === 422 || (err.status === 409 && Array.isArray(err.detail))) {
         showServerErrors(err.detail)
         ElMessage.error('The server rejected some settings: see the highlighted fields.')
       } else {
