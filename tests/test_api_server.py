@@ -87,14 +87,23 @@ def test_server_serves_the_api_until_stopped(config_file: Path, tmp_path: Path) 
     assert not any("Traceback" in line for line in output)
 
 
-def test_server_runs_the_superlink_until_ctrl_c(config_file: Path) -> None:
-    superlink_port = _free_port()
+def test_server_runs_the_superlink_and_its_gateway_until_ctrl_c(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    gateway_port, superlink_port = _free_port(), _free_port()
     with config_file.open("a") as handle:
-        handle.write(f"federated:\n  server_address: 127.0.0.1:{superlink_port}\n")
+        handle.write(
+            f"federated:\n  server_address: 127.0.0.1:{gateway_port}\n"
+            f"deployment:\n  superlink_port: {superlink_port}\n"
+        )
+    code = main(["server", "-c", str(config_file), "--port", str(_free_port())])
+    assert code == 2
+    assert "no TLS certificate" in capsys.readouterr().err  # and which command makes it
+    assert main(["certs", "init", "--host", "localhost", "-c", str(config_file)]) == 0
     with serving(config_file, _free_port(), stop=signal.SIGINT) as output:
-        assert _listening(superlink_port)
-    assert not _listening(superlink_port)
-    assert any(f"127.0.0.1:{superlink_port}" in line for line in output)
+        assert _listening(gateway_port) and _listening(superlink_port)
+    assert not _listening(gateway_port) and not _listening(superlink_port)
+    assert any(f"127.0.0.1:{gateway_port}" in line for line in output)
     assert any("no dashboard users yet" in line for line in output)
 
 
