@@ -100,8 +100,12 @@ def test_server_runs_the_superlink_and_its_gateway_until_ctrl_c(
     assert code == 2
     assert "no TLS certificate" in capsys.readouterr().err  # and which command makes it
     assert main(["certs", "init", "--host", "localhost", "-c", str(config_file)]) == 0
+    store = RunStore(f"sqlite:///{config_file.parent / 'home' / 'medfed.db'}")
+    orphan = store.create_run("left", {}, mode="deployment", strategy="FedAvg", num_rounds=2)
+    store.set_status(orphan, "running")  # its SuperLink went down with the last server
     with serving(config_file, _free_port(), stop=signal.SIGINT) as output:
         assert _listening(gateway_port) and _listening(superlink_port)
+        assert store.get_run(orphan).status == "interrupted"
     assert not _listening(gateway_port) and not _listening(superlink_port)
     assert any(f"127.0.0.1:{gateway_port}" in line for line in output)
     assert any("no dashboard users yet" in line for line in output)

@@ -59,6 +59,7 @@ def _superlink(cfg: MedfedConfig, store: RunStore, enabled: bool) -> Iterator[No
         "deployment.superlink_port",
         "set another deployment.superlink_port",
     )
+    _interrupt_deployed(store, "the platform's SuperLink was restarted")
     link = start_platform_link(cfg, store.url)
     try:
         sync_registrations(cfg, store)
@@ -74,6 +75,15 @@ def _superlink(cfg: MedfedConfig, store: RunStore, enabled: bool) -> Iterator[No
     finally:
         for process in link.processes:
             stop_process_group(process)
+        _interrupt_deployed(store, "the platform's SuperLink stopped")
+
+
+def _interrupt_deployed(store: RunStore, why: str) -> None:
+    """Deployed runs end with the SuperLink that trains them: marked interrupted (resumable)."""
+    from medfed.federation.queue import mark_interrupted
+
+    for run in store.active_runs("deployment"):
+        mark_interrupted(store, run.id, why)
 
 
 @contextlib.contextmanager

@@ -19,9 +19,14 @@ from medfed.federation.keys import fingerprint, new_key_pair, pem_public_key
 from medfed.store import HospitalRecord, RunStore
 
 HOSPITAL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+RESERVED_NAME = "ca.pem"  # GET /api/hospitals/ca.pem is the CA certificate
 
 
 def check_name(name: str) -> str:
+    if name == RESERVED_NAME:
+        raise ConfigError(
+            f"hospital name {name!r} is taken by the platform's CA certificate: choose another"
+        )
     if not HOSPITAL_NAME.fullmatch(name):
         raise ConfigError(
             f"hospital name {name!r}: use 1-64 letters, digits, '.', '-' or '_' "
