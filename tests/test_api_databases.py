@@ -92,6 +92,7 @@ def test_events_stream_from_the_database(client: TestClient, store: RunStore) ->
     run_id = client.post("/api/runs", json={"name": "live", "start": False}, headers=admin).json()[
         "id"
     ]
+    store.set_status(run_id, "running")  # a worker trains it: the stream follows it live
     store.publish(run_id, "run_started", {"num_rounds": 1, "strategy": "FedAvg"})
     _publish_later(store, run_id)
     response = client.get(f"/api/runs/{run_id}/events", headers=viewer)
@@ -125,6 +126,7 @@ def test_events_wake_through_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             strategy="FedAvg",
             num_rounds=1,
         )
+        store.set_status(run_id, "running")
         thread = _publish_later(store, run_id)
         started = time.monotonic()
         response = client.get(f"/api/runs/{run_id}/events", headers=login(client, VIEWER))

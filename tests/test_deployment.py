@@ -120,7 +120,7 @@ def test_registered_hospitals_train_over_tls_and_the_control_port_stays_closed(
         for process in processes:
             stop_process_group(process, timeout=30)
 
-    assert "submitted to" in capsys.readouterr().out
+    assert "started (the connected hospitals)" in capsys.readouterr().out
     run = store.list_runs()[0][0]
     assert run.mode == "deployment" and run.status == "finished", run.error
     results = store.client_results(run.id)
