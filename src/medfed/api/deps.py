@@ -18,9 +18,7 @@ from medfed.api.security import (
 )
 from medfed.config import MedfedConfig
 from medfed.federation.queue import RunQueue
-from medfed.store import RunStore
-
-ADMIN = "admin"
+from medfed.store import Role, RunStore
 
 bearer_scheme = HTTPBearer(auto_error=False, description="token from POST /api/auth/login")
 cookie_scheme = APIKeyCookie(name=SESSION_COOKIE, auto_error=False)
@@ -113,10 +111,10 @@ CurrentUser = Annotated[UserOut, Depends(require_user)]
 
 def require_admin(user: CurrentUser) -> UserOut:
     """The logged-in user if they are an admin; 403 otherwise."""
-    if user.role != ADMIN:
+    if user.role != Role.ADMIN:
         raise HTTPException(
             status_code=status.HTTP_403_FORBIDDEN,
-            detail=f"user {user.name!r} has role {user.role!r}; this needs role 'admin'",
+            detail=f"user {user.name!r} has role {user.role!r}; this needs role '{Role.ADMIN}'",
         )
     return user
 

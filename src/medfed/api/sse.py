@@ -25,12 +25,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import StreamingResponse
 from starlette.types import Send
 
-from medfed.store import FINAL_STATUSES, RunStore
+from medfed.store import FINAL_STATUSES, TERMINAL_EVENTS, RunStore
 from medfed.store.records import EventRecord
 
 log = logging.getLogger("medfed.api.events")
 
-TERMINAL_EVENTS = frozenset({"run_finished", "run_failed", "run_stopped", "run_interrupted"})
 HEARTBEAT_S = 15.0
 WAIT_S = 5.0  # a followed run's thread waits this long for events, then looks again
 IDLE_CHECK_S = 5.0  # a quiet stream checks this often whether its client or run is gone

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from medfed.config import MedfedConfig, load_config
 from medfed.errors import ConfigError
-from medfed.store import RunStore
+from medfed.store import Mode, RunStore
 from medfed.store.home import private_home
 
 console = Console()
@@ -82,7 +82,7 @@ def _interrupt_deployed(store: RunStore, why: str) -> None:
     """Deployed runs end with the SuperLink that trains them: marked interrupted (resumable)."""
     from medfed.federation.queue import mark_interrupted
 
-    for run in store.active_runs("deployment"):
+    for run in store.active_runs(Mode.DEPLOYMENT):
         mark_interrupted(store, run.id, why)
 
 

@@ -17,12 +17,15 @@ from rich.table import Table
 from medfed.config import load_config
 from medfed.errors import ConfigError, FederationError
 from medfed.store import (
-    ROLES,
-    RUN_STATUSES,
     CheckpointRecord,
     ClientResultRecord,
+    EventType,
+    Metric,
+    ResultStatus,
+    Role,
     RoundRecord,
     RunRecord,
+    RunStatus,
     RunStore,
 )
 from medfed.store.home import private_home
@@ -40,13 +43,13 @@ DbOption = Annotated[
     str | None, typer.Option("--db", help="database URL; overrides the config's database")
 ]
 STATUS_STYLES = {
-    "queued": "magenta",
-    "interrupted": "yellow",
-    "pending": "dim",
-    "running": "bold cyan",
-    "finished": "green",
-    "failed": "bold red",
-    "stopped": "yellow",
+    RunStatus.QUEUED: "magenta",
+    RunStatus.INTERRUPTED: "yellow",
+    RunStatus.PENDING: "dim",
+    RunStatus.RUNNING: "bold cyan",
+    RunStatus.FINISHED: "green",
+    RunStatus.FAILED: "bold red",
+    RunStatus.STOPPED: "yellow",
 }
 
 
@@ -68,7 +71,10 @@ def open_store(config: Path | None, db: str | None) -> RunStore:
 @runs_app.command("list")
 def list_runs(
     status: Annotated[
-        str | None, typer.Option(click_type=click.Choice(RUN_STATUSES), help="only this status")
+        str | None,
+        typer.Option(
+            click_type=click.Choice([s.value for s in RunStatus]), help="only this status"
+        ),
     ] = None,
     strategy: Annotated[str | None, typer.Option(help="only this strategy, e.g. FedAvg")] = None,
     search: Annotated[str | None, typer.Option(help="part of the name or id")] = None,
@@ -137,23 +143,27 @@ def cancel_run(
     with open_store(config, db) as store:
         full_id = store.resolve_run_id(run_id)
         run = store.get_run(full_id)
-        if not store.set_status(full_id, "stopped", only_from=("queued",)):
+        if not store.set_status(full_id, RunStatus.STOPPED, only_from=(RunStatus.QUEUED,)):
             raise FederationError(f"run {full_id} is {run.status}, not queued: nothing to cancel")
-        store.publish(full_id, "run_stopped", {"cancelled": True})
+        store.publish(full_id, EventType.RUN_STOPPED, {"cancelled": True})
         store.audit(f"cli:{getpass.getuser()}", "run.cancel", full_id)
     Console().print(f"run [bold]{full_id}[/] left the queue (stopped)")
 
 
 def _queued(status: str, place: int | None) -> str | None:
-    return f"queued #{place}" if status == "queued" and place else None
+    return f"queued #{place}" if status == RunStatus.QUEUED and place else None
 
 
 @users_app.command("add")
 def add_user(
     name: Annotated[str, typer.Argument(help="login name")],
     role: Annotated[
-        str, typer.Option(click_type=click.Choice(ROLES), help="admin runs things; viewer watches")
-    ] = "viewer",
+        str,
+        typer.Option(
+            click_type=click.Choice([r.value for r in Role]),
+            help="admin runs things; viewer watches",
+        ),
+    ] = Role.VIEWER.value,
     password: Annotated[str | None, typer.Option(hidden=True)] = None,
     config: ConfigOption = None,
     db: DbOption = None,
@@ -250,10 +260,10 @@ def rounds_table(rounds: list[RoundRecord]) -> Table:
     for r in rounds:
         table.add_row(
             str(r.round),
-            _number(r.metrics.get("loss")),
-            _percent(r.metrics.get("accuracy")),
-            _number(r.metrics.get("f1")),
-            _number(r.metrics.get("auc")),
+            _number(r.metrics.get(Metric.LOSS)),
+            _percent(r.metrics.get(Metric.ACCURACY)),
+            _number(r.metrics.get(Metric.F1)),
+            _number(r.metrics.get(Metric.AUC)),
             _duration(r.duration_s),
             _bytes(r.bytes_up),
             _bytes(r.bytes_down),
@@ -270,11 +280,12 @@ def _results_table(round_number: int | None, results: list[ClientResultRecord]) 
     table.add_column("ε", justify="right")
     table.add_column("device")
     for res in results:
-        outcome = _metrics_line(res.metrics or {}) if res.status == "ok" else f"[red]{res.error}[/]"
+        ok = res.status == ResultStatus.OK
+        outcome = _metrics_line(res.metrics or {}) if ok else f"[red]{res.error}[/]"
         table.add_row(
             res.hospital,
             res.phase,
-            _status("finished" if res.status == "ok" else "failed", res.status),
+            _status(RunStatus.FINISHED if ok else RunStatus.FAILED, res.status),
             str(res.num_examples),
             outcome,
             _duration(res.duration_s),
@@ -288,7 +299,7 @@ def _results_table(round_number: int | None, results: list[ClientResultRecord]) 
 
 def _device(metrics: dict[str, Any] | None) -> str:
     """The device a hospital reported with a result (cpu, cuda, mps), or "-"."""
-    device = (metrics or {}).get("device")
+    device = (metrics or {}).get(Metric.DEVICE)
     return device if isinstance(device, str) else "-"
 
 

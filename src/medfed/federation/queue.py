@@ -55,7 +55,7 @@ from medfed.federation.run_paths import (
     worker_token_file,
 )
 from medfed.federation.runtime import HOME_ENV, STORE_URL_ENV, platform_env
-from medfed.store import ACTIVE_STATUSES, RunRecord, RunStore
+from medfed.store import ACTIVE_STATUSES, EventType, Mode, RunRecord, RunStatus, RunStore
 from medfed.store.home import make_private_dir
 
 log = logging.getLogger("medfed.queue")
@@ -66,7 +66,6 @@ MEMORY_PER_RUN = 4 * 2**30  # a worker, its Ray processes and two hospitals' act
 MAX_RUNS_ENV = "MEDFED_PLATFORM__MAX_CONCURRENT_RUNS"
 MIN_FREE_ENV = "MEDFED_PLATFORM__MIN_FREE_MEMORY_MB"
 INTERRUPT_WAIT_S = 20.0
-ENDED_ON_ITS_OWN = ("finished", "failed", "stopped")
 
 
 def host_cpus() -> int:
@@ -207,24 +206,24 @@ class RunQueue:
         """Put a run in the queue (at the back), then admit what fits; returns the run."""
         with self.locked():
             run = self.store.get_run(run_id)
-            if run.status == "queued":
+            if run.status == RunStatus.QUEUED:
                 return run
-            if run.status == "finished":
+            if run.status == RunStatus.FINISHED:
                 raise FederationError(f"run {run_id} is finished; create a new run to train again")
             if run.status in ACTIVE_STATUSES and self._occupies(run):
                 raise FederationError(f"run {run_id} is already being trained ({run.status})")
-            self.store.set_status(run_id, "queued")
-            self.store.publish(run_id, "run_queued", {"position": self.position(run_id)})
+            self.store.set_status(run_id, RunStatus.QUEUED)
+            self.store.publish(run_id, EventType.RUN_QUEUED, {"position": self.position(run_id)})
         self.admit()
         return self.store.get_run(run_id)
 
     def cancel(self, run_id: str) -> RunRecord:
         """Take a queued run out of the queue (status ``stopped``; it can be started again)."""
         with self.locked():
-            if not self.store.set_status(run_id, "stopped", only_from=("queued",)):
+            if not self.store.set_status(run_id, RunStatus.STOPPED, only_from=(RunStatus.QUEUED,)):
                 status = self.store.get_run(run_id).status
                 raise FederationError(f"run {run_id} is {status}, not queued: nothing to cancel")
-            self.store.publish(run_id, "run_stopped", {"cancelled": True})
+            self.store.publish(run_id, EventType.RUN_STOPPED, {"cancelled": True})
         return self.store.get_run(run_id)
 
     def positions(self) -> dict[str, int]:
@@ -253,7 +252,7 @@ class RunQueue:
         ``interrupted`` and keeps its last checkpoint. Queued runs stay queued."""
         with self.locked():
             running = [
-                r for r in self.store.active_runs("simulation") if worker_alive(self.home, r.id)
+                r for r in self.store.active_runs(Mode.SIMULATION) if worker_alive(self.home, r.id)
             ]
             for run in running:
                 self._signal_worker(run.id, signal.SIGTERM)
@@ -273,28 +272,28 @@ class RunQueue:
 
     # -------------------------------------------------------------- admission
     def _occupies(self, run: RunRecord) -> bool:
-        if run.mode == "deployment":
+        if run.mode == Mode.DEPLOYMENT:
             return run.flower_run_id is not None
         return worker_alive(self.home, run.id)
 
     def _admit_simulated(self) -> list[str]:
-        queued = self.store.queued_runs("simulation")
+        queued = self.store.queued_runs(Mode.SIMULATION)
         if not queued:
             return []
-        busy = [r for r in self.store.active_runs("simulation") if self._occupies(r)]
+        busy = [r for r in self.store.active_runs(Mode.SIMULATION) if self._occupies(r)]
         room = self.limits.max_simulated - len(busy)
         started = []
         for run in queued:
             if room <= 0 or not self._memory_ok():
                 break
-            if not self.store.set_status(run.id, "pending", only_from=("queued",)):
+            if not self.store.set_status(run.id, RunStatus.PENDING, only_from=(RunStatus.QUEUED,)):
                 continue
             try:
                 self._launch(run)
             except (OSError, StoreError) as exc:
                 self._failed(run.id, f"its worker could not start: {exc}")
                 continue
-            self.store.publish(run.id, "run_admitted", {"cpus": self.limits.cpus_per_run})
+            self.store.publish(run.id, EventType.RUN_ADMITTED, {"cpus": self.limits.cpus_per_run})
             started.append(run.id)
             room -= 1
         return started
@@ -337,7 +336,7 @@ class RunQueue:
         wait_for_exec(process.pid)
 
     def _admit_deployed(self) -> list[str]:
-        queued = self.store.queued_runs("deployment")
+        queued = self.store.queued_runs(Mode.DEPLOYMENT)
         if not queued or self.cfg is None:
             return []
         from medfed.federation import hospitals as registry
@@ -345,13 +344,13 @@ class RunQueue:
         if not registry.superlink_listening(self.cfg):
             return []  # they wait for `medfed server` and its SuperLink
         free = self._online_hospitals() - sum(
-            run_needs(r) for r in self.store.active_runs("deployment") if self._occupies(r)
+            run_needs(r) for r in self.store.active_runs(Mode.DEPLOYMENT) if self._occupies(r)
         )
         started = []
         for run in queued:
             if run_needs(run) > free:
                 break  # first in line first: later runs wait too
-            if not self.store.set_status(run.id, "pending", only_from=("queued",)):
+            if not self.store.set_status(run.id, RunStatus.PENDING, only_from=(RunStatus.QUEUED,)):
                 continue
             try:
                 self.submit_deployed(run)
@@ -369,7 +368,7 @@ class RunQueue:
         assert self.cfg is not None
         run_cfg = run_config(self.cfg, run.config, source=f"run {run.id} config")
         flower_run = submit_run(run_cfg, self.store, run.id, resume=run.started_at is not None)
-        self.store.publish(run.id, "run_admitted", {"flower_run_id": flower_run})
+        self.store.publish(run.id, EventType.RUN_ADMITTED, {"flower_run_id": flower_run})
         return flower_run
 
     def _online_hospitals(self) -> int:
@@ -391,8 +390,8 @@ class RunQueue:
         return sum(1 for h in self.store.list_hospitals() if h.registered and h.node_id in online)
 
     def _failed(self, run_id: str, reason: str) -> None:
-        self.store.set_status(run_id, "failed", error=reason)
-        self.store.publish(run_id, "run_failed", {"error": reason})
+        self.store.set_status(run_id, RunStatus.FAILED, error=reason)
+        self.store.publish(run_id, EventType.RUN_FAILED, {"error": reason})
 
     # ----------------------------------------------------------------- reaping
     def _poll_children(self) -> None:
@@ -404,7 +403,7 @@ class RunQueue:
     def _reap(self) -> list[str]:
         self._poll_children()
         reaped = []
-        for run in self.store.active_runs("simulation"):
+        for run in self.store.active_runs(Mode.SIMULATION):
             pid_file = worker_pid_file(self.home, run.id)
             if not pid_file.is_file() or worker_alive(self.home, run.id):
                 continue  # created but never started, or training
@@ -433,9 +432,9 @@ def mark_interrupted(store: RunStore, run_id: str, why: str) -> bool:
     """Mark a pending or running run ``interrupted`` (and say so in its events); False when
     it had already ended."""
     reason = f"interrupted: {why}; resume it from its last checkpoint (medfed run --resume)"
-    if not store.set_status(run_id, "interrupted", error=reason, only_from=ACTIVE_STATUSES):
+    if not store.set_status(run_id, RunStatus.INTERRUPTED, error=reason, only_from=ACTIVE_STATUSES):
         return False
-    store.publish(run_id, "run_interrupted", {"error": reason})
+    store.publish(run_id, EventType.RUN_INTERRUPTED, {"error": reason})
     return True
 
 

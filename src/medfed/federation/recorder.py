@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from medfed.store import RunStore
+from medfed.store import EventType, Metric, ResultStatus, RunStatus, RunStore
 from medfed.store.artifacts import ArtifactStore
 
-DEVICE_METRIC = "device"  # a hospital result's device, a string among its numeric metrics
+DEVICE_METRIC = Metric.DEVICE  # a hospital result's device, a string among its numeric metrics
 
 
 @dataclass(frozen=True)
@@ -51,14 +51,14 @@ class RunRecorder:
         self.run_id = run_id
         self.artifacts = artifacts
 
-    def _publish(self, event: str, payload: dict[str, Any]) -> None:
+    def _publish(self, event: EventType, payload: dict[str, Any]) -> None:
         self.store.publish(self.run_id, event, payload)
 
     # ------------------------------------------------------------------ the run
     def started(self, num_rounds: int, strategy: str, first_round: int, classes: list[str]) -> None:
-        self.store.set_status(self.run_id, "running")
+        self.store.set_status(self.run_id, RunStatus.RUNNING)
         self._publish(
-            "run_started",
+            EventType.RUN_STARTED,
             {
                 "num_rounds": num_rounds,
                 "strategy": strategy,
@@ -70,29 +70,30 @@ class RunRecorder:
     def finished(self, best_round: int | None) -> None:
         done = self.store.rounds(self.run_id)
         final = done[-1].metrics if done else {}
-        self.store.set_final_metrics(self.run_id, {**final, "best_round": best_round})
-        self.store.set_status(self.run_id, "finished")
-        self._publish("run_finished", {"final_metrics": final})
+        self.store.set_final_metrics(self.run_id, {**final, Metric.BEST_ROUND: best_round})
+        self.store.set_status(self.run_id, RunStatus.FINISHED)
+        self._publish(EventType.RUN_FINISHED, {"final_metrics": final})
 
     def failed(self, reason: str) -> None:
-        self.store.set_status(self.run_id, "failed", error=reason)
-        self._publish("run_failed", {"error": reason})
+        self.store.set_status(self.run_id, RunStatus.FAILED, error=reason)
+        self._publish(EventType.RUN_FAILED, {"error": reason})
 
     def stopped(self) -> None:
-        self.store.set_status(self.run_id, "stopped")
-        self._publish("run_stopped", {})
+        self.store.set_status(self.run_id, RunStatus.STOPPED)
+        self._publish(EventType.RUN_STOPPED, {})
 
     def note(self, message: str) -> None:
-        self._publish("run_note", {"message": message})
+        self._publish(EventType.RUN_NOTE, {"message": message})
 
     def budget_spent(self, server_round: int, hospitals: list[str]) -> None:
         self._publish(
-            "privacy_budget_spent", {"round": server_round, "hospitals": ", ".join(hospitals)}
+            EventType.PRIVACY_BUDGET_SPENT,
+            {"round": server_round, "hospitals": ", ".join(hospitals)},
         )
 
     # --------------------------------------------------------------- the rounds
     def round_started(self, server_round: int) -> None:
-        self._publish("round_started", {"round": server_round})
+        self._publish(EventType.ROUND_STARTED, {"round": server_round})
 
     def replied(self, server_round: int, phase: str, hospital: str, content: Any) -> None:
         """A hospital's accepted (checked) reply to one phase: its metrics, and the device it
@@ -106,21 +107,21 @@ class RunRecorder:
             server_round,
             hospital=hospital,
             phase=phase,
-            status="ok",
-            num_examples=int(metrics.get("num-examples", 0)),
+            status=ResultStatus.OK,
+            num_examples=int(metrics.get(Metric.NUM_EXAMPLES, 0)),
             metrics=metrics,
-            duration_s=float(metrics.get("seconds", 0.0)),
-            bytes_up=int(metrics.get("bytes-up", 0)),
-            bytes_down=int(metrics.get("bytes-down", 0)),
+            duration_s=float(metrics.get(Metric.SECONDS, 0.0)),
+            bytes_up=int(metrics.get(Metric.BYTES_UP, 0)),
+            bytes_down=int(metrics.get(Metric.BYTES_DOWN, 0)),
         )
         self.store.touch_hospital(hospital)
         self._publish(
-            "client_replied",
+            EventType.CLIENT_REPLIED,
             {
                 "round": server_round,
                 "hospital": hospital,
                 "phase": phase,
-                "num_examples": int(metrics.get("num-examples", 0)),
+                "num_examples": int(metrics.get(Metric.NUM_EXAMPLES, 0)),
                 "metrics": metrics,
             },
         )
@@ -131,11 +132,11 @@ class RunRecorder:
             server_round,
             hospital=failure.hospital,
             phase=phase,
-            status="failed",
+            status=ResultStatus.FAILED,
             error=failure.reason[:2000],
         )
         self._publish(
-            "client_failed",
+            EventType.CLIENT_FAILED,
             {
                 "round": server_round,
                 "hospital": failure.hospital,
@@ -159,7 +160,7 @@ class RunRecorder:
             num_clients_failed=summary.num_failed,
         )
         self._publish(
-            "round_finished",
+            EventType.ROUND_FINISHED,
             {
                 "round": summary.round,
                 "metrics": summary.metrics,
@@ -190,7 +191,7 @@ class RunRecorder:
             self.run_id,
             server_round,
             str(path),
-            metric_name="accuracy",
+            metric_name=Metric.ACCURACY,
             metric_value=accuracy,
             size_bytes=path.stat().st_size,
         )
@@ -212,7 +213,7 @@ class RunRecorder:
 def reply_device(content: Any) -> str | None:
     """The device a checked reply says its hospital used (its ``info``), or None."""
     try:
-        device = content["info"]["device"]
+        device = content["info"][DEVICE_METRIC]
     except (KeyError, TypeError):
         return None
     return device if isinstance(device, str) else None
@@ -227,8 +228,8 @@ def plain(values: Any) -> dict[str, Any]:
         if isinstance(value, np.generic):
             value = value.item()
         out[key] = list(value) if isinstance(value, tuple | list) else value
-    if "confusion-matrix" in out:
+    if "confusion-matrix" in out:  # as hospitals send it
         flat = out.pop("confusion-matrix")
         n = int(round(len(flat) ** 0.5))
-        out["confusion_matrix"] = [list(flat[i * n : (i + 1) * n]) for i in range(n)]
+        out[Metric.CONFUSION_MATRIX] = [list(flat[i * n : (i + 1) * n]) for i in range(n)]
     return out

@@ -17,10 +17,8 @@ from medfed.federation.queue import RunQueue, worker_alive
 from medfed.federation.run_paths import run_dir as _run_dir
 from medfed.federation.run_paths import stop_flag, worker_pid_file
 from medfed.federation.runtime import platform_env
-from medfed.store import ACTIVE_STATUSES, RunStore
+from medfed.store import ACTIVE_STATUSES, EventType, Mode, RunStatus, RunStore
 from medfed.store.home import private_home
-
-ACTIVE = ACTIVE_STATUSES
 
 __all__ = [
     "absolute_paths",
@@ -53,7 +51,11 @@ def run_dir(home: Path, run_id: str) -> Path:
 
 
 def create_run(
-    cfg: MedfedConfig, store: RunStore, *, mode: str = "simulation", created_by: str | None = None
+    cfg: MedfedConfig,
+    store: RunStore,
+    *,
+    mode: str = Mode.SIMULATION,
+    created_by: str | None = None,
 ) -> str:
     """A new pending run row holding what defines the run (never the platform's secrets)."""
     cfg = absolute_paths(cfg)
@@ -107,12 +109,12 @@ def stop_run(run_id: str, store: RunStore, home: Path, *, force: bool = False) -
     is the platform's home, where the run's worker keeps its files. A queued run leaves the
     queue."""
     run = store.get_run(run_id)
-    if run.status == "queued":
-        if store.set_status(run_id, "stopped", only_from=("queued",)):
-            store.publish(run_id, "run_stopped", {"cancelled": True})
+    if run.status == RunStatus.QUEUED:
+        if store.set_status(run_id, RunStatus.STOPPED, only_from=(RunStatus.QUEUED,)):
+            store.publish(run_id, EventType.RUN_STOPPED, {"cancelled": True})
             return
         run = store.get_run(run_id)
-    if run.status not in ACTIVE:
+    if run.status not in ACTIVE_STATUSES:
         raise FederationError(f"run {run_id} is {run.status}, not running: nothing to stop")
     home = Path(home)
     flag = stop_flag(home, run_id)
@@ -120,7 +122,7 @@ def stop_run(run_id: str, store: RunStore, home: Path, *, force: bool = False) -
     flag.touch()
     if force or not worker_alive(home, run_id):
         alive = worker_alive(home, run_id)
-        if store.set_status(run_id, "stopped", only_from=ACTIVE):
-            store.publish(run_id, "run_stopped", {})
+        if store.set_status(run_id, RunStatus.STOPPED, only_from=ACTIVE_STATUSES):
+            store.publish(run_id, EventType.RUN_STOPPED, {})
         if alive:  # its SIGTERM handler sees the run stopped already; the watchdog cleans up
             os.killpg(int(worker_pid_file(home, run_id).read_text()), signal.SIGTERM)

@@ -41,7 +41,7 @@ from medfed.federation.runtime import RunSettings
 from medfed.federation.strategies import aggregate_metrics, build_strategy, round_epsilon
 from medfed.learning.trainer import evaluate, set_seed
 from medfed.privacy.dp import budget_exhausted
-from medfed.store import RunStore
+from medfed.store import Metric, Phase, RunStatus, RunStore
 from medfed.store.artifacts import ArtifactStore
 
 log = logging.getLogger("medfed.server")
@@ -87,21 +87,21 @@ class FederatedRun:
         self.downlink = DownlinkSender(self.cfg.compression)  # what each hospital holds
 
     # ----------------------------------------------------------------- the run
-    def execute(self) -> str:
+    def execute(self) -> RunStatus:
         """Run every remaining round; returns the final status, never raises for run faults."""
         try:
             self._execute()
         except RunStopped:
             self.recorder.stopped()
-            return "stopped"
+            return RunStatus.STOPPED
         except MedfedError as exc:
             self.recorder.failed(str(exc))
-            return "failed"
+            return RunStatus.FAILED
         except Exception as exc:  # a bug or an unexpected runtime fault: record, then report
             log.exception("run %s failed", self.run_id)
             self.recorder.failed(f"{type(exc).__name__}: {exc}")
-            return "failed"
-        return "finished"
+            return RunStatus.FAILED
+        return RunStatus.FINISHED
 
     def _execute(self) -> None:
         cfg, f = self.cfg, self.cfg.federated
@@ -198,9 +198,9 @@ class FederatedRun:
         )
         for reply in state.train.replies:
             hospital = state.train.hospitals[reply.metadata.src_node_id]
-            self.recorder.replied(state.round, "train", hospital, reply.content)
+            self.recorder.replied(state.round, Phase.TRAIN, hospital, reply.content)
         for failure in state.train.failures:
-            self.recorder.failed_hospital(state.round, "train", failure)
+            self.recorder.failed_hospital(state.round, Phase.TRAIN, failure)
         ok = state.train.replies
         if len(ok) < f.min_train_clients:
             failures = "; ".join(f"{x.hospital}: {x.reason[:200]}" for x in state.train.failures)
@@ -263,9 +263,9 @@ class FederatedRun:
         """The hospitals' evaluation, the central evaluation, the checkpoint and the round's
         record, once the round's model has been evaluated."""
         for hospital, content in evaluation.replies:
-            self.recorder.replied(state.round, "evaluate", hospital, content)
+            self.recorder.replied(state.round, Phase.EVALUATE, hospital, content)
         for failure in evaluation.failures:
-            self.recorder.failed_hospital(state.round, "evaluate", failure)
+            self.recorder.failed_hospital(state.round, Phase.EVALUATE, failure)
         contents = [content for _, content in evaluation.replies]
         evaluate_metrics = None
         if contents:
@@ -295,7 +295,7 @@ class FederatedRun:
         )
         self.last_record = now
         state.recorded = True
-        if metrics.get("accuracy", -1) > self.best.get("accuracy", -1):
+        if metrics.get(Metric.ACCURACY, -1) > self.best.get(Metric.ACCURACY, -1):
             self.best = {"round": state.round, **metrics}
 
     def _central_evaluation(self, arrays: ArrayRecord) -> dict[str, Any]:
@@ -319,7 +319,7 @@ class FederatedRun:
             server_round,
             arrays.to_torch_state_dict(),
             run_definition(self.settings.config),
-            metrics.get("accuracy"),
+            metrics.get(Metric.ACCURACY),
         )
 
     def _wait_for_nodes(self, minimum: int) -> None:
@@ -355,7 +355,7 @@ def make_server_app(fixed: RunSettings | None = None) -> ServerApp:
     def _main(grid: Grid, context: Context) -> None:
         settings = fixed or RunSettings.from_run_config(dict(context.run_config))
         status = FederatedRun(settings, grid).execute()
-        context.state["medfed"] = ConfigRecord({"status": status})
+        context.state["medfed"] = ConfigRecord({"status": status.value})
 
     return server_app
 

@@ -27,7 +27,7 @@ from types import FrameType
 
 from medfed.config import run_definition
 from medfed.federation.runtime import HOME_ENV, STORE_URL_ENV, RunSettings
-from medfed.store import ACTIVE_STATUSES, RunStore
+from medfed.store import ACTIVE_STATUSES, ENDED_ON_ITS_OWN, EventType, RunStatus, RunStore
 from medfed.store.home import private_home
 
 TOKEN_ENV = "MEDFED_WORKER_TOKEN"  # as medfed.federation.processes.TOKEN_ENV
@@ -85,10 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
     except BaseException as exc:
         if store.get_run(run.id).status in ACTIVE_STATUSES:
-            store.set_status(run.id, "failed", error=f"{type(exc).__name__}: {exc}")
-            store.publish(run.id, "run_failed", {"error": str(exc)})
+            store.set_status(run.id, RunStatus.FAILED, error=f"{type(exc).__name__}: {exc}")
+            store.publish(run.id, EventType.RUN_FAILED, {"error": str(exc)})
         raise
-    return 0 if store.get_run(run.id).status == "finished" else 1
+    return 0 if store.get_run(run.id).status == RunStatus.FINISHED else 1
 
 
 def _mark_interrupted(store: RunStore, run_id: str, why: str) -> None:
@@ -155,7 +155,7 @@ def watch_over(run_id: str, token: str, store_url: str, worker_pid: int) -> None
             current = pid_file.read_text().strip() if pid_file.is_file() else ""
             if current == str(worker_pid):  # not restarted meanwhile
                 mark_interrupted(store, run_id, "its worker ended before the run did (killed?)")
-        if store.get_run(run_id).status in ("finished", "failed", "stopped"):
+        if store.get_run(run_id).status in ENDED_ON_ITS_OWN:
             queue.admit()
 
 

@@ -15,6 +15,7 @@ from matplotlib.ticker import MaxNLocator, PercentFormatter
 
 from medfed.reports.content import ReportContent
 from medfed.reports.roc import RocData
+from medfed.store.vocabulary import Metric
 
 INK = "#1b2a3a"
 MUTED = "#6b7785"
@@ -26,8 +27,9 @@ AMBER = "#e9a23b"
 VIOLET = "#6a4c93"
 SERIES = [NAVY, TEAL, AMBER, VIOLET, "#4d908e", "#b5838d", "#577590", "#90be6d"]
 CROWDED_LEGEND = 6
-METRIC_COLOURS = {"accuracy": NAVY, "f1": TEAL, "auc": AMBER}
-METRIC_LABELS = {"accuracy": "Accuracy", "f1": "F1 score", "auc": "AUC"}
+# The scores drawn on one 0-1 axis, with their colours and labels.
+METRIC_COLOURS = {Metric.ACCURACY: NAVY, Metric.F1: TEAL, Metric.AUC: AMBER}
+METRIC_LABELS = {Metric.ACCURACY: "Accuracy", Metric.F1: "F1 score", Metric.AUC: "AUC"}
 
 STYLE = {
     "text.parse_math": False,  # hospital names and errors may hold "$"
@@ -95,7 +97,7 @@ def plot_global_curves(target: FigureBase, content: ReportContent) -> None:
             color=METRIC_COLOURS[name],
             label=METRIC_LABELS[name],
         )
-        for name in ("accuracy", "f1", "auc")
+        for name in METRIC_LABELS
     ]
     left.set_title("Global model per round")
     left.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
@@ -103,7 +105,9 @@ def plot_global_curves(target: FigureBase, content: ReportContent) -> None:
     _round_axis(left)
     _legend_or_note(left, any(drawn), "lower right", "No accuracy, F1 or AUC recorded")
     drawn = [
-        _plot_series(right, content.rounds, content.curves["loss"], color=CORAL, label="Test loss"),
+        _plot_series(
+            right, content.rounds, content.curves[Metric.LOSS], color=CORAL, label="Test loss"
+        ),
         _plot_series(
             right,
             content.rounds,
@@ -129,7 +133,7 @@ def _legend_or_note(ax: Axes, drawn: bool, loc: str, note: str) -> None:
 
 
 def _low(content: ReportContent) -> float:
-    values = [v for n in ("accuracy", "f1", "auc") for v in content.curves[n] if v is not None]
+    values = [v for n in METRIC_LABELS for v in content.curves[n] if v is not None]
     return min(values, default=0.0)
 
 
@@ -148,7 +152,7 @@ def plot_hospital_accuracy(target: FigureBase, content: ReportContent) -> None:
     _plot_series(
         ax,
         content.rounds,
-        content.curves["accuracy"],
+        content.curves[Metric.ACCURACY],
         color=INK,
         linestyle=":",
         label="Global model",

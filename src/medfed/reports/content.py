@@ -18,8 +18,7 @@ from medfed.reports.roc import RocData
 from medfed.reports.sites import SiteTable, site_table
 from medfed.reports.tables import EMPTY_TABLE, Table, metric, natural_key
 from medfed.store.records import CheckpointRecord, ClientResultRecord, RoundRecord, RunRecord
-
-CURVE_METRICS = ("accuracy", "f1", "auc", "loss")
+from medfed.store.vocabulary import CURVE_METRICS
 
 
 @dataclass(frozen=True)

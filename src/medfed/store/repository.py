@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from datetime import date, datetime
+from enum import StrEnum
 from pathlib import PurePath
 from typing import Any, TypeVar
 
@@ -38,18 +39,19 @@ from medfed.store.records import (
     TemplateRecord,
     UserRecord,
 )
+from medfed.store.vocabulary import (
+    ACTIVE_STATUSES,
+    FINAL_STATUSES,
+    Metric,
+    Mode,
+    Phase,
+    ResultStatus,
+    Role,
+    RunStatus,
+)
 
 R = TypeVar("R")
 
-MODES = ("simulation", "deployment")
-# queued: waiting for room on the platform; pending: created, or admitted and starting;
-# interrupted: its worker ended before the run did (resumable from its last checkpoint).
-RUN_STATUSES = ("queued", "pending", "running", "finished", "failed", "stopped", "interrupted")
-FINAL_STATUSES = ("finished", "failed", "stopped", "interrupted")
-ACTIVE_STATUSES = ("pending", "running")
-PHASES = ("train", "evaluate")
-RESULT_STATUSES = ("ok", "failed")
-ROLES = ("admin", "viewer")
 MIN_PASSWORD_LENGTH = 8
 TEXT_SORT_KEYS = ("name", "status", "strategy")
 SORT_KEYS = ("created_at", "started_at", "finished_at", "name", "status", "strategy", "num_rounds")
@@ -126,7 +128,7 @@ class RunStore:
         Only what defines the run is kept of ``config`` (see :func:`medfed.config.run_definition`):
         never the platform's home, database, API or key settings.
         """
-        _check_choice("mode", mode, MODES)
+        _check_choice("mode", mode, Mode)
         if not name.strip() or len(name) > m.NAME_LENGTH:
             raise StoreError(f"a run name needs 1 to {m.NAME_LENGTH} characters, not {len(name)}")
         run_id = run_id or uuid.uuid4().hex
@@ -134,7 +136,7 @@ class RunStore:
             id=run_id,
             name=name,
             mode=mode,
-            status="pending",
+            status=RunStatus.PENDING,
             strategy=strategy,
             num_rounds=num_rounds,
             config=jsonable(run_definition(config), "config"),
@@ -161,13 +163,13 @@ class RunStore:
         With ``only_from``, the status changes only if it is one of those now (one atomic
         UPDATE, safe against other processes); returns whether it changed.
         """
-        _check_choice("status", status, RUN_STATUSES)
+        _check_choice("status", status, RunStatus)
         now = m.utcnow()
         values: dict[str, Any] = {"status": status, "error": error}
-        if status == "running":
+        if status == RunStatus.RUNNING:
             values["started_at"] = func.coalesce(m.Run.started_at, now)
             values["finished_at"] = None
-        elif status == "queued":
+        elif status == RunStatus.QUEUED:
             values["queued_at"] = now
             values["finished_at"] = None
         elif status in FINAL_STATUSES:
@@ -185,7 +187,7 @@ class RunStore:
 
     def queued_runs(self, mode: str | None = None) -> list[RunRecord]:
         """Runs waiting in the queue (of one mode when given), first in line first."""
-        query = select(m.Run).where(m.Run.status == "queued")
+        query = select(m.Run).where(m.Run.status == RunStatus.QUEUED)
         if mode is not None:
             query = query.where(m.Run.mode == mode)
         with self._session() as session:
@@ -196,7 +198,7 @@ class RunStore:
         """Each queued run's place in its line (1: next); simulated and deployed runs wait
         in separate lines."""
         places: dict[str, int] = {}
-        for mode in MODES:
+        for mode in Mode:
             for place, run in enumerate(self.queued_runs(mode), start=1):
                 places[run.id] = place
         return places
@@ -266,7 +268,7 @@ class RunStore:
         """
         query = select(m.Run)
         if status:
-            _check_choice("status", status, RUN_STATUSES)
+            _check_choice("status", status, RunStatus)
             query = query.where(m.Run.status == status)
         if strategy:
             query = query.where(m.Run.strategy == strategy)
@@ -345,8 +347,8 @@ class RunStore:
         error: str | None = None,
     ) -> None:
         """Record one hospital's reply (or failure) in one phase of a round."""
-        _check_choice("phase", phase, PHASES)
-        _check_choice("status", status, RESULT_STATUSES)
+        _check_choice("phase", phase, Phase)
+        _check_choice("status", status, ResultStatus)
         result = m.ClientResult(
             run_id=run_id,
             round=round,
@@ -475,7 +477,7 @@ class RunStore:
 
     def add_user(self, name: str, password: str, role: str) -> UserRecord:
         """Create a user with a scrypt-hashed password."""
-        _check_choice("role", role, ROLES)
+        _check_choice("role", role, Role)
         if not name.strip():
             raise StoreError("a user name cannot be empty")
         _check_password(password)
@@ -738,8 +740,8 @@ def _check_password(password: str) -> None:
         raise StoreError(f"the password must have at least {MIN_PASSWORD_LENGTH} characters")
 
 
-def _check_choice(key: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
+def _check_choice(key: str, value: str, allowed: type[StrEnum]) -> None:
+    if value not in tuple(allowed):
         raise StoreError(f"{key} {value!r} is not one of {', '.join(allowed)}")
 
 
@@ -759,7 +761,7 @@ def _round_summaries(session: Session, run_ids: list[str]) -> dict[str, tuple[in
     database (a run's list entry costs the same at round 1 and at round 1,000)."""
     if not run_ids:
         return {}
-    accuracy = m.Round.metrics["accuracy"].as_float()
+    accuracy = m.Round.metrics[Metric.ACCURACY.value].as_float()
     rows = session.execute(
         select(m.Round.run_id, func.count(), func.max(accuracy))
         .where(m.Round.run_id.in_(run_ids))

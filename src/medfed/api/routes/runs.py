@@ -36,9 +36,12 @@ from medfed.federation.queue import RunQueue
 from medfed.store import (
     ACTIVE_STATUSES,
     FINAL_STATUSES,
-    RUN_STATUSES,
     ArtifactStore,
+    EventType,
+    Metric,
+    Mode,
     RunRecord,
+    RunStatus,
     RunStore,
 )
 from medfed.store.repository import SORT_KEYS
@@ -83,7 +86,8 @@ CONFLICT_CONFIG = {
 def summary_fields(run: RunRecord, positions: dict[str, int] | None = None) -> dict[str, object]:
     """The RunSummary fields of a stored run (``positions``: queue places by run id)."""
     model = run.config.get("model", {}).get("name")
-    final_accuracy = (run.final_metrics or {}).get("accuracy")
+    final_accuracy = (run.final_metrics or {}).get(Metric.ACCURACY)
+    queued = run.status == RunStatus.QUEUED
     return {
         "id": run.id,
         "name": run.name,
@@ -101,14 +105,15 @@ def summary_fields(run: RunRecord, positions: dict[str, int] | None = None) -> d
         "duration_s": run.duration_s,
         "created_by": run.created_by,
         "error": run.error,
-        "queued_at": run.queued_at if run.status == "queued" else None,
-        "queue_position": (positions or {}).get(run.id) if run.status == "queued" else None,
+        "queued_at": run.queued_at if queued else None,
+        "queue_position": (positions or {}).get(run.id) if queued else None,
     }
 
 
 def run_detail(run: RunRecord, queue: RunQueue | None = None) -> RunDetail:
     """RunDetail of a stored run."""
-    positions = queue.positions() if queue is not None and run.status == "queued" else {}
+    queued = queue is not None and run.status == RunStatus.QUEUED
+    positions = queue.positions() if queued else {}
     return RunDetail(
         **summary_fields(run, positions),
         config=redact_config(run.config),
@@ -160,7 +165,7 @@ def list_runs(
     store: StoreDep,
     queue: QueueDep,
     _user: CurrentUser,
-    status_: Annotated[Literal[RUN_STATUSES] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
+    status_: Annotated[Literal[tuple(RunStatus)] | None, Query(alias="status")] = None,  # type: ignore[valid-type]
     strategy: Annotated[str | None, Query(max_length=64)] = None,
     since: Annotated[str | None, Query(json_schema_extra={"format": "date-time"})] = None,
     until: Annotated[str | None, Query(json_schema_extra={"format": "date-time"})] = None,
@@ -181,7 +186,7 @@ def list_runs(
         limit=page_size,
         offset=(page - 1) * page_size,
     )
-    positions = queue.positions() if any(r.status == "queued" for r in runs) else {}
+    positions = queue.positions() if any(r.status == RunStatus.QUEUED for r in runs) else {}
     items = [RunSummary(**summary_fields(run, positions)) for run in runs]
     return RunPage(items=items, total=total, page=page, page_size=page_size)
 
@@ -221,7 +226,7 @@ def _start(
 ) -> None:
     """Queue the run; a deployed run needs the platform's SuperLink to be up (409 if not;
     ``fail_run``: the run is then stored as failed)."""
-    if mode == "deployment":
+    if mode == Mode.DEPLOYMENT:
         from medfed.federation import hospitals as registry
 
         if not registry.superlink_listening(cfg):
@@ -230,8 +235,8 @@ def _start(
                 "not running: start `medfed server` (it runs the SuperLink), then start the run"
             )
             if fail_run:
-                store.set_status(run_id, "failed", error=reason)
-                store.publish(run_id, "run_failed", {"error": reason})
+                store.set_status(run_id, RunStatus.FAILED, error=reason)
+                store.publish(run_id, EventType.RUN_FAILED, {"error": reason})
             raise _conflict(reason)
     try:
         queue.submit(run_id)
@@ -256,9 +261,9 @@ def start_run(
     """Queue a run created with ``start: false``; a stopped, failed or interrupted run
     resumes from its last checkpoint when its turn comes."""
     run = load_run(store, run_id)
-    if run.status == "finished":
+    if run.status == RunStatus.FINISHED:
         raise _conflict(f"run {run_id} is finished; create a new run to train again")
-    if run.status == "queued":
+    if run.status == RunStatus.QUEUED:
         raise _conflict(f"run {run_id} is queued already (place {queue.position(run_id)})")
     resume = run.started_at is not None
     _start(run_id, run.mode, store, cfg, queue)
@@ -281,7 +286,7 @@ def stop_run(
     """Stop a pending or running run after its current phase; a queued run leaves the
     queue."""
     run = load_run(store, run_id)
-    if run.status not in (*ACTIVE_STATUSES, "queued"):
+    if run.status not in (*ACTIVE_STATUSES, RunStatus.QUEUED):
         raise _conflict(f"run {run_id} is already {run.status}")
     from medfed.federation import runner
 
@@ -361,10 +366,16 @@ def events(
         after = max(after, min(int(last_event_id), MAX_ID))
     # Running: its events come (a vanished worker is reaped, which ends the stream); pending:
     # only once the queue has started it.
-    live = run.status == "running" or (run.status == "pending" and queue.training(run))
+    starting = run.status == RunStatus.PENDING and queue.training(run)
+    live = run.status == RunStatus.RUNNING or starting
     return EventStream(
         run_events(
-            request, store, run_id, after, live=live, retry=run.status in ("queued", "pending")
+            request,
+            store,
+            run_id,
+            after,
+            live=live,
+            retry=run.status in (RunStatus.QUEUED, RunStatus.PENDING),
         ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
