@@ -1,9 +1,16 @@
-"""Upload size and speed of the update codec for one ResNet50-sized update.
+"""Traffic of the update codec for a ResNet50-sized model, each way and both ways together.
 
-Run: ``.venv/bin/python bench/compression.py``. The update is small gaussian deltas (sigma 1e-3)
-shaped like torchvision's resnet50 state dict (~25.6 M entries, ~102 MB as fp32). The target is
-at most 2 MB per hospital per round. Top-k keeps the largest entries of the whole update (the
-default), except in the "per tensor" row.
+Run: ``.venv/bin/python bench/compression.py``. An update is small gaussian deltas (sigma 1e-3)
+shaped like torchvision's resnet50 state dict (~25.6 M entries, ~102 MB as fp32). Top-k keeps the
+largest entries of the whole update (the default), except in the "per tensor" row.
+
+The last table counts both directions: ``--hospitals`` hospitals (4) send such updates with
+error feedback, the server averages them (FedAvg) and each hospital receives the new global model
+through medfed's downlink (:class:`~medfed.federation.downlink.DownlinkSender`): a full copy when
+it joins, then, when the setting says so, the change since its copy. Independent random updates
+keep little in common, so the global model changes in up to ``hospitals`` x 1% of its entries a
+round: harder on the downlink than real training, whose updates share their largest entries.
+The target is at most 2 MB per hospital per round, both directions together, after the join.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -18,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 from torchvision.models import resnet50
 
+from medfed.config import CompressionConfig
 from medfed.federation.codec import (
     CodecSpec,
     decode_update,
@@ -25,6 +34,7 @@ from medfed.federation.codec import (
     encode_update,
     encode_weights,
 )
+from medfed.federation.downlink import DownlinkSender, apply_delta
 
 TARGET_MB = 2.0
 MB = 1e6
@@ -75,10 +85,143 @@ def relative_error(update: list[np.ndarray], decoded: list[np.ndarray]) -> float
     return (num / den) ** 0.5
 
 
+UPLOAD = {"compression.topk": 0.01, "compression.quant_bits": 8}
+
+
+def both_ways_settings() -> list[tuple[str, dict[str, object]]]:
+    """Settings of the both-ways table, as ``compression.*`` keys."""
+    down = {"compression.downlink_quant_bits": 8}
+    return [
+        ("uncompressed (fp32 both ways)", {}),
+        ("uploads top-k 1% + 8-bit, full int8 copies", {**UPLOAD, "compression.downlink": "int8"}),
+        ("top-k 1% up, 1% down, 8-bit", {**UPLOAD, **down, "compression.downlink_topk": 0.01}),
+        ("top-k 1% up, 2% down, 8-bit", {**UPLOAD, **down, "compression.downlink_topk": 0.02}),
+        (
+            "top-k 1% up, 2% down, 8-bit + zlib (recommended)",
+            {**UPLOAD, **down, "compression.downlink_topk": 0.02, "compression.lossless": True},
+        ),
+        (
+            "top-k 1% up, 3% down 4-bit + zlib",
+            {
+                **UPLOAD,
+                "compression.downlink_topk": 0.03,
+                "compression.downlink_quant_bits": 4,
+                "compression.lossless": True,
+            },
+        ),
+    ]
+
+
+@dataclass
+class Traffic:
+    """One setting's bytes per hospital: the first round (a full copy down), then each later
+    round, and how far the hospitals' copy trails the global model."""
+
+    join_down: int
+    up: list[int]
+    down: list[int]
+    behind: float  # ||global - copy|| in units of the last round's change of the global model
+
+
+def both_ways(
+    base: list[np.ndarray], settings: dict[str, object], args: argparse.Namespace
+) -> Traffic:
+    """``args.rounds`` rounds of FedAvg with ``args.hospitals`` hospitals under ``settings``."""
+    cfg = CompressionConfig(**{k.split(".", 1)[1]: v for k, v in settings.items()})
+    uplink = CodecSpec.from_config(cfg)
+    sender = DownlinkSender(cfg)
+    rng = np.random.default_rng(args.seed)
+    hospitals = range(args.hospitals)
+    global_model = [a.copy() for a in base]
+    copies: dict[int, list[np.ndarray]] = {}
+    residuals: dict[int, list[np.ndarray] | None] = dict.fromkeys(hospitals)
+    up: list[int] = []
+    down: list[int] = []
+    join_down = 0
+    change: list[np.ndarray] = []
+    for server_round in range(1, args.rounds + 2):
+        arrays = [a.astype(np.float32) if a.dtype == np.float64 else a for a in global_model]
+        made: dict = {}
+        for h in hospitals:  # the downlink: what each hospital receives and rebuilds
+            packed = sender.encode_for(h, arrays, server_round, made)
+            decoded = decode_update(packed.payload)
+            copies[h] = decoded if packed.full else apply_delta(copies[h], decoded)
+            if server_round == 1:
+                join_down = len(packed.payload)
+            else:
+                down.append(len(packed.payload))
+        sender.confirm(list(hospitals))  # every hospital replied
+        if server_round == args.rounds + 1:
+            break
+        deltas = []
+        for h in hospitals:  # the uplink, with each hospital's error feedback
+            update = resnet50_like(base, args.sigma, rng)
+            payload, residuals[h] = encode_update(update, uplink, residual=residuals[h], rng=rng)
+            up.append(len(payload))
+            deltas.append(decode_update(payload))
+        change = [sum(d[i] for d in deltas) / len(deltas) for i in range(len(base))]
+        global_model = [g + c for g, c in zip(global_model, change, strict=True)]
+    weights = [i for i, a in enumerate(base) if a.dtype.kind == "f"]  # not the batch counters
+    last = np.sqrt(sum(float(np.sum(np.square(change[i], dtype=np.float64))) for i in weights))
+    gap = np.sqrt(
+        sum(
+            float(np.sum(np.square(global_model[i] - copies[0][i], dtype=np.float64)))
+            for i in weights
+        )
+    )
+    return Traffic(join_down, up, down, float(gap / last))
+
+
+def resnet50_like(
+    base: list[np.ndarray], sigma: float, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """One hospital's update: gaussian deltas for float tensors, +10 for batch counters."""
+    return [
+        rng.normal(0.0, sigma, a.shape).astype(np.float32)
+        if a.dtype.kind == "f"
+        else np.full(a.shape, 10, a.dtype)
+        for a in base
+    ]
+
+
+def both_ways_table(args: argparse.Namespace) -> Table:
+    torch.manual_seed(args.seed)
+    base = [t.numpy().copy() for t in resnet50(weights=None).state_dict().values()]
+    table = Table(
+        title=f"Both ways: per hospital, {args.hospitals} hospitals, FedAvg, "
+        f"rounds 2-{args.rounds + 1} after a first full copy"
+    )
+    for column in (
+        "setting",
+        "join: down (MB)",
+        "up (MB)",
+        "down (MB)",
+        "total / round (MB)",
+        f"<= {TARGET_MB:g} MB",
+        "copy behind (rounds)",
+    ):
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    for name, settings in both_ways_settings():
+        traffic = both_ways(base, settings, args)
+        up, down = np.mean(traffic.up) / MB, np.mean(traffic.down) / MB
+        table.add_row(
+            name,
+            f"{traffic.join_down / MB:.2f}",
+            f"{up:.2f}",
+            f"{down:.2f}",
+            f"{up + down:.2f}",
+            "yes" if up + down <= TARGET_MB else "no",
+            f"{traffic.behind:.2f}",
+        )
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sigma", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hospitals", type=int, default=4, help="both-ways table")
+    parser.add_argument("--rounds", type=int, default=5, help="both-ways table, after the join")
     args = parser.parse_args()
 
     console = Console(width=120)
@@ -136,6 +279,7 @@ def main() -> None:
             f"{relative_error(weights, decoded):.4f}",
         )
     console.print(downlink)
+    console.print(both_ways_table(args))
 
 
 if __name__ == "__main__":

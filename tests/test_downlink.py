@@ -175,6 +175,10 @@ def test_hospitals_in_step_share_one_copy_and_one_payload():
         assert len({id(m.content) for m in messages}) == 3  # each message its own content
         sender.settle([ok(m) for m in messages])
         assert len(sender.copies) == 1  # one model kept for the three hospitals
+        assert sender.memory_bytes == sum(
+            a.nbytes
+            for a in wire.broadcast_arrays(ArrayRecord({k: Array(v) for k, v in state.items()}))
+        )
         state = step(state, server_round)
 
 
@@ -550,3 +554,13 @@ def test_server_optimisers_and_client_level_dp_run_over_the_compressed_downlink(
     rounds = store.rounds(run_id)
     assert [r.round for r in rounds] == [1, 2]
     assert rounds[1].bytes_down < rounds[0].bytes_down  # round 2 and the last evaluation: changes
+
+
+def test_the_demo_compresses_both_ways(tmp_path):
+    from medfed.commands.federated import DEMO_SETTINGS
+
+    cfg = load_config(None, {**DEMO_SETTINGS, "data.path": str(tmp_path)})
+    c = cfg.compression
+    assert c.topk is not None and c.quant_bits is not None  # uploads
+    assert c.downlink_delta and c.downlink_topk is not None  # downloads: changes only
+    assert c.downlink != "fp32"  # and a smaller first copy
