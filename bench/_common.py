@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 from medfed.config import MODEL_NAMES, MedfedConfig, load_config
 from medfed.data.datasets import load_image_set, resolve_test_path
@@ -29,6 +31,42 @@ def add_run_flags(parser: argparse.ArgumentParser, *, rounds: int) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--home", type=Path, default=None, help="default: a temporary folder")
+
+
+def validation_split(data: Path, out: Path, fraction: float, seed: int = 0) -> Path:
+    """A Kaggle-layout copy of ``data``'s training images (symbolic links) whose ``test/`` is
+    a stratified, seeded share ``fraction`` of them and whose training set is the rest:
+    recipes are chosen on it, never on the real test set. Returns ``out``."""
+    import csv
+    import os
+
+    import numpy as np
+
+    with open(data / "train_labels.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    labels = np.array([row["label"] for row in rows])
+    rng = np.random.default_rng(seed)
+    held: set[int] = set()
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        held.update(members[: int(round(len(members) * fraction))].tolist())
+    parts = {
+        out: [r for i, r in enumerate(rows) if i not in held],
+        out / "test": [r for i, r in enumerate(rows) if i in held],
+    }
+    for folder, chosen in parts.items():
+        (folder / "train").mkdir(parents=True, exist_ok=True)
+        with open(folder / "train_labels.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["id", "label"])
+            for row in chosen:
+                writer.writerow([row["id"], row["label"]])
+                link = folder / "train" / f"{row['id']}.tif"
+                if not link.exists():
+                    os.symlink((data / "train" / f"{row['id']}.tif").resolve(), link)
+        if (data / "classes.txt").is_file():
+            (folder / "classes.txt").write_text((data / "classes.txt").read_text())
+    return out
 
 
 def check_data(path: Path) -> None:
@@ -71,14 +109,18 @@ def quiet_logs() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def simulate_run(cfg: MedfedConfig) -> tuple[RunStore, str]:
-    """One simulated medfed run in this process, run to its end; its store and run id."""
+def simulate_run(cfg: MedfedConfig, inline: bool = False) -> tuple[RunStore, str]:
+    """One simulated medfed run in this process, run to its end; its store and run id.
+    ``inline``: the hospitals answer in this process (:class:`LocalGrid`), without Ray."""
     store = RunStore(cfg.database_url)
     run_id = create_run(cfg, store)
     settings = RunSettings(
         run_id=run_id, config=cfg.to_dict(), store_url=store.url, home=str(cfg.home)
     )
-    run_simulated(settings, cfg.federated.num_clients)
+    if inline:
+        run_inline(settings, cfg.federated.num_clients)
+    else:
+        run_simulated(settings, cfg.federated.num_clients)
     run = store.get_run(run_id)
     if run.status != "finished":
         raise SystemExit(f"medfed run {cfg.name} ({run_id}) ended {run.status}: {run.error}")
@@ -88,4 +130,57 @@ def simulate_run(cfg: MedfedConfig) -> tuple[RunStore, str]:
 def simulate(cfg: MedfedConfig) -> list[RoundRecord]:
     """One simulated medfed run in this process; its rounds as recorded in the store."""
     store, run_id = simulate_run(cfg)
+    return store.rounds(run_id)
+
+
+class LocalGrid:
+    """A Flower grid whose simulated hospitals answer in this process, one after the other,
+    through the ClientApp's own handlers: the same ServerApp round loop, checks and strategies
+    as a simulated run, without Ray (whose start-up times out on a loaded machine). For
+    screening recipes; ``simulate`` runs the real simulation engine."""
+
+    def __init__(self, settings: RunSettings, hospitals: int) -> None:
+        self.settings = settings
+        self.hospitals = hospitals
+        self.replies: dict[str, Any] = {}
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(1, self.hospitals + 1))
+
+    def push_messages(self, messages: Iterable[Any]) -> list[str]:
+        from flwr.app import Context, RecordDict
+
+        from medfed.federation.client_app import handle_evaluate, handle_train, replying_errors
+
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid4())
+            node = msg.metadata.dst_node_id
+            config = {"partition-id": node - 1, "num-partitions": self.hospitals}
+            context = Context(1, node, config, RecordDict(), {})
+            handler = handle_train if msg.metadata.message_type == "train" else handle_evaluate
+            self.replies[msg.metadata.message_id] = replying_errors(
+                handler, msg, context, self.settings
+            )
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
+        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+
+
+def run_inline(settings: RunSettings, hospitals: int) -> str:
+    """The ServerApp's round loop over :class:`LocalGrid` hospitals; the run's final status."""
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from medfed.federation.server_app import FederatedRun
+
+    for name in ("_run_id", "_node_id", "_task_id"):
+        setattr(TaskIdentity, name, 1)  # what Flower sets in a ServerApp's process
+    return FederatedRun(settings, LocalGrid(settings, hospitals)).execute()
+
+
+def simulate_inline(cfg: MedfedConfig) -> list[RoundRecord]:
+    """One medfed run with :class:`LocalGrid` hospitals in this process; its recorded rounds."""
+    store, run_id = simulate_run(cfg, inline=True)
     return store.rounds(run_id)
