@@ -120,7 +120,8 @@ def test_registered_hospitals_train_over_tls_and_the_control_port_stays_closed(
         for process in processes:
             stop_process_group(process, timeout=30)
 
-    assert "started (the connected hospitals)" in capsys.readouterr().out
+    out = " ".join(capsys.readouterr().out.split())
+    assert "(the connected hospitals)" in out, out  # started, or queued until both connect
     run = store.list_runs()[0][0]
     assert run.mode == "deployment" and run.status == "finished", run.error
     results = store.client_results(run.id)
