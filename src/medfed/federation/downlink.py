@@ -38,10 +38,6 @@ hospital, plus the new version while a phase's messages are packed.
 from __future__ import annotations
 
 import hashlib
-import os
-import re
-import tempfile
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,12 +60,12 @@ from medfed.federation.codec import (
     max_payload_size,
     weights_size,
 )
+from medfed.federation.saved_state import VERSION_PATTERN, CopyStore
 
 COPY_FILE = "downlink.npz"
 BASE_KEY = "base"
 VERSION_KEY = "version"
 FULL = ""  # the base of a full copy
-_VERSION = re.compile(r"[0-9a-f]{32}")
 _MAX_EXACT_INTEGER = 2**53
 
 
@@ -346,57 +342,8 @@ def _addressing(record: Any) -> tuple[str, str]:
     if not isinstance(record, ConfigRecord):
         raise CodecError(f"{wire.DOWNLINK_KEY!r}: expected a config record")
     base, version = record.get(BASE_KEY), record.get(VERSION_KEY)
-    if not (isinstance(base, str) and (base == FULL or _VERSION.fullmatch(base))):
+    if not (isinstance(base, str) and (base == FULL or VERSION_PATTERN.fullmatch(base))):
         raise CodecError(f"{wire.DOWNLINK_KEY!r}: bad base {str(base)[:40]!r}")
-    if not (isinstance(version, str) and _VERSION.fullmatch(version)):
+    if not (isinstance(version, str) and VERSION_PATTERN.fullmatch(version)):
         raise CodecError(f"{wire.DOWNLINK_KEY!r}: bad version {str(version)[:40]!r}")
     return base, version
-
-
-class CopyStore:
-    """A hospital's copy of the global model, kept in one ``.npz`` file between rounds.
-
-    The file names its run and version; writes are atomic (temporary file + rename).
-    """
-
-    def __init__(self, path: Path, run_id: str):
-        self.path = Path(path)
-        self.run_id = str(run_id)
-
-    def load(self, layout: Sequence[TensorSpec]) -> tuple[str, list[np.ndarray]] | None:
-        """``(version, arrays)`` kept for this run if they fit ``layout``, else None."""
-        try:
-            with np.load(self.path, allow_pickle=False) as data:
-                if str(data["run_id"]) != self.run_id or int(data["count"]) != len(layout):
-                    return None
-                version = str(data["version"])
-                arrays = []
-                for index, spec in enumerate(layout):
-                    array = data[f"a{index}"]
-                    if array.shape != spec.shape or not spec.accepts(array.dtype):
-                        return None
-                    arrays.append(array)
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-            return None
-        return (version, arrays) if _VERSION.fullmatch(version) else None
-
-    def save(self, version: str, arrays: Sequence[np.ndarray]) -> None:
-        """Replace the kept copy atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                named = {f"a{i}": np.asarray(a) for i, a in enumerate(arrays)}
-                np.savez(
-                    handle,
-                    run_id=np.str_(self.run_id),
-                    version=np.str_(version),
-                    count=np.int64(len(arrays)),
-                    **named,
-                )
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
