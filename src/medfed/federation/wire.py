@@ -8,17 +8,15 @@ works unchanged. The byte counts are those of the real encoded payloads.
 Nothing received is believed: an update is decoded against the global model's layout (names,
 shapes, dtypes) with its size capped, its float deltas must be finite and of bounded L2 norm,
 and integer buffers (BatchNorm batch counters) must stay in range; arrays inside a Flower record
-are read from their ``.npy`` bytes only after their header matches what is expected (numpy's own
-loader would allocate whatever a header claims). A refused update raises :class:`ReplyRejected`.
+are checked before they are read (:mod:`~medfed.federation.wire_records`). A refused update
+raises :class:`ReplyRejected`.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import math
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,20 +36,63 @@ from medfed.federation.codec import (
     encode_weights,
     max_payload_size,
 )
+from medfed.federation.wire_records import (
+    PAYLOAD_KEY,
+    _name_mismatch,
+    _payload_bytes,
+    is_payload,
+    payload_nbytes,
+    payload_record,
+    payload_view,
+    read_array,
+    read_arrays,
+    record_layout,
+    record_nbytes,
+    state_layout,
+)
 from medfed.privacy.clipping import clip_update
+
+__all__ = [
+    "ARRAYS_KEY",
+    "BN_EXAMPLES_KEY",
+    "BN_STATS_KEY",
+    "CONFIG_KEY",
+    "COUNTER_SUFFIX",
+    "DOWNLINK_KEY",
+    "EVALUATE_FIRST_KEY",
+    "EVALUATION_KEY",
+    "MAX_COUNTER",
+    "PAYLOAD_KEY",
+    "ReplyRejected",
+    "bn_layers",
+    "bn_moments",
+    "broadcast_arrays",
+    "is_payload",
+    "merge_bn_statistics",
+    "pack_global",
+    "pack_update",
+    "payload_nbytes",
+    "payload_record",
+    "payload_view",
+    "read_array",
+    "read_arrays",
+    "record_layout",
+    "record_nbytes",
+    "state_layout",
+    "unpack_global",
+    "unpack_update",
+    "update_norm",
+]
 
 ARRAYS_KEY = "arrays"
 CONFIG_KEY = "config"
 BN_STATS_KEY = "bn-stats"
-PAYLOAD_KEY = "payload"
 BN_EXAMPLES_KEY = "bn-examples"
 EVALUATION_KEY = "evaluation"  # a train reply's metrics of the model it received
 EVALUATE_FIRST_KEY = "evaluate-first"  # config: evaluate the received model before training
 DOWNLINK_KEY = "downlink"  # which copy a broadcast change applies to (see downlink.py)
 COUNTER_SUFFIX = "num_batches_tracked"
 MAX_COUNTER = 2**53  # integer buffers above this are absurd (and no longer exact as floats)
-_NPY_STYPE = "numpy.ndarray"
-_NPY_MAX_HEADER = 10_000
 
 log = logging.getLogger("medfed.wire")
 
@@ -61,24 +102,6 @@ class ReplyRejected(FederationError, ValueError):
 
     It is that hospital's failure in that round, never the run's.
     """
-
-
-def record_nbytes(record: ArrayRecord) -> int:
-    """Bytes of the arrays a record carries."""
-    return sum(len(array.data) for array in record.values())
-
-
-def payload_record(payload: bytes) -> ArrayRecord:
-    """One encoded payload as a record of one uint8 array (what travels either way)."""
-    return ArrayRecord({PAYLOAD_KEY: Array(np.frombuffer(payload, dtype=np.uint8).copy())})
-
-
-def is_payload(record: ArrayRecord) -> bool:
-    return list(record.keys()) == [PAYLOAD_KEY]
-
-
-def _payload_bytes(record: ArrayRecord) -> bytes:
-    return record[PAYLOAD_KEY].numpy().tobytes()
 
 
 def pack_global(record: ArrayRecord, precision: str) -> tuple[ArrayRecord, int]:
@@ -120,112 +143,6 @@ def unpack_global(
     else:
         arrays = read_arrays(record, layout, "global model")
     return {spec.name: torch.from_numpy(a) for spec, a in zip(layout, arrays, strict=True)}
-
-
-def record_layout(record: ArrayRecord) -> list[TensorSpec]:
-    """Names, shapes and dtypes of a record's arrays, in order (a record this process made)."""
-    return [TensorSpec(k, tuple(a.shape), np.dtype(a.dtype)) for k, a in record.items()]
-
-
-def state_layout(state: Mapping[str, torch.Tensor]) -> list[TensorSpec]:
-    """What a hospital expects of the broadcast model: its own model's names and shapes, in
-    any plain numeric dtype (the server's strategies may send float64: FedAdam's weights,
-    averaged BatchNorm counters); ``load_state_dict`` casts them back."""
-    return [TensorSpec(name, tuple(tensor.shape), None) for name, tensor in state.items()]
-
-
-def read_array(array: Array, spec: TensorSpec, what: str) -> np.ndarray:
-    """One array of a received record, checked against ``spec`` before it is allocated.
-
-    The array's ``.npy`` header must give exactly the spec's dtype and shape, its data exactly
-    that many bytes, and float values must be finite; otherwise :class:`CodecError` names
-    ``what`` and the tensor.
-    """
-    label = f"{what} {spec.name!r}"
-    shape, fortran, dtype, data = _npy_parts(array, label)
-    if not spec.accepts(dtype):
-        raise CodecError(f"{label}: dtype {dtype}, expected {spec.describe_dtype()}")
-    if shape != spec.shape:
-        raise CodecError(f"{label}: shape {shape}, expected {spec.shape}")
-    if len(data) != spec.size * dtype.itemsize:
-        raise CodecError(f"{label}: {len(data)} data bytes, expected {spec.size * dtype.itemsize}")
-    values = np.frombuffer(data, dtype)
-    if dtype.kind == "f" and not np.isfinite(values).all():
-        raise CodecError(f"{label}: holds NaN or infinite values")
-    return values.reshape(shape, order="F" if fortran else "C").copy()
-
-
-def read_arrays(record: ArrayRecord, layout: Sequence[TensorSpec], what: str) -> list[np.ndarray]:
-    """Every array of a received record, in ``layout``'s order, each checked by
-    :func:`read_array`; the record's names must be exactly the layout's, in order."""
-    if not isinstance(record, ArrayRecord):
-        raise CodecError(f"{what}: expected an array record, got {type(record).__name__}")
-    names = list(record.keys())
-    expected = [spec.name for spec in layout]
-    if names != expected:
-        raise CodecError(f"{what}: {_name_mismatch(names, expected)}")
-    return [read_array(record[spec.name], spec, what) for spec in layout]
-
-
-def payload_view(record: ArrayRecord, max_bytes: int) -> memoryview:
-    """The bytes of a received payload record, without copying: the record must hold exactly
-    one 1-D uint8 array of at most ``max_bytes`` bytes."""
-    if not isinstance(record, ArrayRecord) or not is_payload(record):
-        keys = list(record.keys()) if isinstance(record, ArrayRecord) else type(record).__name__
-        raise CodecError(f"expected one encoded payload array {PAYLOAD_KEY!r}, got {keys}")
-    shape, _, dtype, data = _npy_parts(record[PAYLOAD_KEY], "payload")
-    if dtype != np.uint8 or len(shape) != 1:
-        raise CodecError(f"payload: a {dtype} array of shape {shape}, expected 1-D uint8")
-    if shape[0] > max_bytes:
-        raise CodecError(
-            f"payload of {shape[0]} bytes is larger than any update of this model "
-            f"({max_bytes} bytes at most)"
-        )
-    if len(data) != shape[0]:
-        raise CodecError(f"payload: {len(data)} data bytes, its header says {shape[0]}")
-    return data
-
-
-def payload_nbytes(record: ArrayRecord) -> int:
-    """Size of the payload a record carries (as :func:`payload_view` finds it)."""
-    return len(payload_view(record, sys.maxsize))
-
-
-def _npy_parts(array: Array, label: str) -> tuple[tuple[int, ...], bool, np.dtype, memoryview]:
-    """Shape, Fortran order, dtype and data bytes of an Array's ``.npy`` serialization."""
-    if not isinstance(array, Array) or array.stype != _NPY_STYPE:
-        kind = getattr(array, "stype", type(array).__name__)
-        raise CodecError(f"{label}: not a numpy array ({kind})")
-    if not isinstance(array.data, bytes):
-        raise CodecError(f"{label}: array data is {type(array.data).__name__}, not bytes")
-    stream = io.BytesIO(array.data)
-    try:
-        version = np.lib.format.read_magic(stream)
-        if version == (1, 0):
-            header = np.lib.format.read_array_header_1_0(stream, _NPY_MAX_HEADER)
-        elif version == (2, 0):
-            header = np.lib.format.read_array_header_2_0(stream, _NPY_MAX_HEADER)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-    except Exception as exc:  # numpy's header parser raises several types for bad input
-        raise CodecError(f"{label}: unreadable array header ({exc})") from None
-    shape, fortran, dtype = header
-    return tuple(shape), bool(fortran), dtype, memoryview(array.data)[stream.tell() :]
-
-
-def _name_mismatch(names: list[str], expected: list[str]) -> str:
-    missing = [n for n in expected if n not in names]
-    extra = [n for n in names if n not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing {', '.join(map(repr, missing[:3]))}")
-        if extra:
-            parts.append(f"unexpected {', '.join(map(repr, extra[:3]))}")
-        more = len(missing) + len(extra) > 6
-        return "; ".join(parts) + (" (and more)" if more else "")
-    first = next(i for i, (a, b) in enumerate(zip(names, expected, strict=True)) if a != b)
-    return f"arrays out of order: {names[first]!r} where {expected[first]!r} belongs"
 
 
 def pack_update(
