@@ -22,7 +22,8 @@ from medfed.data.loader import ArrayLoader
 from medfed.data.partition import partition_indices
 from medfed.data.transforms import eval_transform, train_transform
 from medfed.errors import DataError
-from medfed.learning.device import model_device, to_cpu, training_device, uses_amp
+from medfed.federation.hospital_bn import bn_statistics, keep_local_bn, restore_local_bn
+from medfed.learning.device import to_cpu, training_device, uses_amp
 from medfed.learning.trainer import (
     DriftCorrection,
     evaluate,
@@ -31,13 +32,12 @@ from medfed.learning.trainer import (
     set_seed,
     train,
 )
-from medfed.models import bn_state_keys, build_model
+from medfed.models import build_model
 from medfed.models.scatter import ScatterHead, ScatterNet
 from medfed.privacy.accounting import AccountantStore
 from medfed.privacy.dp import budget_exhausted, image_dataset, prepare_dp_training
 
 LOCAL_VALIDATION_FRACTION = 0.15
-BN_STATS_MAX_IMAGES = 256  # enough for stable per-channel moments; keeps the pass short
 
 
 @dataclass
@@ -361,86 +361,6 @@ def evaluate_locally(
     )
     result = evaluate(model, loader, amp=uses_amp(cfg.training, device))
     return result, bn_statistics(hospital, cfg, model)
-
-
-def bn_statistics(
-    hospital: Hospital, cfg: MedfedConfig, model: torch.nn.Module
-) -> dict[str, np.ndarray]:
-    """BatchNorm mean and E[x^2] of the model's activations on the local training images.
-
-    The server combines them across hospitals into the global model's running statistics, so
-    the averaged weights are evaluated with statistics that belong to them (averaging each
-    hospital's own running statistics does not give that, and skews predictions). The pass
-    runs the model in training mode: its own running statistics change, so use it last.
-    It runs where the model is; the moments come back as CPU arrays.
-    """
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    if not layers or cfg.federated.bn == "local":
-        return {}
-    sums: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
-
-    def hook(name: str):
-        def record(_module, inputs, _output) -> None:
-            x = inputs[0].detach()
-            sums[name].append(
-                torch.stack([x.mean(dim=(0, 2, 3)), (x * x).mean(dim=(0, 2, 3))]) * x.shape[0]
-            )
-
-        return record
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
-    loader = ArrayLoader(
-        hospital.data.images,
-        hospital.data.labels,
-        indices=bn_sample(hospital.train_idx, cfg.training.seed),
-        batch_size=max(cfg.training.batch_size, 64),
-        transform=eval_transform(cfg.data),
-        device=model_device(model),
-    )
-    model.train()
-    with torch.no_grad():
-        for x, _ in loader:
-            model(x)
-    for handle in handles:
-        handle.remove()
-    n = float(loader.num_examples)
-    out = {}
-    for name, parts in sums.items():
-        moments = torch.stack(parts).sum(dim=0) / n
-        out[f"{name}.mean"] = moments[0].cpu().numpy()
-        out[f"{name}.sqmean"] = moments[1].cpu().numpy()
-    return out
-
-
-def bn_sample(indices: np.ndarray, seed: int) -> np.ndarray:
-    """A seeded subset of at most BN_STATS_MAX_IMAGES training images for the moments pass."""
-    if len(indices) <= BN_STATS_MAX_IMAGES:
-        return indices
-    rng = np.random.default_rng(seed)
-    return np.sort(rng.choice(indices, BN_STATS_MAX_IMAGES, replace=False))
-
-
-def restore_local_bn(model: torch.nn.Module, hospital: Hospital, cfg: MedfedConfig) -> None:
-    """FedBN: put this hospital's own BatchNorm statistics and affine weights back."""
-    path = hospital.state_dir / "bn.pt"
-    if cfg.federated.bn == "local" and path.is_file():
-        model.load_state_dict(torch.load(path, weights_only=True), strict=False)
-
-
-def keep_local_bn(
-    model: torch.nn.Module,
-    hospital: Hospital,
-    cfg: MedfedConfig,
-    state: dict[str, torch.Tensor] | None = None,
-) -> None:
-    """FedBN: save this hospital's BatchNorm state (from ``state``, default the model's)."""
-    if cfg.federated.bn != "local":
-        return
-    keys = bn_state_keys(model)
-    state = {k: v for k, v in (state or to_cpu(model.state_dict())).items() if k in keys}
-    tmp = hospital.state_dir / "bn.pt.tmp"
-    torch.save(state, tmp)
-    tmp.replace(hospital.state_dir / "bn.pt")
 
 
 def hash_name(name: str) -> int:
