@@ -1,0 +1,72 @@
+"""The one configuration model of a medfed run.
+
+Precedence, lowest first: defaults < YAML file < ``.env`` < ``MEDFED_*`` environment < CLI flags.
+Nested keys in the environment use ``__``: ``MEDFED_FEDERATED__NUM_CLIENTS=8``.
+"""
+
+from medfed.config.base import COUNT_MAX, SEED_MAX, FsPath, Section
+from medfed.config.host_sections import (
+    MIN_SECRET_KEY_BYTES,
+    ApiConfig,
+    DatabaseConfig,
+    DeploymentConfig,
+    MysqlConfig,
+    PlatformConfig,
+)
+from medfed.config.loading import (
+    SECRET_KEYS,
+    config_from_dict,
+    describe_validation_error,
+    load_config,
+    nest_dotted,
+    run_config,
+    run_definition,
+)
+from medfed.config.run_sections import (
+    LOSS_CORRECTIONS,
+    MODEL_NAMES,
+    STRATEGIES,
+    CompressionConfig,
+    DataConfig,
+    FederatedConfig,
+    ModelConfig,
+    PartitionConfig,
+    PrivacyConfig,
+    TrainingConfig,
+)
+from medfed.config.settings import RUN_SECTIONS, TRAINING_SECTIONS, MedfedConfig
+from medfed.config.yaml_source import read_yaml
+
+__all__ = [
+    "COUNT_MAX",
+    "LOSS_CORRECTIONS",
+    "MIN_SECRET_KEY_BYTES",
+    "MODEL_NAMES",
+    "RUN_SECTIONS",
+    "SECRET_KEYS",
+    "SEED_MAX",
+    "STRATEGIES",
+    "TRAINING_SECTIONS",
+    "ApiConfig",
+    "CompressionConfig",
+    "DataConfig",
+    "DatabaseConfig",
+    "DeploymentConfig",
+    "FederatedConfig",
+    "FsPath",
+    "MedfedConfig",
+    "ModelConfig",
+    "MysqlConfig",
+    "PartitionConfig",
+    "PlatformConfig",
+    "PrivacyConfig",
+    "Section",
+    "TrainingConfig",
+    "config_from_dict",
+    "describe_validation_error",
+    "load_config",
+    "nest_dotted",
+    "read_yaml",
+    "run_config",
+    "run_definition",
+]
