@@ -52,17 +52,6 @@ ADMIN_ROUTES = [
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> RunStore:
-    with RunStore(f"sqlite:///{tmp_path / 'medfed.db'}") as run_store:
-        yield run_store
-
-
-@pytest.fixture
-def client(store: RunStore, tmp_path: Path) -> TestClient:
-    return make_client(store, tmp_path / "home")
-
-
-@pytest.fixture
 def run_id(store: RunStore, tmp_path: Path) -> str:
     return seed_run(store, server_config(tmp_path / "home"))
 

@@ -62,8 +62,8 @@ def store(database_url: str) -> Iterator[RunStore]:
 
 
 @pytest.fixture
-def client(store: RunStore, tmp_path: Path) -> TestClient:
-    return make_client(store, tmp_path / "home", model={"name": "cancer_cnn"})
+def sections() -> dict:
+    return {"model": {"name": "cancer_cnn"}}
 
 
 def test_runs_created_listed_and_audited(client: TestClient, store: RunStore) -> None:

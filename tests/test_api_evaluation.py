@@ -4,7 +4,6 @@ results, and the downloaded model's class names."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,25 +13,14 @@ from medfed.config import MedfedConfig
 from medfed.models import build_model
 from medfed.reports.clinical import Explanation, FinalEvaluation, save_final_evaluation
 from medfed.store import ArtifactStore, RunStore
-from test_api_support import ADMIN, VIEWER, login, make_client, seed_run, server_config
+from test_api_support import ADMIN, VIEWER, login, seed_run
 
 SECTIONS = {"model": {"name": "cancer_cnn"}, "data": {"image_size": 32}}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> RunStore:
-    with RunStore(f"sqlite:///{tmp_path / 'medfed.db'}") as run_store:
-        yield run_store
-
-
-@pytest.fixture
-def cfg(tmp_path: Path) -> MedfedConfig:
-    return server_config(tmp_path / "home", **SECTIONS)
-
-
-@pytest.fixture
-def client(store: RunStore, tmp_path: Path) -> TestClient:
-    return make_client(store, tmp_path / "home", **SECTIONS)
+def sections() -> dict:
+    return SECTIONS
 
 
 def evaluation(round: int = 2) -> FinalEvaluation:

@@ -20,7 +20,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from medfed.store import RunStore
-from test_api_support import ADMIN, VIEWER, login, make_client, parse_sse
+from test_api_support import ADMIN, VIEWER, login, parse_sse
 
 SEED = 20261201
 MAX_EXAMPLES = 8  # per operation and phase: ~1,500 requests per token in well under a minute
@@ -124,19 +124,8 @@ def test_the_fuzzer_finds_nothing(server: tuple[str, dict[str, str]], tmp_path: 
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[RunStore]:
-    with RunStore(f"sqlite:///{tmp_path / 'medfed.db'}") as run_store:
-        yield run_store
-
-
-@pytest.fixture
-def client(store: RunStore, tmp_path: Path) -> TestClient:
-    return make_client(
-        store,
-        tmp_path / "home",
-        platform={"max_concurrent_runs": 0},
-        data={"path": str(tmp_path / "no-data")},
-    )
+def sections(tmp_path: Path) -> dict:
+    return {"platform": {"max_concurrent_runs": 0}, "data": {"path": str(tmp_path / "no-data")}}
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ from sqlalchemy import update
 
 from medfed.store import RunStore
 from medfed.store import models as m
-from test_api_support import ADMIN, VIEWER, login, make_client, seed_run, server_config
+from test_api_support import ADMIN, VIEWER, login, seed_run, server_config
 
 
 def free_port() -> int:
@@ -30,22 +30,6 @@ def sections() -> dict:
         "deployment": {"superlink_port": free_port()},
         "federated": {"server_address": "0.0.0.0:9092"},
     }
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> RunStore:
-    with RunStore(f"sqlite:///{tmp_path / 'medfed.db'}") as run_store:
-        yield run_store
-
-
-@pytest.fixture
-def client(store: RunStore, tmp_path: Path, sections: dict) -> TestClient:
-    return make_client(store, tmp_path / "home", **sections)
-
-
-@pytest.fixture
-def admin(client: TestClient) -> dict[str, str]:
-    return login(client, ADMIN)
 
 
 def add(client: TestClient, headers: dict[str, str], name: str):  # noqa: ANN201

@@ -24,12 +24,6 @@ def tiny_run(data: Path, rounds: int) -> dict[str, dict[str, object]]:
     }
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> RunStore:
-    with RunStore(f"sqlite:///{tmp_path / 'medfed.db'}") as run_store:
-        yield run_store
-
-
 def test_run_started_from_the_api_streams_to_the_end_and_gives_its_model(
     store: RunStore, tmp_path: Path, kaggle_dataset: Path
 ) -> None:

@@ -21,42 +21,16 @@ from medfed.config import RUN_SECTIONS, MedfedConfig
 from medfed.store import ArtifactStore, RunStore
 from medfed.store import models as m
 from test_api_support import (
-    ADMIN,
-    VIEWER,
-    login,
-    make_client,
     parse_sse,
     seed_run,
-    server_config,
 )
 
 SERVER_SECTIONS = {"model": {"name": "cancer_cnn"}, "federated": {"num_clients": 3}}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> RunStore:
-    with RunStore(f"sqlite:///{tmp_path / 'medfed.db'}") as run_store:
-        yield run_store
-
-
-@pytest.fixture
-def cfg(tmp_path: Path) -> MedfedConfig:
-    return server_config(tmp_path / "home", **SERVER_SECTIONS)
-
-
-@pytest.fixture
-def client(store: RunStore, tmp_path: Path) -> TestClient:
-    return make_client(store, tmp_path / "home", **SERVER_SECTIONS)
-
-
-@pytest.fixture
-def admin(client: TestClient) -> dict[str, str]:
-    return login(client, ADMIN)
-
-
-@pytest.fixture
-def viewer(client: TestClient) -> dict[str, str]:
-    return login(client, VIEWER)
+def sections() -> dict:
+    return SERVER_SECTIONS
 
 
 def _set_created(store: RunStore, run_id: str, when: datetime) -> None:

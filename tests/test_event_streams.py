@@ -20,12 +20,6 @@ from medfed.store import RunStore
 from test_api_support import ADMIN, login, make_client, parse_sse, seed_run
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> RunStore:
-    with RunStore(f"sqlite:///{tmp_path / 'medfed.db'}") as run_store:
-        yield run_store
-
-
 def test_followers_of_a_run_share_one_wait_and_all_get_every_event(store: RunStore) -> None:
     run_id = store.create_run("r", {}, mode="simulation", strategy="FedAvg", num_rounds=1)
     waits = []

@@ -31,17 +31,6 @@ from test_api_support import ADMIN, VIEWER, login, make_client, server_config
 WRONG = "wrong-password"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[RunStore]:
-    with RunStore(f"sqlite:///{tmp_path / 'medfed.db'}") as run_store:
-        yield run_store
-
-
-@pytest.fixture
-def client(store: RunStore, tmp_path: Path) -> TestClient:
-    return make_client(store, tmp_path / "home")
-
-
 def _login(client: TestClient, user: str, password: str, **headers: str) -> httpx.Response:
     return client.post(
         "/api/auth/login", json={"username": user, "password": password}, headers=headers

@@ -181,12 +181,6 @@ def seed_hospital(
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    with RunStore(f"sqlite:///{tmp_path / 'medfed.db'}") as opened:
-        yield opened
-
-
-@pytest.fixture
 def seeded(store: RunStore, tmp_path: Path, kaggle_dataset: Path) -> tuple[str, dict]:
     cfg = run_config(tmp_path / "home", kaggle_dataset)
     return seed_run(store, cfg, checkpoint_state=trained_state(cfg)), cfg
