@@ -68,6 +68,7 @@ def serving(
     assert process.returncode == 0, out
 
 
+@pytest.mark.slow
 def test_server_serves_the_api_until_stopped(config_file: Path, tmp_path: Path) -> None:
     port = _free_port()
     with RunStore(f"sqlite:///{tmp_path / 'home' / 'medfed.db'}") as store:
@@ -87,6 +88,7 @@ def test_server_serves_the_api_until_stopped(config_file: Path, tmp_path: Path) 
     assert not any("Traceback" in line for line in output)
 
 
+@pytest.mark.slow
 def test_server_runs_the_superlink_and_its_gateway_until_ctrl_c(
     config_file: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,6 +125,7 @@ def test_server_on_a_busy_port_is_a_one_line_error(
     assert f"api.host:api.port 127.0.0.1:{port}" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_events_reach_the_browser_as_they_happen(config_file: Path, tmp_path: Path) -> None:
     port = _free_port()
     store = RunStore(f"sqlite:///{tmp_path / 'home' / 'medfed.db'}")

@@ -27,6 +27,7 @@ pytest_plugins = ["browser.fixtures"]
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(
         not os.environ.get("MEDFED_TEST_CHROMIUM"),
         reason="browser tests: set MEDFED_TEST_CHROMIUM=/usr/bin/chromium",

@@ -19,6 +19,7 @@ RUNNER_PRESENT = importlib.util.find_spec("medfed.federation.runner") is not Non
 
 pytestmark = [
     pytest.mark.browser,
+    pytest.mark.slow,
     pytest.mark.skipif(
         not os.environ.get("MEDFED_TEST_CHROMIUM"),
         reason="browser tests: set MEDFED_TEST_CHROMIUM=/usr/bin/chromium",
@@ -31,7 +32,6 @@ pytestmark = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     not RUNNER_PRESENT, reason="needs medfed.federation.runner (federated runs) to start a run"
 )

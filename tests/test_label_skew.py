@@ -237,6 +237,7 @@ def test_scaffold_with_differential_privacy_is_a_config_error() -> None:
         load_config(None, {"federated.loss_correction": "focal"})
 
 
+@pytest.mark.slow
 def test_a_simulated_scaffold_run_keeps_control_variates_at_each_hospital(
     kaggle_dataset: Path, tmp_path: Path
 ) -> None:

@@ -23,6 +23,7 @@ def labelled_probabilities(draw, min_classes=2, max_classes=5):
     return y_true, probs, num_classes
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(labelled_probabilities())
 def test_matches_sklearn(case):

@@ -60,6 +60,7 @@ def test_no_noise_means_no_privacy_and_no_rounds_means_none_spent() -> None:
     assert client_level_epsilon(1.0, 1.0, 0, 1e-5) == 0.0
 
 
+@pytest.mark.slow
 def test_noise_for_a_target_epsilon_reaches_it() -> None:
     noise = client_noise_multiplier(4.0, 1e-5, 0.5, rounds=20)
     reached = client_level_epsilon(noise, 0.5, 20, 1e-5)
@@ -89,6 +90,7 @@ def test_corrupted_accountant_state_is_an_error_not_a_reset(tmp_path) -> None:
         AccountantStore(path, "r").load()
 
 
+@pytest.mark.slow
 def test_the_prv_accountant_gives_a_tighter_epsilon_and_less_noise() -> None:
     history = [(1.0, 0.25, 80)]
     rdp = epsilon_from_history(history, 1e-5)

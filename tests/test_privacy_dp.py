@@ -131,6 +131,7 @@ def test_per_example_clipping_bounds_each_step() -> None:
     assert unclipped.norm() > 10 * lr * clip
 
 
+@pytest.mark.slow
 def test_training_spends_what_the_rdp_accountant_says_and_resumes_across_rounds(tmp_path) -> None:
     set_seed(0)
     x, y = images(48, size=16)
@@ -169,6 +170,7 @@ def test_training_spends_what_the_rdp_accountant_says_and_resumes_across_rounds(
     assert epsilons[0] < epsilons[1]
 
 
+@pytest.mark.slow
 def test_target_epsilon_is_reached_at_the_end_of_the_run_not_before(tmp_path) -> None:
     set_seed(1)
     x, y = images(32)

@@ -186,6 +186,7 @@ def seeded(store: RunStore, tmp_path: Path, kaggle_dataset: Path) -> tuple[str, 
     return seed_run(store, cfg, checkpoint_state=trained_state(cfg)), cfg
 
 
+@pytest.mark.slow
 def test_html_report_shows_every_section_with_the_run_numbers(store, seeded, tmp_path):
     run_id, _ = seeded
     path = build_report(store, run_id, tmp_path / "out", "html", platform=platform(tmp_path))
@@ -208,6 +209,7 @@ def test_html_report_shows_every_section_with_the_run_numbers(store, seeded, tmp
     assert "ROC curve not available" not in html
 
 
+@pytest.mark.slow
 def test_html_report_is_self_contained(store, seeded, tmp_path):
     run_id, _ = seeded
     html = build_report(store, run_id, tmp_path / "out", platform=platform(tmp_path)).read_text(
@@ -227,6 +229,7 @@ def test_html_report_is_self_contained(store, seeded, tmp_path):
     assert "<script" not in html.lower()
 
 
+@pytest.mark.slow
 def test_pdf_report_has_a_summary_page_and_chart_pages(store, seeded, tmp_path):
     run_id, _ = seeded
     path = build_report(store, run_id, tmp_path / "out", "pdf", platform=platform(tmp_path))

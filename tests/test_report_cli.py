@@ -32,6 +32,7 @@ def platform(tmp_path: Path, kaggle_dataset: Path) -> tuple[Path, str]:
     return config, run_id
 
 
+@pytest.mark.slow
 def test_report_command_writes_both_formats_and_says_where(platform, tmp_path, capsys):
     config, run_id = platform
     out = tmp_path / "reports"

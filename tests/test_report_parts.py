@@ -160,6 +160,7 @@ def test_a_run_that_failed_before_any_round_renders_in_both_formats(tmp_path):
     assert pdf.startswith(b"%PDF")
 
 
+@pytest.mark.slow
 def test_long_tables_continue_on_more_pdf_pages(tmp_path):
     clients = [
         ClientResultRecord(i, "r1", 1, f"site-{i}", "evaluate", "ok", 10, {"accuracy": 0.9},
@@ -174,6 +175,7 @@ def test_long_tables_continue_on_more_pdf_pages(tmp_path):
     assert len(re.findall(rb"/Type\s*/Page\b", pdf)) > 4
 
 
+@pytest.mark.slow
 def test_text_from_the_store_is_shown_as_written(tmp_path):
     hostile = "<script>alert(1)</script>"
     dollars = r"Site $\nosuchcommand$ B"  # no mathtext: "$...$" must not break the charts

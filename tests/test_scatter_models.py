@@ -24,6 +24,7 @@ def test_scatter_models_hold_only_their_head_and_take_any_size(name: str) -> Non
     assert incompatible_layers(model) == []  # DP-SGD trains it as it is
 
 
+@pytest.mark.slow
 def test_the_head_learns_from_fixed_scattering_features() -> None:
     torch.manual_seed(0)
     x = torch.rand(32, 1, 32, 32)
@@ -53,6 +54,7 @@ def test_scatter_models_need_a_side_divisible_by_4_and_no_group_norm_for_dp() ->
     assert cfg.privacy.accountant == "prv"
 
 
+@pytest.mark.slow
 def test_a_dp_run_of_a_scatter_model_caches_features_once_per_hospital(
     kaggle_dataset: Path, tmp_path: Path
 ) -> None:

@@ -6,9 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from medfed.store import RunStore
 
 
+@pytest.mark.slow
 def test_writes_survive_a_second_store_and_another_process_closing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'medfed.db'}"
     first = RunStore(url)  # as the run's worker process opens it
