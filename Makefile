@@ -1,4 +1,5 @@
-# medfed: `make demo` and `make test` set up everything they need, then do their job.
+# medfed: `make demo`, `make test`, `make test-fast` and `make lint` set up everything they need,
+# then do their job.
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -13,7 +14,7 @@ export FLWR_DISABLE_UPDATE_CHECK := 1
 export RAY_USAGE_STATS_ENABLED := 0
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test lint bench web clean
+.PHONY: setup demo test test-fast lint bench web clean
 
 setup: $(SETUP_STAMP) $(WEB_STAMP)
 
@@ -38,9 +39,13 @@ test: setup
 	$(PY) -m pytest
 	cd web && npm test
 
+test-fast: setup
+	$(PY) -m pytest -m "not slow"
+
 lint: setup
 	$(VENV)/bin/ruff check src tests bench
 	$(VENV)/bin/ruff format --check src tests bench
+	$(VENV)/bin/mypy
 	cd web && npm run lint && npm test
 
 bench: setup
