@@ -180,6 +180,9 @@ def client_command(
     insecure: bool = typer.Option(
         False, "--insecure", help="plain HTTP, no key (a platform started with --insecure)"
     ),
+    threads: int = typer.Option(
+        0, min=0, max=1024, help="CPU threads for training (0: the run's training.threads)"
+    ),
 ) -> None:
     """Connect this hospital to a medfed platform; its images never leave this machine."""
     from medfed.data.datasets import load_image_set
@@ -207,7 +210,9 @@ def client_command(
         f"hospital {name or '(unnamed)'}: {len(data_set.labels)} images "
         f"({', '.join(data_set.class_names)}) ready; connected to {link.server_address}"
     )
-    code = run_hospital(cfg, link, data_path=data, port=port, name=name or "hospital")
+    code = run_hospital(
+        cfg, link, data_path=data, port=port, name=name or "hospital", threads=threads
+    )
     if code:
         raise FederationError(
             f"this hospital's Flower SuperNode stopped (exit {code}); the lines above say why"

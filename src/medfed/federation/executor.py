@@ -24,7 +24,8 @@ from medfed.federation.lifetime import die_with_parent
 
 log = logging.getLogger("medfed.executor")
 
-POLL_INTERVAL_S = 0.05
+POLL_INTERVAL_S = 0.05  # right after a task: the next message of a round comes soon
+IDLE_POLL_S = 0.5  # the longest wait between looks when no task came for a while
 MEDFED_APP = "medfed/medfed-app"  # publisher/name of the app `medfed run --deploy` submits
 
 
@@ -85,8 +86,14 @@ def run_task(address: str, token: str, app: Callable) -> None:
             client.close()
 
 
+def next_wait(wait_s: float, poll_s: float) -> float:
+    """The wait after an empty look: half as long again, up to :data:`IDLE_POLL_S`."""
+    return min(max(wait_s * 1.5, poll_s), max(IDLE_POLL_S, poll_s))
+
+
 def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVAL_S) -> None:
-    """Take ClientApp tasks from the SuperNode at ``127.0.0.1:runtime_port`` until ``stop``."""
+    """Take ClientApp tasks from the SuperNode at ``127.0.0.1:runtime_port`` until ``stop``:
+    every ``poll_s`` after a task, backing off to :data:`IDLE_POLL_S` while none comes."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.constant import TaskType
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
@@ -104,6 +111,7 @@ def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVA
         retry_invoker=make_simple_http_retry_invoker(),
     )
     log.info("taking tasks from the SuperNode at %s", address)
+    wait_s = poll_s
     try:
         while not stop.is_set():
             reply = tasks.AcquireTask(
@@ -111,8 +119,10 @@ def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVA
             )
             if reply.HasField("task") and reply.token:
                 run_task(address, reply.token, app)
+                wait_s = poll_s
             else:
-                stop.wait(poll_s)
+                stop.wait(wait_s)
+                wait_s = next_wait(wait_s, poll_s)
     finally:
         tasks.close()
 
@@ -124,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per look for a task
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

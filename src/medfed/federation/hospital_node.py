@@ -52,11 +52,14 @@ class HospitalLink:
 
 
 def supernode_command(
-    link: HospitalLink, *, data_path: Path, port: int, home: Path, name: str
+    link: HospitalLink, *, data_path: Path, port: int, home: Path, name: str, threads: int = 0
 ) -> list[str]:
     """The SuperNode, leaving its ClientApp tasks to medfed's executor (process isolation);
-    ``name`` is only a label in its own node config."""
+    ``name`` is only a label in its own node config; ``threads``: torch threads (0: the run's
+    ``training.threads``)."""
     node_config = f'data-path="{Path(data_path).resolve()}" hospital="{name}" home="{home}"'
+    if threads:
+        node_config += f" threads={int(threads)}"
     command = [
         sys.executable,
         "-m",
@@ -86,14 +89,22 @@ def executor_command(port: int) -> list[str]:
 
 
 def run_hospital(
-    cfg: MedfedConfig, link: HospitalLink, *, data_path: Path, port: int, name: str
+    cfg: MedfedConfig,
+    link: HospitalLink,
+    *,
+    data_path: Path,
+    port: int,
+    name: str,
+    threads: int = 0,
 ) -> int:
     """Run the SuperNode and the executor until the SuperNode ends (its exit code) or this
     process is stopped (Ctrl-C, SIGTERM: 0); a dead executor is restarted."""
     home = Path(cfg.home).resolve()
     env = child_env(flower_env(cfg))
     supernode = subprocess.Popen(
-        supernode_command(link, data_path=data_path, port=port, home=home, name=name),
+        supernode_command(
+            link, data_path=data_path, port=port, home=home, name=name, threads=threads
+        ),
         env=env,
         start_new_session=True,
     )
@@ -129,6 +140,7 @@ def start_hospital(
     data_path: Path,
     port: int,
     name: str = "hospital",
+    threads: int = 0,
     log_file: Path | None = None,
 ) -> subprocess.Popen:
     """:func:`run_hospital` in a background process of its own session (stop it with
@@ -147,6 +159,8 @@ def start_hospital(
         str(Path(cfg.home).resolve()),
         "--name",
         name,
+        "--threads",
+        str(threads),
     ]
     if link.ca_path is None:
         command.append("--insecure")
@@ -174,12 +188,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ca", type=Path)
     parser.add_argument("--key", type=Path)
     parser.add_argument("--insecure", action="store_true")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the run's)")
     args = parser.parse_args(argv)
     die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_config(None, {"home": args.home})
     link = HospitalLink(args.server, None if args.insecure else args.ca, args.key)
-    return run_hospital(cfg, link, data_path=args.data, port=args.port, name=args.name)
+    return run_hospital(
+        cfg, link, data_path=args.data, port=args.port, name=args.name, threads=args.threads
+    )
 
 
 if __name__ == "__main__":

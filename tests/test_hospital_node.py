@@ -1,0 +1,28 @@
+"""A hospital's processes: the SuperNode's command line and the executor's polling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from medfed.federation.executor import IDLE_POLL_S, POLL_INTERVAL_S, next_wait
+from medfed.federation.hospital_node import HospitalLink, supernode_command
+
+
+def node_config(command: list[str]) -> str:
+    return command[command.index("--node-config") + 1]
+
+
+def test_threads_reach_the_node_config_only_when_set(tmp_path: Path) -> None:
+    link = HospitalLink("platform:9092", tmp_path / "ca.pem", tmp_path / "north.key")
+    common = {"data_path": tmp_path, "port": 9094, "home": tmp_path, "name": "north"}
+    assert " threads=" not in node_config(supernode_command(link, **common))
+    assert node_config(supernode_command(link, threads=1, **common)).endswith(" threads=1")
+
+
+def test_an_idle_executor_looks_less_often_up_to_a_cap() -> None:
+    waits = [POLL_INTERVAL_S]
+    for _ in range(20):
+        waits.append(next_wait(waits[-1], POLL_INTERVAL_S))
+    assert waits == sorted(waits) and waits[1] > waits[0]
+    assert waits[-1] == IDLE_POLL_S
+    assert next_wait(2.0, 2.0) == 2.0  # a slower poll asked for stays as asked
