@@ -48,7 +48,7 @@ from rich.table import Table
 
 from _common import simulate_run
 from medfed.config import load_config
-from medfed.federation.audit import audit_run
+from medfed.federation.run_audit import audit_run
 from medfed.federation.runner import absolute_paths
 
 COMPRESSION_TOLERANCE_POINTS = 1.0

@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from medfed.errors import PrivacyError
-from medfed.privacy.audit import AuditResult, membership_audit, per_example_loss
+from medfed.privacy.membership_inference import AuditResult, membership_audit, per_example_loss
 
 torch.set_num_threads(1)
 CLASSES = 10

@@ -11,7 +11,7 @@ from medfed import cli
 from medfed.config import load_config
 from medfed.data.synthetic import write_synthetic_dataset
 from medfed.errors import FederationError
-from medfed.federation.audit import audit_run
+from medfed.federation.run_audit import audit_run
 from medfed.store import RunStore
 from simulated import simulate
 

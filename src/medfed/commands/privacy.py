@@ -28,7 +28,7 @@ def audit(
     seed: Annotated[int, typer.Option("--seed", help="seed of the subsamples")] = 0,
 ) -> None:
     """Can an attacker tell the hospitals' training images from unseen ones? (simulated runs)"""
-    from medfed.federation.audit import audit_run
+    from medfed.federation.run_audit import audit_run
     from medfed.store import RunStore
 
     cfg = load_config(config)

@@ -22,7 +22,7 @@ from medfed.data.loader import ArrayLoader
 from medfed.data.transforms import eval_transform
 from medfed.errors import FederationError
 from medfed.federation.hospital import build_run_model, open_hospital
-from medfed.privacy.audit import AuditResult, membership_audit
+from medfed.privacy.membership_inference import AuditResult, membership_audit
 from medfed.store import CheckpointRecord, RunRecord, RunStore
 from medfed.store.artifacts import ArtifactStore, home_of_checkpoint
 
