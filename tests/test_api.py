@@ -1,4 +1,4 @@
-"""The REST API's auth, config, templates, hospitals, audit log and web UI serving, on a real
+"""The REST API's auth, config, templates, hospitals, activity log and web UI serving, on a real
 SQLite RunStore."""
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ PROTECTED_ROUTES = [
     ("GET", "/api/templates"),
     ("POST", "/api/templates"),
     ("GET", "/api/templates/NAME"),
-    ("GET", "/api/audit"),
+    ("GET", "/api/activity"),
 ]
 ADMIN_ROUTES = [
     ("POST", "/api/runs", {"name": "x", "config": {}}),
@@ -47,7 +47,7 @@ ADMIN_ROUTES = [
     ("POST", "/api/runs/RUN/stop", None),
     ("GET", "/api/runs/RUN/model", None),
     ("POST", "/api/templates", {"name": "t", "config": {}}),
-    ("GET", "/api/audit", None),
+    ("GET", "/api/activity", None),
 ]
 
 
@@ -72,7 +72,7 @@ def test_login_returns_token_sets_cookie_and_is_audited(
     cookie = response.headers["set-cookie"]
     assert cookie.startswith(f"{SESSION_COOKIE}={body['token']}")
     assert "HttpOnly" in cookie and "SameSite=lax" in cookie and "Max-Age=43200" in cookie
-    entry = store.audit_log(limit=1)[0]
+    entry = store.activity_log(limit=1)[0]
     assert (entry.user, entry.action, entry.target) == ("alice", "login", "alice")
 
 
@@ -83,7 +83,7 @@ def test_login_with_wrong_password_is_refused_and_audited(
     assert response.status_code == 401
     assert "wrong user name or password" in response.json()["detail"]
     assert SESSION_COOKIE not in response.headers.get("set-cookie", "")
-    entry = store.audit_log(limit=1)[0]
+    entry = store.activity_log(limit=1)[0]
     assert (entry.user, entry.action, entry.target) == (None, "login.failed", "alice")
 
 
@@ -99,7 +99,7 @@ def test_repeated_wrong_passwords_are_throttled_for_that_user_only(
     assert refused.status_code == 429  # even the right password, until the window passes
     assert "too many wrong passwords for 'alice'" in refused.json()["detail"]
     assert 0 < int(refused.headers["Retry-After"]) <= 300
-    assert store.audit_log(limit=1)[0].action == "login.throttled"
+    assert store.activity_log(limit=1)[0].action == "login.throttled"
     assert attempt(VIEWER[0], VIEWER[1]) == 200  # another user is not affected
 
 
@@ -175,7 +175,7 @@ def test_tampered_role_claim_is_refused(client: TestClient) -> None:
     signature = token.split(".")[1]
     admin_body = TokenSigner(b"x").issue("victor", "admin").split(".")[0]
     response = client.get(
-        "/api/audit", headers={"Authorization": f"Bearer {admin_body}.{signature}"}
+        "/api/activity", headers={"Authorization": f"Bearer {admin_body}.{signature}"}
     )
     assert response.status_code == 401
 
@@ -237,7 +237,7 @@ def test_templates_save_list_get(client: TestClient, store: RunStore) -> None:
     assert one.status_code == 200 and one.json()["config"] == config
     missing = client.get("/api/templates/nope", headers=viewer)
     assert missing.status_code == 404 and "nope" in missing.json()["detail"]
-    assert any(e.action == "template.save" and e.target == "prox" for e in store.audit_log())
+    assert any(e.action == "template.save" and e.target == "prox" for e in store.activity_log())
 
 
 def test_template_with_a_bad_value_is_a_422_naming_the_key(client: TestClient) -> None:
@@ -272,11 +272,11 @@ def test_hospitals_list_their_runs_and_online_status(
     assert by_name["h-south"]["status"] == "offline"
 
 
-def test_audit_log_pages_newest_first(client: TestClient) -> None:
+def test_activity_log_pages_newest_first(client: TestClient) -> None:
     for _ in range(3):
         login(client, VIEWER)
     admin = login(client, ADMIN)
-    first = client.get("/api/audit?page=1&page_size=2", headers=admin)
+    first = client.get("/api/activity?page=1&page_size=2", headers=admin)
     assert first.status_code == 200
     page = first.json()
     assert page["total"] == 4 and page["page"] == 1 and page["page_size"] == 2
@@ -284,9 +284,9 @@ def test_audit_log_pages_newest_first(client: TestClient) -> None:
         ("alice", "login"),
         ("victor", "login"),
     ]
-    rest = client.get("/api/audit?page=2&page_size=2", headers=admin).json()
+    rest = client.get("/api/activity?page=2&page_size=2", headers=admin).json()
     assert [e["user"] for e in rest["items"]] == ["victor", "victor"]
-    assert client.get("/api/audit?page=0", headers=admin).status_code == 422
+    assert client.get("/api/activity?page=0", headers=admin).status_code == 422
 
 
 def test_large_responses_are_gzipped(client: TestClient) -> None:

@@ -81,9 +81,9 @@ def test_runs_created_listed_and_audited(client: TestClient, store: RunStore) ->
         "/api/runs", json={"name": "x", "config": {"federated": {"rounds": -1}}}, headers=admin
     )
     assert bad.json()["detail"][0]["loc"] == ["body", "config", "federated", "rounds"]
-    audit = client.get("/api/audit?page_size=100", headers=admin).json()
-    assert audit["total"] == 5
-    assert [e["action"] for e in audit["items"]].count("run.create") == 3
+    activity = client.get("/api/activity?page_size=100", headers=admin).json()
+    assert activity["total"] == 5
+    assert [e["action"] for e in activity["items"]].count("run.create") == 3
 
 
 def test_events_stream_from_the_database(client: TestClient, store: RunStore) -> None:

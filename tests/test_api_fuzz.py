@@ -131,7 +131,7 @@ def sections(tmp_path: Path) -> dict:
 @pytest.mark.parametrize(
     "query",
     [
-        "/api/audit?page=173435244283302783221760&page_size=66",  # was a 500 (SQLite overflow)
+        "/api/activity?page=173435244283302783221760&page_size=66",  # was a 500 (SQLite overflow)
         "/api/runs?page=173435244283302783221760",
         "/api/runs?until=0.5",  # a number is no date-time (was accepted)
         "/api/runs?since=2026-12-01",  # nor is a date alone
@@ -168,7 +168,7 @@ def test_the_last_event_id_header_is_digits(client: TestClient, store: RunStore)
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("TRACE", "/api/audit", "GET, HEAD"),  # was a 404
+        ("TRACE", "/api/activity", "GET, HEAD"),  # was a 404
         ("GET", "/api/auth/login", "POST"),  # was the web UI's 404
         ("OPTIONS", "/api/hospitals", "GET, HEAD, POST"),  # Allow named only GET
         ("OPTIONS", "/api/templates", "GET, HEAD, POST"),

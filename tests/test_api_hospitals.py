@@ -59,7 +59,7 @@ def test_admin_adds_a_hospital_and_gets_its_key_once(
     listed = client.get("/api/hospitals", headers=login(client, VIEWER)).json()
     assert [h["name"] for h in listed] == ["st-marys"]
     assert "private_key" not in listed[0]
-    entries = [(e.user, e.action, e.target) for e in store.audit_log()]
+    entries = [(e.user, e.action, e.target) for e in store.activity_log()]
     assert (ADMIN[0], "hospital.add", "st-marys") in entries
 
 
@@ -96,7 +96,7 @@ def test_remove_withdraws_the_key_keeps_the_history_and_is_audited(
     assert client.delete("/api/hospitals/south", headers=admin).status_code == 409
     assert client.delete("/api/hospitals/nowhere", headers=admin).status_code == 404
     assert (ADMIN[0], "hospital.remove", "south") in [
-        (e.user, e.action, e.target) for e in store.audit_log()
+        (e.user, e.action, e.target) for e in store.activity_log()
     ]
     # A removed hospital's name can be registered again, with a new key.
     assert add(client, admin, "south").json()["hospital"]["fingerprint"] != removed["fingerprint"]

@@ -54,6 +54,6 @@ def test_run_started_from_the_api_streams_to_the_end_and_gives_its_model(
     assert content["state_dict"] and all(
         isinstance(t, torch.Tensor) for t in content["state_dict"].values()
     )
-    actions = [(e.action, e.target) for e in store.audit_log()]
+    actions = [(e.action, e.target) for e in store.activity_log()]
     for action in ("run.create", "run.start", "model.download"):
         assert (action, run_id) in actions

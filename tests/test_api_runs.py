@@ -160,7 +160,7 @@ def test_create_run_without_start_merges_over_server_defaults(
     assert set(config) == set(RUN_SECTIONS)  # the platform's home and secrets stay its own
     stored = store.get_run(run["id"])
     assert stored.config["federated"]["strategy"] == "FedProx"
-    actions = [(e.action, e.target) for e in store.audit_log()]
+    actions = [(e.action, e.target) for e in store.activity_log()]
     assert ("run.create", run["id"]) in actions
     assert ("run.start", run["id"]) not in actions
 
@@ -195,7 +195,7 @@ def test_stop_a_pending_run(client: TestClient, store: RunStore, admin: dict[str
     assert [e.type for e in store.events(created["id"])] == ["run_stopped"]
     stream = client.get(f"/api/runs/{created['id']}/events", headers=admin)
     assert [m["event"] for m in parse_sse(stream.text)] == ["run_stopped"]
-    assert ("run.stop", created["id"]) in [(e.action, e.target) for e in store.audit_log()]
+    assert ("run.stop", created["id"]) in [(e.action, e.target) for e in store.activity_log()]
     again = client.post(f"/api/runs/{created['id']}/stop", headers=admin)
     assert again.status_code == 409 and "stopped" in again.json()["detail"]
 
@@ -207,7 +207,7 @@ def test_start_refuses_a_finished_run(
     response = client.post(f"/api/runs/{run_id}/start", headers=admin)
     assert response.status_code == 409
     assert "finished" in response.json()["detail"]
-    assert "run.start" not in [e.action for e in store.audit_log()]
+    assert "run.start" not in [e.action for e in store.activity_log()]
 
 
 def test_settings_that_contradict_the_defaults_are_a_409_naming_them(
@@ -410,7 +410,7 @@ def test_model_download_is_a_loadable_state_dict_and_audited(
     assert torch.equal(first_state["weight"], states[1]["weight"])
     missing = client.get(f"/api/runs/{run_id}/model?round=7", headers=admin)
     assert missing.status_code == 404 and "round 7" in missing.json()["detail"]
-    downloads = [e for e in store.audit_log() if e.action == "model.download"]
+    downloads = [e for e in store.activity_log() if e.action == "model.download"]
     assert [(e.user, e.target, e.detail) for e in downloads] == [
         ("alice", run_id, {"round": 1}),
         ("alice", run_id, {"round": 2}),
@@ -462,7 +462,7 @@ def test_report_download_is_built_and_audited(
     assert f"reported_run-{run_id[:8]}-report.{fmt}" in response.headers["content-disposition"]
     if fmt == "html":
         assert "reported run" in response.text
-    entry = store.audit_log(limit=1)[0]
+    entry = store.activity_log(limit=1)[0]
     assert (entry.user, entry.action, entry.target, entry.detail) == (
         "victor",
         "report.download",

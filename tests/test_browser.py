@@ -254,7 +254,7 @@ def test_run_detail_downloads_model_and_report(tab: Page, server: Server, tmp_pa
     report_download.value.save_as(report_path)
     assert report_path.suffix == ".html"
     assert "detail-run" in report_path.read_text(encoding="utf-8")
-    actions = [entry.action for entry in server.store.audit_log()]
+    actions = [entry.action for entry in server.store.activity_log()]
     assert "model.download" in actions and "report.download" in actions
 
 

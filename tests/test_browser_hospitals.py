@@ -106,7 +106,7 @@ def test_add_a_hospital_take_its_key_and_remove_it(
     expect(tab.get_by_test_id("remove-st-marys")).to_have_count(0)
     expect(tab.get_by_test_id("registered-count")).to_have_text("0")
     assert not server.store.get_hospital("st-marys").registered
-    actions = [(e.action, e.target) for e in server.store.audit_log()]
+    actions = [(e.action, e.target) for e in server.store.activity_log()]
     assert ("hospital.add", "st-marys") in actions
     assert ("hospital.remove", "st-marys") in actions
     screenshot(tab, "hospitals-removed")

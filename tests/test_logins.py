@@ -108,7 +108,7 @@ def test_spraying_many_user_names_from_one_address_is_throttled(
     refused = _login(client, *ADMIN)  # even a right password, from that address
     assert refused.status_code == 429
     assert "too many wrong passwords from testclient" in refused.json()["detail"]
-    entry = store.audit_log(limit=1)[0]
+    entry = store.activity_log(limit=1)[0]
     assert entry.action == "login.throttled" and entry.detail["limit"] == "address"
 
 
@@ -133,7 +133,7 @@ def test_forwarded_for_is_ignored_from_an_untrusted_peer(store: RunStore, tmp_pa
         spoofed = {"X-Forwarded-For": f"198.51.100.{i}"}
         assert _login(direct, ADMIN[0], WRONG, **spoofed).status_code == 401
     assert _login(direct, ADMIN[0], WRONG, **{"X-Forwarded-For": "1.1.1.1"}).status_code == 429
-    addresses = {e.detail["address"] for e in store.audit_log() if e.action == "login.failed"}
+    addresses = {e.detail["address"] for e in store.activity_log() if e.action == "login.failed"}
     assert addresses == {"192.0.2.10"}
 
 
@@ -146,7 +146,7 @@ def test_forwarded_for_is_honoured_from_a_trusted_proxy(store: RunStore, tmp_pat
     blocked = _login(proxy, *ADMIN, **{"X-Forwarded-For": "198.51.100.1"})
     other = _login(proxy, *ADMIN, **{"X-Forwarded-For": "198.51.100.2, 10.0.0.7"})
     assert (blocked.status_code, other.status_code) == (429, 200)
-    failed = {e.detail["address"] for e in store.audit_log() if e.action == "login.failed"}
+    failed = {e.detail["address"] for e in store.activity_log() if e.action == "login.failed"}
     assert failed == {"198.51.100.1"}
 
 
@@ -339,7 +339,7 @@ def test_users_add_and_passwd_read_the_password_from_stdin(
         assert store.verify_user("ada", "first-password") is None
         assert store.verify_user("ada", "second-password") is not None
         assert store.get_user("ada").token_version == version + 1
-        assert [e.action for e in store.audit_log()][:2] == ["user.password", "user.add"]
+        assert [e.action for e in store.activity_log()][:2] == ["user.password", "user.add"]
     monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
     assert cli.main(["users", "add", "bob", "--db", url]) == 2
     assert "no password on stdin" in capsys.readouterr().err

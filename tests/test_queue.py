@@ -286,7 +286,7 @@ def test_the_api_queues_runs_shows_their_place_and_cancels_them(
     assert (cancelled.json()["status"], cancelled.json()["queue_position"]) == ("stopped", None)
     refused = client.post(f"/api/runs/{waiting}/cancel", headers=admin)
     assert refused.status_code == 409 and "not queued" in refused.json()["detail"]
-    actions = [(e.action, e.target) for e in store.audit_log()]
+    actions = [(e.action, e.target) for e in store.activity_log()]
     assert ("run.cancel", waiting) in actions
     stream = client.get(f"/api/runs/{waiting}/events", headers=viewer)
     assert "run_queued" in stream.text and stream.text.rstrip().endswith(

@@ -155,7 +155,8 @@ def test_users_add_and_list(db_url: str, capsys, monkeypatch: pytest.MonkeyPatch
     assert code == 0 and "ada" in out and "admin" in out
     with RunStore(db_url) as store:
         assert store.verify_user("ada", "correct horse") is not None
-        assert store.audit_log()[0].action == "user.add" and store.audit_log()[0].target == "ada"
+        entry = store.activity_log()[0]
+        assert entry.action == "user.add" and entry.target == "ada"
 
 
 def test_users_add_prompts_for_hidden_password(db_url: str) -> None:

@@ -407,16 +407,16 @@ def test_users_hash_and_verify(store: RunStore) -> None:
         store.add_user("carol", "short", "viewer")
 
 
-def test_audit_log_newest_first(store: RunStore) -> None:
-    store.audit("ada", "login", None)
-    store.audit("ada", "run.create", "run-1", {"strategy": "FedAvg"})
-    store.audit(None, "model.download", "run-1/round_3")
-    entries = store.audit_log()
+def test_activity_log_newest_first(store: RunStore) -> None:
+    store.log_activity("ada", "login", None)
+    store.log_activity("ada", "run.create", "run-1", {"strategy": "FedAvg"})
+    store.log_activity(None, "model.download", "run-1/round_3")
+    entries = store.activity_log()
     assert [e.action for e in entries] == ["model.download", "run.create", "login"]
     assert entries[1].detail == {"strategy": "FedAvg"} and entries[1].user == "ada"
     assert entries[0].user is None and _close_to_now(entries[0].at)
-    assert [e.action for e in store.audit_log(limit=1, offset=1)] == ["run.create"]
-    assert store.count_audit() == 3
+    assert [e.action for e in store.activity_log(limit=1, offset=1)] == ["run.create"]
+    assert store.count_activity() == 3
 
 
 def test_templates_save_replace_and_get(store: RunStore) -> None:

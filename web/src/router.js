@@ -43,10 +43,10 @@ const routes = [
     meta: { title: 'Hospitals' },
   },
   {
-    path: '/audit',
-    name: 'audit',
-    component: () => import('./views/AuditView.vue'),
-    meta: { title: 'Audit log', admin: true },
+    path: '/activity',
+    name: 'activity',
+    component: () => import('./views/ActivityView.vue'),
+    meta: { title: 'Activity log', admin: true },
   },
   {
     path: '/:pathMatch(.*)*',

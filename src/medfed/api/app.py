@@ -16,7 +16,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from medfed import __version__
 from medfed.api import static
 from medfed.api.errors import document_errors
-from medfed.api.routes import audit, auth, config, health, hospitals, run_results, runs, templates
+from medfed.api.routes import (
+    activity,
+    auth,
+    config,
+    health,
+    hospitals,
+    run_results,
+    runs,
+    templates,
+)
 from medfed.api.security import (
     LoginThrottle,
     SecurityHeaders,
@@ -37,7 +46,7 @@ API_PREFIX = "/api"
 
 def _api_router() -> APIRouter:
     api = APIRouter(prefix=API_PREFIX)
-    for module in (health, auth, config, runs, run_results, hospitals, templates, audit):
+    for module in (health, auth, config, runs, run_results, hospitals, templates, activity):
         api.include_router(module.router)
     return api
 

@@ -253,7 +253,7 @@ class TemplateOut(BaseModel):
     created_at: datetime
 
 
-class AuditEntryOut(BaseModel):
+class ActivityEntryOut(BaseModel):
     at: datetime
     user: str | None
     action: str
@@ -261,8 +261,8 @@ class AuditEntryOut(BaseModel):
     detail: dict[str, Any] | None
 
 
-class AuditPage(BaseModel):
-    items: list[AuditEntryOut]
+class ActivityPage(BaseModel):
+    items: list[ActivityEntryOut]
     total: int
     page: int
     page_size: int

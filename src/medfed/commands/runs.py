@@ -146,7 +146,7 @@ def cancel_run(
         if not store.set_status(full_id, RunStatus.STOPPED, only_from=(RunStatus.QUEUED,)):
             raise FederationError(f"run {full_id} is {run.status}, not queued: nothing to cancel")
         store.publish(full_id, EventType.RUN_STOPPED, {"cancelled": True})
-        store.audit(f"cli:{getpass.getuser()}", "run.cancel", full_id)
+        store.log_activity(f"cli:{getpass.getuser()}", "run.cancel", full_id)
     Console().print(f"run [bold]{full_id}[/] left the queue (stopped)")
 
 
@@ -173,7 +173,7 @@ def add_user(
     secret = read_password(confirm=True)
     with open_store(config, db) as store:
         user = store.add_user(name, secret, role)
-        store.audit(f"cli:{getpass.getuser()}", "user.add", user.name, {"role": user.role})
+        store.log_activity(f"cli:{getpass.getuser()}", "user.add", user.name, {"role": user.role})
     Console().print(f"user [bold]{user.name}[/] added with role {user.role}")
 
 
@@ -189,7 +189,7 @@ def change_password(
     secret = read_password(confirm=True)
     with open_store(config, db) as store:
         user = store.set_password(name, secret)
-        store.audit(f"cli:{getpass.getuser()}", "user.password", user.name)
+        store.log_activity(f"cli:{getpass.getuser()}", "user.password", user.name)
     Console().print(f"new password for [bold]{user.name}[/]; their open sessions have ended")
 
 

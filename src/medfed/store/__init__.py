@@ -3,7 +3,7 @@ encrypted model artifacts. SQLite by default; MySQL/MariaDB and PostgreSQL by UR
 
 from medfed.store.artifacts import ArtifactStore
 from medfed.store.records import (
-    AuditRecord,
+    ActivityRecord,
     CheckpointRecord,
     ClientResultRecord,
     EventRecord,
@@ -33,8 +33,8 @@ __all__ = [
     "ENDED_ON_ITS_OWN",
     "FINAL_STATUSES",
     "TERMINAL_EVENTS",
+    "ActivityRecord",
     "ArtifactStore",
-    "AuditRecord",
     "CheckpointRecord",
     "ClientResultRecord",
     "EventRecord",

@@ -1,4 +1,4 @@
-"""Accounts: users and their passwords, revoked login tokens, and the audit log."""
+"""Accounts: users and their passwords, revoked login tokens, and the activity log."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from medfed.errors import StoreError
 from medfed.store import models as m
 from medfed.store.base import StoreBase, check_choice, from_row, jsonable
 from medfed.store.passwords import hash_password, verify_password
-from medfed.store.records import AuditRecord, UserRecord
+from medfed.store.records import ActivityRecord, UserRecord
 from medfed.store.vocabulary import Role
 
 MIN_PASSWORD_LENGTH = 8
 
 
 class AccountsMixin(StoreBase):
-    """The users, revoked tokens and audit tables."""
+    """The users, revoked tokens and activity log tables."""
 
     def add_user(self, name: str, password: str, role: str) -> UserRecord:
         """Create a user with a scrypt-hashed password."""
@@ -95,35 +95,35 @@ class AccountsMixin(StoreBase):
                 for u in session.scalars(select(m.User).order_by(m.User.name))
             ]
 
-    def audit(
+    def log_activity(
         self,
         user: str | None,
         action: str,
         target: str | None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        """Append who did what to which target to the audit log."""
-        entry = m.AuditEntry(
+        """Append who did what to which target to the activity log."""
+        entry = m.ActivityEntry(
             user=user, action=action, target=target, detail=jsonable(detail, "detail")
         )
         with self._session() as session:
             session.add(entry)
 
-    def audit_log(self, limit: int = 100, offset: int = 0) -> list[AuditRecord]:
+    def activity_log(self, limit: int = 100, offset: int = 0) -> list[ActivityRecord]:
         """Audit entries, newest first."""
         with self._session() as session:
             rows = session.scalars(
-                select(m.AuditEntry)
-                .order_by(m.AuditEntry.at.desc(), m.AuditEntry.id.desc())
+                select(m.ActivityEntry)
+                .order_by(m.ActivityEntry.at.desc(), m.ActivityEntry.id.desc())
                 .limit(limit)
                 .offset(offset)
             ).all()
-            return [from_row(AuditRecord, row) for row in rows]
+            return [from_row(ActivityRecord, row) for row in rows]
 
-    def count_audit(self) -> int:
-        """How many entries the audit log holds."""
+    def count_activity(self) -> int:
+        """How many entries the activity log holds."""
         with self._session() as session:
-            return session.scalar(select(func.count()).select_from(m.AuditEntry)) or 0
+            return session.scalar(select(func.count()).select_from(m.ActivityEntry)) or 0
 
 
 def _check_password(password: str) -> None:

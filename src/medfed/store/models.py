@@ -188,7 +188,9 @@ class RevokedToken(Base):
     revoked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class AuditEntry(Base):
+class ActivityEntry(Base):
+    """One line of the activity log: who did what to which target (table kept as audit_log)."""
+
     __tablename__ = "audit_log"
 
     id: Mapped[int] = mapped_column(AutoId, primary_key=True, autoincrement=True)

@@ -107,7 +107,7 @@ class UserRecord:
 
 
 @dataclass(frozen=True, slots=True)
-class AuditRecord:
+class ActivityRecord:
     id: int
     at: datetime
     user: str | None

@@ -85,7 +85,7 @@ export const api = {
   templates: () => request('GET', '/templates'),
   template: (name) => request('GET', `/templates/${encodeURIComponent(name)}`),
   saveTemplate: (name, config) => request('POST', '/templates', { body: { name, config } }),
-  audit: (query) => request('GET', '/audit', { query }),
+  activity: (query) => request('GET', '/activity', { query }),
 }
 
 /** URLs fetched by the browser itself (downloads, the event stream): the cookie authenticates. */

@@ -26,7 +26,7 @@ def _checked_password(
     address = client_address(request, request.app.state.trusted_proxies)
     wait, which = throttle.reserve(address, username)
     if wait > 0:
-        store.audit(None, "login.throttled", username, {"address": address, "limit": which})
+        store.log_activity(None, "login.throttled", username, {"address": address, "limit": which})
         seconds = math.ceil(wait)
         source = f"from {address}" if which == "address" else f"for {username!r}"
         raise HTTPException(
@@ -36,7 +36,7 @@ def _checked_password(
         )
     user = store.verify_user(username, password)
     if user is None:
-        store.audit(None, "login.failed", username, {"address": address})
+        store.log_activity(None, "login.failed", username, {"address": address})
         return None
     throttle.succeeded(address, username)
     return user
@@ -74,7 +74,7 @@ def login(
     user = _checked_password(request, store, body.username, body.password)
     if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong user name or password")
-    store.audit(user.name, "login", user.name)
+    store.log_activity(user.name, "login", user.name)
     return _start_session(request, response, signer, user)
 
 
@@ -113,7 +113,7 @@ def change_password(
     if _checked_password(request, store, user.name, body.current_password) is None:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "the current password is wrong")
     changed = store.set_password(user.name, body.new_password)
-    store.audit(user.name, "user.password", user.name)
+    store.log_activity(user.name, "user.password", user.name)
     return _start_session(request, response, signer, changed)
 
 

@@ -2,7 +2,7 @@
 
 Admins add a hospital (the platform makes its key pair; the private key is shown once, to be
 handed over) and remove one (its key is refused from then on; its results stay). Every add
-and remove is written to the audit log.
+and remove is written to the activity log.
 """
 
 from __future__ import annotations
@@ -131,11 +131,11 @@ def add_hospital(
     except ConfigError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from None
     except FederationError as exc:  # the registration was withdrawn: the name stays free
-        store.audit(user.name, "hospital.add", body.name, {"error": str(exc)})
+        store.log_activity(user.name, "hospital.add", body.name, {"error": str(exc)})
         raise HTTPException(
             status.HTTP_502_BAD_GATEWAY, f"{exc}; the hospital was not added: try again"
         ) from None
-    store.audit(user.name, "hospital.add", record.name, {"fingerprint": record.fingerprint})
+    store.log_activity(user.name, "hospital.add", record.name, {"fingerprint": record.fingerprint})
     if isinstance(private_key, bytes):
         private_key = private_key.decode("ascii")
     key_file = f"{record.name}.key"
@@ -187,7 +187,7 @@ def remove_hospital(name: str, store: StoreDep, cfg: ConfigDep, user: AdminUser)
     except StoreError as exc:
         raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
     except FederationError as exc:
-        store.audit(user.name, "hospital.remove", name, {"error": str(exc)})
+        store.log_activity(user.name, "hospital.remove", name, {"error": str(exc)})
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, str(exc)) from None
-    store.audit(user.name, "hospital.remove", name, {"fingerprint": existing.fingerprint})
+    store.log_activity(user.name, "hospital.remove", name, {"fingerprint": existing.fingerprint})
     return hospital_out(record)

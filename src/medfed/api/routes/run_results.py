@@ -161,7 +161,7 @@ def model(
     except StoreError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    store.audit(user.name, "model.download", run_id, {"round": checkpoint.round})
+    store.log_activity(user.name, "model.download", run_id, {"round": checkpoint.round})
     return FileResponse(
         plain,
         media_type="application/octet-stream",
@@ -208,7 +208,7 @@ def report(
         format_,
         platform=cfg,
     )
-    store.audit(user.name, "report.download", run_id, {"format": format_})
+    store.log_activity(user.name, "report.download", run_id, {"format": format_})
     return FileResponse(
         path,
         media_type=REPORT_MEDIA_TYPES[format_],

@@ -168,10 +168,10 @@ def create_run(
 
     run_cfg = validate_run_config(cfg, posted_config(body.config), body.name)
     run_id = runner.create_run(run_cfg, store, mode=body.mode, created_by=user.name)
-    store.audit(user.name, "run.create", run_id, {"name": run_cfg.name, "mode": body.mode})
+    store.log_activity(user.name, "run.create", run_id, {"name": run_cfg.name, "mode": body.mode})
     if body.start:
         _start(run_id, body.mode, store, cfg, queue, fail_run=True)
-        store.audit(user.name, "run.start", run_id, {"mode": body.mode})
+        store.log_activity(user.name, "run.start", run_id, {"mode": body.mode})
     return run_detail(store.get_run(run_id), queue)
 
 
@@ -227,7 +227,7 @@ def start_run(
         raise conflict(f"run {run_id} is queued already (place {queue.position(run_id)})")
     resume = run.started_at is not None
     _start(run_id, run.mode, store, cfg, queue)
-    store.audit(user.name, "run.start", run_id, {"resume": resume})
+    store.log_activity(user.name, "run.start", run_id, {"resume": resume})
     return run_detail(store.get_run(run_id), queue)
 
 
@@ -254,7 +254,7 @@ def stop_run(
         runner.stop_run(run_id, store, Path(cfg.home))
     except FederationError as exc:
         raise conflict(str(exc)) from None
-    store.audit(user.name, "run.stop", run_id)
+    store.log_activity(user.name, "run.stop", run_id)
     return run_detail(store.get_run(run_id), queue)
 
 
@@ -274,5 +274,5 @@ def cancel_run(run_id: str, store: StoreDep, queue: QueueDep, user: AdminUser) -
         queue.cancel(run_id)
     except FederationError as exc:
         raise conflict(str(exc)) from None
-    store.audit(user.name, "run.cancel", run_id)
+    store.log_activity(user.name, "run.cancel", run_id)
     return run_detail(store.get_run(run_id), queue)

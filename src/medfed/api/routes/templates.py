@@ -35,7 +35,7 @@ def save_template(
     config = posted_config(body.config)
     validate_run_config(cfg, config)
     template = store.save_template(body.name, config, created_by=user.name)
-    store.audit(user.name, "template.save", body.name)
+    store.log_activity(user.name, "template.save", body.name)
     return TemplateOut.model_validate(template, from_attributes=True)
 
 
