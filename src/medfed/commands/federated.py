@@ -93,7 +93,7 @@ def run_command(
     The run joins the platform's run queue and starts when there is room
     (platform.max_concurrent_runs); while it waits, this command shows its place.
     """
-    from medfed.federation.follow import follow_run
+    from medfed.commands.progress import follow_run
     from medfed.federation.queue import RunQueue
     from medfed.federation.runner import create_run
 
@@ -229,8 +229,8 @@ def demo_command(
     ),
 ) -> None:
     """Real brain-MRI images, 4 simulated hospitals, live in the dashboard."""
+    from medfed.commands.progress import follow_run
     from medfed.data.demo import write_demo_dataset
-    from medfed.federation.follow import follow_run
     from medfed.federation.runner import start_run
 
     console.rule("[bold]medfed demo")
