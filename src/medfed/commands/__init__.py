@@ -11,6 +11,7 @@ MODULES = (
     "train",
     "federated",
     "runs",
+    "users",
     "platform",
     "hospitals",
     "report",

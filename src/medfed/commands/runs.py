@@ -1,10 +1,8 @@
-"""``medfed runs list|show`` (run history) and ``medfed users add|passwd|list`` (dashboard
-users)."""
+"""``medfed runs list|show|cancel``: the run history, and the store options other commands share."""
 
 from __future__ import annotations
 
 import getpass
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,14 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from medfed.config import load_config
-from medfed.errors import ConfigError, FederationError
+from medfed.errors import FederationError
 from medfed.store import (
     CheckpointRecord,
     ClientResultRecord,
     EventType,
     Metric,
     ResultStatus,
-    Role,
     RoundRecord,
     RunRecord,
     RunStatus,
@@ -34,7 +31,6 @@ runs_app = typer.Typer(
     help="Run history: list runs, show one run's rounds, hospitals and checkpoints.",
     no_args_is_help=True,
 )
-users_app = typer.Typer(help="Users of the dashboard.", no_args_is_help=True)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="medfed YAML config (database section)")
@@ -55,7 +51,6 @@ STATUS_STYLES = {
 
 def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
-    app.add_typer(users_app, name="users")
 
 
 def open_store(config: Path | None, db: str | None) -> RunStore:
@@ -100,7 +95,7 @@ def list_runs(
             _status(run.status, _queued(run.status, places.get(run.id))),
             f"{run.rounds_done}/{run.num_rounds}",
             _percent(run.best_accuracy),
-            _when(run.started_at),
+            format_moment(run.started_at),
             _duration(run.duration_s),
         )
     Console().print(table)
@@ -154,78 +149,6 @@ def _queued(status: str, place: int | None) -> str | None:
     return f"queued #{place}" if status == RunStatus.QUEUED and place else None
 
 
-@users_app.command("add")
-def add_user(
-    name: Annotated[str, typer.Argument(help="login name")],
-    role: Annotated[
-        str,
-        typer.Option(
-            click_type=click.Choice([r.value for r in Role]),
-            help="admin runs things; viewer watches",
-        ),
-    ] = Role.VIEWER.value,
-    password: Annotated[str | None, typer.Option(hidden=True)] = None,
-    config: ConfigOption = None,
-    db: DbOption = None,
-) -> None:
-    """Add a dashboard user; the password is asked for (hidden), or read from stdin."""
-    _refuse_password_argument(password)
-    secret = read_password(confirm=True)
-    with open_store(config, db) as store:
-        user = store.add_user(name, secret, role)
-        store.log_activity(f"cli:{getpass.getuser()}", "user.add", user.name, {"role": user.role})
-    Console().print(f"user [bold]{user.name}[/] added with role {user.role}")
-
-
-@users_app.command("passwd")
-def change_password(
-    name: Annotated[str, typer.Argument(help="login name")],
-    password: Annotated[str | None, typer.Option(hidden=True)] = None,
-    config: ConfigOption = None,
-    db: DbOption = None,
-) -> None:
-    """Give a user a new password (asked for, or read from stdin); their sessions end."""
-    _refuse_password_argument(password)
-    secret = read_password(confirm=True)
-    with open_store(config, db) as store:
-        user = store.set_password(name, secret)
-        store.log_activity(f"cli:{getpass.getuser()}", "user.password", user.name)
-    Console().print(f"new password for [bold]{user.name}[/]; their open sessions have ended")
-
-
-def _refuse_password_argument(password: str | None) -> None:
-    if password is not None:
-        raise ConfigError(
-            "--password is not accepted: a password on the command line is visible to every "
-            "user of this machine. Type it at the prompt, or pipe it in: "
-            "`printf '%s\\n' \"$PASSWORD\" | medfed users add NAME`"
-        )
-
-
-def read_password(*, confirm: bool) -> str:
-    """The password typed at a hidden prompt (twice when ``confirm``), or the first line of
-    stdin when it is not a terminal."""
-    if sys.stdin is not None and not sys.stdin.isatty():
-        line = sys.stdin.readline().rstrip("\r\n")
-        if not line:
-            raise ConfigError("no password on stdin: pipe one line holding the password")
-        return line
-    return typer.prompt("password", hide_input=True, confirmation_prompt=confirm)
-
-
-@users_app.command("list")
-def list_users(config: ConfigOption = None, db: DbOption = None) -> None:
-    """List dashboard users."""
-    with open_store(config, db) as store:
-        users = store.list_users()
-    table = Table(title="medfed users")
-    for column in ("name", "role", "created"):
-        table.add_column(column)
-    for user in users:
-        table.add_row(user.name, user.role, _when(user.created_at))
-    Console().print(table)
-
-
 def _run_summary(run: RunRecord, place: int | None = None) -> Table:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold")
@@ -237,9 +160,9 @@ def _run_summary(run: RunRecord, place: int | None = None) -> Table:
         ("strategy", run.strategy),
         ("rounds", f"{run.rounds_done}/{run.num_rounds}"),
         ("best accuracy", _percent(run.best_accuracy)),
-        ("created", f"{_when(run.created_at)} by {run.created_by or '-'}"),
-        ("started", _when(run.started_at)),
-        ("finished", _when(run.finished_at)),
+        ("created", f"{format_moment(run.created_at)} by {run.created_by or '-'}"),
+        ("started", format_moment(run.started_at)),
+        ("finished", format_moment(run.finished_at)),
         ("duration", _duration(run.duration_s)),
     ]
     if run.flower_run_id is not None:
@@ -330,7 +253,8 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
-def _when(moment: datetime | None) -> str:
+def format_moment(moment: datetime | None) -> str:
+    """A date and time to the second, or "-"."""
     return "-" if moment is None else moment.strftime("%Y-%m-%d %H:%M:%S")
 
 
