@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
@@ -72,7 +73,10 @@ def _takes_integers(annotation: Any) -> bool:
 
 def _as_posted(info: FieldInfo) -> tuple[Any, FieldInfo]:
     """A config field as a request body has it: paths are text (without NUL characters),
-    integers may be written 2.0."""
+    integers may be written 2.0, an enumerated key is one of its values' names."""
+    bare = _bare(info.annotation)
+    if isinstance(bare, type) and issubclass(bare, Enum):
+        return Literal[tuple(member.value for member in bare)], info
     if _takes_integers(info.annotation):
         return Annotated[info.annotation, BeforeValidator(_integral)], info
     optional = {_bare(arg) for arg in get_args(info.annotation)} == {Path, type(None)}

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.panel import Panel
 
-from medfed.config import MedfedConfig, load_config, run_config
+from medfed.config import MedfedConfig, Strategy, load_config, run_config
 from medfed.errors import FederationError
 from medfed.store import ACTIVE_STATUSES, Mode, Role, RunStatus, RunStore
 from medfed.store.home import private_home
@@ -38,7 +38,7 @@ DEMO_SETTINGS = {
     "federated.min_train_clients": 3,
     "federated.min_evaluate_clients": 3,
     "federated.min_available_clients": 4,
-    "federated.strategy": "FedAvg",
+    "federated.strategy": Strategy.FED_AVG,
     "federated.rounds": 8,
     "federated.local_epochs": 1,
     # Compressed both ways: uploads top-k 10% + 8-bit with error feedback; a first int8 copy of

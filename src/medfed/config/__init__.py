@@ -32,6 +32,7 @@ from medfed.config.run_sections import (
     ModelConfig,
     PartitionConfig,
     PrivacyConfig,
+    Strategy,
     TrainingConfig,
 )
 from medfed.config.settings import RUN_SECTIONS, TRAINING_SECTIONS, MedfedConfig
@@ -61,6 +62,7 @@ __all__ = [
     "PlatformConfig",
     "PrivacyConfig",
     "Section",
+    "Strategy",
     "TrainingConfig",
     "config_from_dict",
     "describe_validation_error",

@@ -3,24 +3,30 @@ compression."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
 from medfed.config.base import COUNT_MAX, SEED_MAX, FsPath, Section
 
-STRATEGIES = (
-    "FedAvg",
-    "FedProx",
-    "FedMedian",
-    "FedTrimmedAvg",
-    "Krum",
-    "FedAdam",
-    "FedYogi",
-    "FedAvgM",
-    "SCAFFOLD",
-)
+
+class Strategy(StrEnum):
+    """The aggregation strategies a run can use, named as the configuration names them."""
+
+    FED_AVG = "FedAvg"
+    FED_PROX = "FedProx"
+    FED_MEDIAN = "FedMedian"
+    FED_TRIMMED_AVG = "FedTrimmedAvg"
+    KRUM = "Krum"
+    FED_ADAM = "FedAdam"
+    FED_YOGI = "FedYogi"
+    FED_AVG_M = "FedAvgM"
+    SCAFFOLD = "SCAFFOLD"
+
+
+STRATEGIES = tuple(strategy.value for strategy in Strategy)
 LOSS_CORRECTIONS = ("none", "logit_adjustment", "restricted_softmax")
 MODEL_NAMES = ("cancer_cnn", "resnet18", "resnet50", "scatter_linear", "scatter_cnn")
 
@@ -91,22 +97,18 @@ class PartitionConfig(Section):
 
 
 class FederatedConfig(Section):
+    model_config = ConfigDict(**Section.model_config, use_enum_values=True)
+
     server_address: str = Field(default="127.0.0.1:8000", description="SuperLink address")
     num_clients: int = Field(
         default=4, ge=1, le=COUNT_MAX, description="hospitals (simulated or expected)"
     )
-    strategy: Literal[
-        "FedAvg",
-        "FedProx",
-        "FedMedian",
-        "FedTrimmedAvg",
-        "Krum",
-        "FedAdam",
-        "FedYogi",
-        "FedAvgM",
-        "SCAFFOLD",
+    # Held as the plain name (use_enum_values), with the enum inline in the JSON schema.
+    strategy: Annotated[
+        Strategy, WithJsonSchema({"enum": list(STRATEGIES), "title": "Strategy", "type": "string"})
     ] = Field(
-        default="FedAvg",
+        default=Strategy.FED_AVG,
+        validate_default=True,
         description="SCAFFOLD: FedAvg with control variates that correct each hospital's "
         "gradients for its drift (kept at the hospital between rounds)",
     )

@@ -25,6 +25,7 @@ from medfed.config.run_sections import (
     ModelConfig,
     PartitionConfig,
     PrivacyConfig,
+    Strategy,
     TrainingConfig,
 )
 from medfed.config.yaml_source import YAML_PATH, YamlSource
@@ -95,12 +96,12 @@ class MedfedConfig(BaseSettings):
                 f"privacy.mode={self.privacy.mode!r} needs model.norm: group (DP-SGD cannot "
                 "train BatchNorm, and BatchNorm counters would dominate clipped updates)"
             )
-        if self.privacy.mode == "sample" and self.federated.strategy == "FedProx":
+        if self.privacy.mode == "sample" and self.federated.strategy == Strategy.FED_PROX:
             raise ValueError(
                 "privacy.mode='sample' with federated.strategy=FedProx: DP-SGD replaces the "
                 "gradients, so the proximal term would be silently lost; use FedAvg"
             )
-        if self.privacy.mode != "none" and self.federated.strategy == "SCAFFOLD":
+        if self.privacy.mode != "none" and self.federated.strategy == Strategy.SCAFFOLD:
             raise ValueError(
                 f"privacy.mode={self.privacy.mode!r} with federated.strategy=SCAFFOLD: its "
                 "control variates are each hospital's mean gradient, sent without noise, which "

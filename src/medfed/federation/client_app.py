@@ -17,7 +17,7 @@ from flwr.app import (
 )
 from flwr.clientapp import ClientApp
 
-from medfed.config import MedfedConfig
+from medfed.config import MedfedConfig, Strategy
 from medfed.errors import FederationError, MedfedError
 from medfed.federation import downlink, wire
 from medfed.federation.codec import CodecSpec
@@ -113,7 +113,7 @@ def handle_train(msg: Message, context: Context, fixed: RunSettings | None = Non
         if stats is not None:
             content[wire.BN_STATS_KEY] = stats
     controls, control_store = None, None
-    if cfg.federated.strategy == "SCAFFOLD":
+    if cfg.federated.strategy == Strategy.SCAFFOLD:
         layout = control_layout(wire.state_layout(round_in.global_state))
         server = unpack_control(msg.content.get(CONTROL_KEY), layout)
         control_store = ControlStore(hospital.state_dir / CONTROL_FILE, run_id)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from medfed.config import MedfedConfig
+from medfed.config import MedfedConfig, Strategy
 from medfed.data.canaries import Canaries, plant_canaries
 from medfed.data.datasets import ImageSet, load_image_set
 from medfed.data.loader import ArrayLoader
@@ -174,7 +174,7 @@ def train_locally(
         transform=train_transform(cfg.data, seed),
         device=device,
     )
-    mu = cfg.federated.proximal_mu if cfg.federated.strategy == "FedProx" else 0.0
+    mu = cfg.federated.proximal_mu if cfg.federated.strategy == Strategy.FED_PROX else 0.0
     global_params = [p.detach().clone() for p in model.parameters()]
     optimizer = make_optimizer(model, cfg.training, lr=round_learning_rate(cfg, server_round))
     start = time.perf_counter()

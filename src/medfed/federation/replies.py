@@ -22,7 +22,7 @@ from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from medfed.config import FederatedConfig, MedfedConfig
+from medfed.config import FederatedConfig, MedfedConfig, Strategy
 from medfed.federation import wire
 from medfed.federation.codec import CodecError
 from medfed.federation.scaffold import CONTROL_KEY, checked_change
@@ -82,7 +82,7 @@ class ReplyLimits:
             max_counter_step=counter,
             norm_bit=cfg.privacy.mode == "client" and cfg.privacy.clip_side == "client",
             bn_stats=f.bn == "average",
-            scaffold=f.strategy == "SCAFFOLD",
+            scaffold=f.strategy == Strategy.SCAFFOLD,
         )
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp import strategy as fl
 
-from medfed.config import MedfedConfig
+from medfed.config import MedfedConfig, Strategy
 from medfed.errors import ConfigError
 from medfed.federation.scaffold import SCAFFOLD
 from medfed.privacy.accounting import client_level_epsilon, client_noise_multiplier
@@ -80,22 +80,28 @@ def _fedyogi(common: dict, cfg: MedfedConfig) -> fl.Strategy:
     return fl.FedYogi(**common, eta=f.server_learning_rate, tau=f.tau)
 
 
-BUILDERS: dict[str, Callable[[dict, MedfedConfig], fl.Strategy]] = {
-    "FedAvg": lambda common, cfg: fl.FedAvg(**common),
-    "FedProx": lambda common, cfg: fl.FedProx(**common, proximal_mu=cfg.federated.proximal_mu),
-    "FedMedian": lambda common, cfg: fl.FedMedian(**common),
-    "FedTrimmedAvg": lambda common, cfg: fl.FedTrimmedAvg(**common, beta=cfg.federated.trim_beta),
-    "Krum": lambda common, cfg: fl.Krum(
+BUILDERS: dict[Strategy, Callable[[dict, MedfedConfig], fl.Strategy]] = {
+    Strategy.FED_AVG: lambda common, cfg: fl.FedAvg(**common),
+    Strategy.FED_PROX: lambda common, cfg: fl.FedProx(
+        **common, proximal_mu=cfg.federated.proximal_mu
+    ),
+    Strategy.FED_MEDIAN: lambda common, cfg: fl.FedMedian(**common),
+    Strategy.FED_TRIMMED_AVG: lambda common, cfg: fl.FedTrimmedAvg(
+        **common, beta=cfg.federated.trim_beta
+    ),
+    Strategy.KRUM: lambda common, cfg: fl.Krum(
         **common, num_malicious_nodes=cfg.federated.num_malicious_clients
     ),
-    "FedAdam": _fedadam,
-    "FedYogi": _fedyogi,
-    "FedAvgM": lambda common, cfg: fl.FedAvgM(
+    Strategy.FED_ADAM: _fedadam,
+    Strategy.FED_YOGI: _fedyogi,
+    Strategy.FED_AVG_M: lambda common, cfg: fl.FedAvgM(
         **common,
         server_learning_rate=cfg.federated.server_learning_rate,
         server_momentum=cfg.federated.server_momentum,
     ),
-    "SCAFFOLD": lambda common, cfg: SCAFFOLD(**common, num_clients=cfg.federated.num_clients),
+    Strategy.SCAFFOLD: lambda common, cfg: SCAFFOLD(
+        **common, num_clients=cfg.federated.num_clients
+    ),
 }
 
 

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from medfed.config import Strategy
 from medfed.reports import formatting as fmt
 from medfed.store.records import RunRecord
 
 STRATEGY_PARAMETERS = {
-    "FedProx": ("proximal_mu",),
-    "FedTrimmedAvg": ("trim_beta",),
-    "Krum": ("num_malicious_clients",),
-    "FedAdam": ("server_learning_rate", "tau"),
-    "FedYogi": ("server_learning_rate", "tau"),
-    "FedAvgM": ("server_learning_rate", "server_momentum"),
+    Strategy.FED_PROX: ("proximal_mu",),
+    Strategy.FED_TRIMMED_AVG: ("trim_beta",),
+    Strategy.KRUM: ("num_malicious_clients",),
+    Strategy.FED_ADAM: ("server_learning_rate", "tau"),
+    Strategy.FED_YOGI: ("server_learning_rate", "tau"),
+    Strategy.FED_AVG_M: ("server_learning_rate", "server_momentum"),
 }
 
 
