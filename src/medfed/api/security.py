@@ -8,7 +8,6 @@ import hashlib
 import hmac
 import ipaddress
 import json
-import os
 import re
 import secrets
 import threading
@@ -24,7 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from medfed.config import MIN_SECRET_KEY_BYTES, MedfedConfig
 from medfed.errors import ConfigError
-from medfed.store.home import make_private_dir, tighten
+from medfed.store.home import create_secret_file, tighten
 
 SESSION_COOKIE = "medfed_session"
 TOKEN_LIFETIME_S = 12 * 3600
@@ -82,17 +81,7 @@ def load_secret(cfg: MedfedConfig) -> bytes:
         return cfg.api.secret_key.encode("utf-8")
     path = Path(cfg.home) / SECRET_FILE_NAME
     if not path.is_file():
-        make_private_dir(path.parent)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(secrets.token_hex(32).encode("ascii"))
-        try:
-            os.link(partial, path)
-        except FileExistsError:
-            pass
-        finally:
-            partial.unlink()
+        create_secret_file(path, secrets.token_hex(32).encode("ascii"))
     tighten(path)
     key = path.read_bytes().strip()
     if len(key) < MIN_SECRET_KEY_BYTES:

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from medfed.config import run_definition
 from medfed.errors import StoreError
-from medfed.store.home import make_private_dir, tighten
+from medfed.store.home import create_secret_file, make_private_dir, tighten
 
 if TYPE_CHECKING:
     from medfed.config import MedfedConfig
@@ -280,17 +280,7 @@ def _key_file(path: Path, create: bool) -> bytes:
                 f"no artifact key {path}: the checkpoints cannot be decrypted; point "
                 "model_key_file (or MEDFED_MODEL_KEY) at the platform's key"
             )
-        make_private_dir(path.parent)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(base64.urlsafe_b64encode(os.urandom(KEY_BYTES)) + b"\n")
-        try:
-            os.link(partial, path)
-        except FileExistsError:
-            pass
-        finally:
-            partial.unlink()
+        create_secret_file(path, base64.urlsafe_b64encode(os.urandom(KEY_BYTES)) + b"\n")
     tighten(path)
     try:
         return _decode_key(path.read_bytes(), f"key file {path}")

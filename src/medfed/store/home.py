@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 
 DIR_MODE = 0o700
+SECRET_FILE_MODE = 0o600
 # Files the platform keeps in its home that only its owner may read.
 SECRET_FILES = (
     "medfed.db",
@@ -39,6 +40,26 @@ def make_private_dir(path: Path) -> Path:
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=DIR_MODE)
     return path
+
+
+def create_secret_file(path: Path, content: bytes) -> None:
+    """Write ``content`` to a new file ``path`` (mode 0600) in a private folder; when another
+    process creates it first, its file stays.
+
+    The content is written to a private temporary file first and linked into place, so a
+    concurrent reader never sees half of it and only one writer ever wins.
+    """
+    make_private_dir(path.parent)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SECRET_FILE_MODE)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(content)
+    try:
+        os.link(partial, path)
+    except FileExistsError:
+        pass
+    finally:
+        partial.unlink()
 
 
 def private_home(home: Path) -> Path:
