@@ -1,8 +1,5 @@
-"""The one configuration model of a medfed run.
-
-Precedence, lowest first: defaults < YAML file < ``.env`` < ``MEDFED_*`` environment < CLI flags.
-Nested keys in the environment use ``__``: ``MEDFED_FEDERATED__NUM_CLIENTS=8``.
-"""
+"""The one configuration model of a medfed run: its sections, the settings model (where the
+sources and their precedence are told) and how a configuration is loaded."""
 
 from medfed.config.base import COUNT_MAX, SEED_MAX, FsPath, Section
 from medfed.config.host_sections import (
