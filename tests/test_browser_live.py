@@ -63,10 +63,10 @@ def test_create_a_run_and_watch_it_train_live(
 
     accuracy = "[data-testid=curve-accuracy]"
     wait_until(lambda: chart_points(tab, accuracy) > 0, 240, "the first round's points")
-    first = chart_points(tab, accuracy)
     expect(tab.get_by_test_id("hospital-table").locator(".el-table__body tr")).to_have_count(2)
     screenshot(tab, "live-run")
-    wait_until(lambda: chart_points(tab, accuracy) > first, 240, "points of a later round")
+    # Rounds on this tiny set take a fraction of a second: the later ones may already be drawn.
+    wait_until(lambda: chart_points(tab, accuracy) == 9, 240, "every round's points")
 
     expect(tab.get_by_test_id("status-tag").first).to_have_text(
         re.compile("finished", re.I), timeout=240_000
