@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from flwr.app import MetricRecord, RecordDict
 from flwr.serverapp import strategy as fl
@@ -16,9 +17,11 @@ from flwr.serverapp import strategy as fl
 from medfed.cli import main
 from medfed.config import STRATEGIES, load_config
 from medfed.data.datasets import load_image_set
+from medfed.federation.recorder import RunRecorder
 from medfed.federation.runner import absolute_paths, start_run, stop_run
 from medfed.federation.strategies import aggregate_metrics, build_strategy
 from medfed.store import RunStore
+from medfed.store.artifacts import ArtifactStore
 from simulated import simulate, tiny_overrides
 
 pytestmark = pytest.mark.slow
@@ -204,6 +207,22 @@ def test_a_killed_server_resumes_without_losing_or_repeating_rounds(
     for r in rounds:
         if r.round <= checkpointed:
             assert r.finished_at == done_before[r.round]  # kept, not trained again
+
+
+def test_resume_skips_a_checkpoint_whose_round_was_never_recorded(tmp_path: Path) -> None:
+    """A kill between a round's checkpoint and its record must not lose that round."""
+    with RunStore(f"sqlite:///{tmp_path}/medfed.db") as store:
+        run_id = store.create_run("r", {}, mode="simulation", strategy="FedAvg", num_rounds=3)
+        recorder = RunRecorder(store, run_id, ArtifactStore(tmp_path / "artifacts"))
+        for done in (0, 1, 2):
+            recorder.checkpoint(done, {"w": torch.full((2,), float(done))}, {}, None)
+        store.record_round(run_id, 1, metrics={"accuracy": 0.5}, duration_s=1.0)
+        state, done = recorder.resume_point()
+        assert done == 1 and state is not None and state["w"].tolist() == [1.0, 1.0]
+        assert [c.round for c in store.checkpoints(run_id)] == [0, 1]
+        store.delete_rounds_after(run_id, 0)
+        state, done = recorder.resume_point()
+        assert done == 0 and state is not None and state["w"].tolist() == [0.0, 0.0]
 
 
 def test_stop_ends_a_run_after_its_current_phase(kaggle_dataset: Path, tmp_path: Path):

@@ -197,12 +197,15 @@ class RunRecorder:
         )
 
     def resume_point(self) -> tuple[dict[str, Any] | None, int]:
-        """The last checkpoint's weights and round (None, 0 without one); later rounds are
-        forgotten, so they are trained again."""
-        checkpoint = self.store.latest_checkpoint(self.run_id)
-        if checkpoint is None:
+        """The weights and round of the last finished round's checkpoint (None, 0 without
+        one); later rounds are forgotten, so they are trained again. A checkpoint whose round
+        was never recorded (the process died between the two writes) is not a finished round."""
+        recorded = {r.round for r in self.store.rounds(self.run_id)} | {0}
+        finished = [c for c in self.store.checkpoints(self.run_id) if c.round in recorded]
+        if not finished:
             self.store.delete_rounds_after(self.run_id, 0)
             return None, 0
+        checkpoint = finished[-1]
         state, _ = self.artifacts.load_state_dict(
             Path(checkpoint.path), run_id=self.run_id, round=checkpoint.round
         )
