@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from api_support import ADMIN, VIEWER, login, make_client, server_config
 from medfed.config import MedfedConfig
 from medfed.data.synthetic import write_synthetic_dataset
 from medfed.store import RunStore
-from test_api_support import ADMIN, VIEWER, login, make_client, server_config
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ import uvicorn
 from fastapi.testclient import TestClient
 from starlette.requests import Request
 
+from api_support import ADMIN, VIEWER, login, make_client, server_config
 from medfed import cli
 from medfed.api import create_app
 from medfed.api.security import SESSION_COOKIE, client_address, parse_networks
 from medfed.store import RunStore
-from test_api_support import ADMIN, VIEWER, login, make_client, server_config
 
 WRONG = "wrong-password"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from api_support import ADMIN, VIEWER, login, make_client, parse_sse
 from medfed.store import RunStore
-from test_api_support import ADMIN, VIEWER, login, make_client, parse_sse
 
 pytestmark = pytest.mark.slow
 

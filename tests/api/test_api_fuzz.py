@@ -19,8 +19,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from api_support import ADMIN, VIEWER, login, parse_sse
 from medfed.store import RunStore
-from test_api_support import ADMIN, VIEWER, login, parse_sse
 
 SEED = 20261201
 MAX_EXAMPLES = 8  # per operation and phase: ~1,500 requests per token in well under a minute

@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from api_support import ADMIN, VIEWER, login, seed_run, server_config
 from medfed.store import RunStore
 from medfed.store import models as m
-from test_api_support import ADMIN, VIEWER, login, seed_run, server_config
 
 
 def free_port() -> int:

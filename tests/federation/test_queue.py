@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from api_support import ADMIN, VIEWER, login, make_client
 from medfed.cli import main
 from medfed.config import MedfedConfig, config_from_dict
 from medfed.errors import FederationError
@@ -20,7 +21,6 @@ from medfed.federation.queue import Limits, RunQueue, default_max_concurrent_run
 from medfed.federation.run_paths import worker_pid_file
 from medfed.federation.simulation import ray_init_args
 from medfed.store import RunStore
-from test_api_support import ADMIN, VIEWER, login, make_client
 
 GiB = 2**30
 
@@ -340,8 +340,8 @@ def test_stopping_the_platform_interrupts_the_runs_it_trains_and_keeps_the_queue
 ) -> None:
     from fastapi.testclient import TestClient
 
+    from api_support import SECRET
     from medfed.api import create_app
-    from test_api_support import SECRET
 
     cfg = config_from_dict(
         {

@@ -9,11 +9,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from api_support import ADMIN, VIEWER, login, seed_run
 from medfed.config import MedfedConfig
 from medfed.models import build_model
 from medfed.reports.clinical import Explanation, FinalEvaluation, save_final_evaluation
 from medfed.store import ArtifactStore, RunStore
-from test_api_support import ADMIN, VIEWER, login, seed_run
 
 SECTIONS = {"model": {"name": "cancer_cnn"}, "data": {"image_size": 32}}
 

@@ -11,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from api_support import ADMIN, SECRET, VIEWER, login, make_client, seed_run, server_config
 from medfed import __version__
 from medfed.api import create_app
 from medfed.api.security import SESSION_COOKIE, LoginThrottle, TokenSigner
 from medfed.config import STRATEGIES, config_from_dict
 from medfed.store import RunStore
 from medfed.store import models as m
-from test_api_support import ADMIN, SECRET, VIEWER, login, make_client, seed_run, server_config
 
 PROTECTED_ROUTES = [
     ("POST", "/api/auth/logout"),

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from test_report import run_config, seed_run
 
 from medfed import cli, commands
 from medfed.store import RunStore
-from test_report import run_config, seed_run
 
 
 @pytest.fixture(autouse=True)

@@ -22,6 +22,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import JSON, DateTime, column, create_engine, insert, table, text
 from sqlalchemy.engine import make_url
 
+from api_support import SECRET, VIEWER, login, make_client, seed_run
 from medfed.api import create_app
 from medfed.config import RUN_SECTIONS, config_from_dict, load_config, run_config
 from medfed.errors import ConfigError, StoreError
@@ -30,7 +31,6 @@ from medfed.federation.runtime import platform_env
 from medfed.store import ArtifactStore, RunStore
 from medfed.store.artifacts import MAGIC_V1
 from medfed.store.database import alembic_config
-from test_api_support import SECRET, VIEWER, login, make_client, seed_run
 
 DB_PASSWORD = "hunter2-db-password"
 REDIS_PASSWORD = "s3cret-redis-password"

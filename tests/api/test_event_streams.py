@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import uvicorn
 
+from api_support import ADMIN, login, make_client, parse_sse, seed_run
 from medfed.api import serving, sse
 from medfed.api.serving import HeaderDeadlineProtocol
 from medfed.api.sse import EventHub, EventStream, stream_limiter
 from medfed.store import RunStore
-from test_api_support import ADMIN, login, make_client, parse_sse, seed_run
 
 
 def test_followers_of_a_run_share_one_wait_and_all_get_every_event(store: RunStore) -> None:

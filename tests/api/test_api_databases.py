@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from api_support import ADMIN, VIEWER, login, make_client, parse_sse
 from medfed.store import RunStore
 from medfed.store import events as event_bus
 from medfed.store import models as m
-from test_api_support import ADMIN, VIEWER, login, make_client, parse_sse
 
 BACKENDS = {"mysql": "MEDFED_TEST_MYSQL_URL", "postgresql": "MEDFED_TEST_POSTGRES_URL"}
 

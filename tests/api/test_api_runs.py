@@ -16,14 +16,14 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from api_support import (
+    parse_sse,
+    seed_run,
+)
 from medfed.api import sse
 from medfed.config import RUN_SECTIONS, MedfedConfig
 from medfed.store import ArtifactStore, RunStore
 from medfed.store import models as m
-from test_api_support import (
-    parse_sse,
-    seed_run,
-)
 
 SERVER_SECTIONS = {"model": {"name": "cancer_cnn"}, "federated": {"num_clients": 3}}
 
