@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 from medfed.federation.executor import IDLE_POLL_S, POLL_INTERVAL_S, next_wait
@@ -26,3 +30,25 @@ def test_an_idle_executor_looks_less_often_up_to_a_cap() -> None:
     assert waits == sorted(waits) and waits[1] > waits[0]
     assert waits[-1] == IDLE_POLL_S
     assert next_wait(2.0, 2.0) == 2.0  # a slower poll asked for stays as asked
+
+
+def test_a_stopped_executor_ends_even_when_stuck_in_a_look() -> None:
+    """SIGTERM while a look at a vanished SuperNode retries forever: the process still ends."""
+    stuck = textwrap.dedent(
+        """
+        import signal, threading, time
+        from medfed.federation.executor import stop_soon
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop_soon(stop, grace_s=0.5))
+        print("ready", flush=True)
+        while True:  # a retry loop that never looks at `stop`
+            time.sleep(0.05)
+        """
+    )
+    process = subprocess.Popen([sys.executable, "-c", stuck], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -26,6 +27,7 @@ log = logging.getLogger("medfed.executor")
 
 POLL_INTERVAL_S = 0.05  # right after a task: the next message of a round comes soon
 IDLE_POLL_S = 0.5  # the longest wait between looks when no task came for a while
+STOP_GRACE_S = 5.0  # after a stop signal, the longest the executor takes to end
 MEDFED_APP = "medfed/medfed-app"  # publisher/name of the app `medfed run --deploy` submits
 
 
@@ -127,6 +129,18 @@ def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVA
         tasks.close()
 
 
+def stop_soon(stop: threading.Event, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop after the current look or task; exit anyway after ``grace_s``. Flower's retry
+    invoker tries a SuperNode that is gone forever, so a look that began just as the
+    SuperNode ended would otherwise never return."""
+    if stop.is_set():
+        return
+    stop.set()
+    timer = threading.Timer(grace_s, os._exit, args=(0,))
+    timer.daemon = True
+    timer.start()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime-port", type=int, required=True)
@@ -137,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per look for a task
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: stop_soon(stop))
     started = time.perf_counter()
     serve(args.runtime_port, stop, args.poll)
     log.info("stopped after %.0f s", time.perf_counter() - started)

@@ -125,7 +125,7 @@ def start_platform_link(cfg: MedfedConfig, store_url: str) -> PlatformLink:
     flwr_dir = home / "flwr"
     env = flower_env(cfg, store_url)
     superlink = _background(
-        superlink_command(cfg, certs, flwr_dir / "superlink.db"), env, flwr_dir / "superlink.log"
+        superlink_command(cfg, certs), env, flwr_dir / "superlink.log"
     )
     try:
         wait_for_port(
@@ -152,12 +152,19 @@ def start_platform_link(cfg: MedfedConfig, store_url: str) -> PlatformLink:
     return PlatformLink(superlink, gateway)
 
 
-def superlink_command(cfg: MedfedConfig, certs: CertPaths | None, database: Path) -> list[str]:
+# Flower's in-memory state: with a SQLite file, the SuperLink writes every chunk of every
+# message (the global model, each reply) into it and spent most of a deployed round there.
+# Nothing in it outlives the SuperLink anyway: medfed registers the hospitals' keys again at
+# each start (sync_registrations) and interrupts the runs of a SuperLink that stopped.
+SUPERLINK_DATABASE = ":flwr-in-memory:"
+
+
+def superlink_command(cfg: MedfedConfig, certs: CertPaths | None) -> list[str]:
     command = [
         "flower-superlink",
         "--disable-runtime-dependency-installation",
         "--database",
-        str(database),
+        SUPERLINK_DATABASE,
         "--host",
         LOOPBACK,
         "--port",
