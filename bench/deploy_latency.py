@@ -16,6 +16,8 @@ the next, one whole train-and-evaluate cycle; the figures are the mean over roun
 hospital sends the model back untrained): messages, polling, the hospitals' evaluation of the
 model they receive, the central evaluation and recording. The same round simulated gives the
 part of it that is work rather than transport; the difference is the deployment's own cost.
+The last column is the fixed cost again with the demo's compression both ways (``medfed
+demo``: an int8 first copy, then top-k 10% 8-bit changes down; top-k 10% 8-bit updates up).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from _common import add_run_flags, check_data, quiet_logs, run_config, simulate, warm_cache
+from medfed.commands.federated import DEMO_SETTINGS
 from medfed.config import MedfedConfig
 from medfed.federation.certs import init_certs, write_private
 from medfed.federation.hospital import open_hospital
@@ -45,6 +48,7 @@ from medfed.store.records import RoundRecord
 
 GOAL_FIXED_S = 3.0
 GOAL_RATIO = 1.3
+DEMO_COMPRESSION = {k: v for k, v in DEMO_SETTINGS.items() if k.startswith("compression.")}
 HOSPITALS = ("north", "south")
 
 
@@ -168,6 +172,7 @@ def main() -> None:
         "deployed / simulated",
         "fixed cost",
         "fixed cost simulated",
+        "fixed cost compressed",
     ):
         table.add_column(column, justify="right")
     verdicts = []
@@ -200,8 +205,15 @@ def main() -> None:
             fixed_simulated = per_round(
                 simulate(run_config(args, home / model / "fixed-sim", **fixed_extra))
             )
+            compressed_cfg = run_config(
+                args, home / model / "fixed-compressed", **fixed_extra, **DEMO_COMPRESSION
+            )
+            compressed = per_round(
+                deployed_rounds(compressed_cfg, sites, args.timeout, args.threads)
+            )
             console.print(
-                f"{model}: fixed cost {fixed:.1f} s per round ({fixed_simulated:.1f} s simulated)"
+                f"{model}: fixed cost {fixed:.1f} s per round ({fixed_simulated:.1f} s "
+                f"simulated, {compressed:.1f} s compressed both ways)"
             )
         ratio = deployed / simulated
         table.add_row(
@@ -211,11 +223,13 @@ def main() -> None:
             f"{ratio:.2f}x",
             f"{fixed:.1f}",
             f"{fixed_simulated:.1f}",
+            f"{compressed:.1f}",
         )
         verdicts.append(
             f"{model}: deployed {ratio:.2f}x simulated (goal <= {GOAL_RATIO}x), fixed cost "
             f"{fixed:.1f} s per round (goal <= {GOAL_FIXED_S:g} s), of which "
-            f"{max(0.0, fixed - fixed_simulated):.1f} s transport (the rest: evaluation)"
+            f"{max(0.0, fixed - fixed_simulated):.1f} s transport (the rest: evaluation); "
+            f"{compressed:.1f} s compressed both ways"
         )
     console.print(table)
     for line in verdicts:

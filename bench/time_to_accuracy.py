@@ -69,6 +69,17 @@ RECIPES: dict[str, dict[str, Any]] = {
         "federated.lr_decay": "none",
         "federated.loss_correction": "none",
     },
+    "FedAvg + logit adjustment + cosine": {
+        "federated.loss_correction": "logit_adjustment",
+        "federated.lr_decay": "cosine",
+    },
+    "SCAFFOLD (SGD 0.05) + logit adjustment + cosine": {
+        "federated.strategy": "SCAFFOLD",
+        "training.optimizer": "sgd",
+        "training.learning_rate": 0.05,
+        "federated.loss_correction": "logit_adjustment",
+        "federated.lr_decay": "cosine",
+    },
 }
 CENTRAL = "central"
 
