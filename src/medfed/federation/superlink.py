@@ -124,9 +124,7 @@ def start_platform_link(cfg: MedfedConfig, store_url: str) -> PlatformLink:
     home = Path(cfg.home).resolve()
     flwr_dir = home / "flwr"
     env = flower_env(cfg, store_url)
-    superlink = _background(
-        superlink_command(cfg, certs), env, flwr_dir / "superlink.log"
-    )
+    superlink = _background(superlink_command(cfg, certs), env, flwr_dir / "superlink.log")
     try:
         wait_for_port(
             LOOPBACK, cfg.deployment.superlink_port, superlink, flwr_dir / "superlink.log"
