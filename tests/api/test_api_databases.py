@@ -6,21 +6,17 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 
 from api_support import ADMIN, VIEWER, login, make_client, parse_sse
+from db_support import BACKENDS, empty_database
 from medfed.store import RunStore
 from medfed.store import events as event_bus
 from medfed.store import models as m
-
-BACKENDS = {"mysql": "MEDFED_TEST_MYSQL_URL", "postgresql": "MEDFED_TEST_POSTGRES_URL"}
 
 
 def _env_url(variable: str, what: str) -> str:
@@ -33,23 +29,8 @@ def _env_url(variable: str, what: str) -> str:
 @pytest.fixture(scope="module", params=sorted(BACKENDS))
 def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """An empty database (MySQL) or schema (PostgreSQL) of the test server, dropped after."""
-    server = _env_url(BACKENDS[request.param], request.param)
-    name = f"medfed_api_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server)
-    if request.param == "mysql":
-        create, drop = f"CREATE DATABASE {name}", f"DROP DATABASE IF EXISTS {name}"
-        url = make_url(server).set(database=name)
-    else:
-        create, drop = f"CREATE SCHEMA {name}", f"DROP SCHEMA IF EXISTS {name} CASCADE"
-        url = make_url(server).update_query_dict({"options": f"-csearch_path={name}"})
-    with admin.begin() as connection:
-        connection.execute(text(create))
-    try:
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(drop))
-        admin.dispose()
+    with empty_database(request.param, "medfed_api", f"API on {request.param}") as url:
+        yield url
 
 
 @pytest.fixture

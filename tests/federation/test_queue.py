@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from api_support import ADMIN, VIEWER, login, make_client
+from db_support import empty_database
 from medfed.cli import main
 from medfed.config import MedfedConfig, config_from_dict
 from medfed.errors import FederationError
@@ -388,34 +389,11 @@ def test_medfed_run_queues_and_says_where(
 @pytest.fixture(params=["mysql", "postgresql"])
 def server_store(request: pytest.FixtureRequest) -> Iterator[RunStore]:
     """A store in a database (MariaDB) or schema (PostgreSQL) of its own, dropped after."""
-    import os
-    import uuid
-
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    variable = "MEDFED_TEST_MYSQL_URL" if request.param == "mysql" else "MEDFED_TEST_POSTGRES_URL"
-    server = os.environ.get(variable)
-    if not server:
-        pytest.skip(f"{request.param} back end not tested: set {variable}")
-    name = f"medfed_queue_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server)
-    if request.param == "mysql":
-        create, drop = f"CREATE DATABASE {name}", f"DROP DATABASE IF EXISTS {name}"
-        url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    else:
-        create, drop = f"CREATE SCHEMA {name}", f"DROP SCHEMA IF EXISTS {name} CASCADE"
-        url = make_url(server).update_query_dict({"options": f"-csearch_path={name}"})
-        url = url.render_as_string(hide_password=False)
-    with admin.begin() as connection:
-        connection.execute(text(create))
-    try:
-        with RunStore(url) as store:
-            yield store
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(drop))
-        admin.dispose()
+    with (
+        empty_database(request.param, "medfed_queue", f"{request.param} back end") as url,
+        RunStore(url) as store,
+    ):
+        yield store
 
 
 def test_the_queue_works_on_every_database(

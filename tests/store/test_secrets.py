@@ -4,12 +4,12 @@ see, key and file permissions, and the migration that cleans runs stored before.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
 import signal
 import stat
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,9 +20,9 @@ from alembic import command
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi.testclient import TestClient
 from sqlalchemy import JSON, DateTime, column, create_engine, insert, table, text
-from sqlalchemy.engine import make_url
 
 from api_support import SECRET, VIEWER, login, make_client, seed_run
+from db_support import empty_database
 from medfed.api import create_app
 from medfed.config import RUN_SECTIONS, config_from_dict, load_config, run_config
 from medfed.errors import ConfigError, StoreError
@@ -35,7 +35,6 @@ from medfed.store.database import alembic_config
 DB_PASSWORD = "hunter2-db-password"
 REDIS_PASSWORD = "s3cret-redis-password"
 SECRETS = (DB_PASSWORD, REDIS_PASSWORD, SECRET, "mysql-password-42")
-BACKENDS = {"mysql": "MEDFED_TEST_MYSQL_URL", "postgresql": "MEDFED_TEST_POSTGRES_URL"}
 
 
 def platform_values(home: Path) -> dict:
@@ -109,37 +108,25 @@ def test_migration_strips_secrets_from_runs_stored_before(migrated_url: tuple[st
 @pytest.fixture(params=["sqlite", "mysql", "postgresql"])
 def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A database at revision 0002 holding a run stored with the whole config (and a user)."""
-    if request.param == "sqlite":
-        url, drop = f"sqlite:///{tmp_path / 'old.db'}", None
-        admin = None
-    else:
-        server = os.environ.get(BACKENDS[request.param])
-        if not server:
-            pytest.skip(f"{request.param} migration not tested: set {BACKENDS[request.param]}")
-        name = f"medfed_secrets_{uuid.uuid4().hex[:10]}"
-        admin = create_engine(server)
-        if request.param == "mysql":
-            create, drop = f"CREATE DATABASE {name}", f"DROP DATABASE IF EXISTS {name}"
-            url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'old.db'}"
         else:
-            create, drop = f"CREATE SCHEMA {name}", f"DROP SCHEMA IF EXISTS {name} CASCADE"
-            url = make_url(server).update_query_dict({"options": f"-csearch_path={name}"})
-            url = url.render_as_string(hide_password=False)
-        with admin.begin() as connection:
-            connection.execute(text(create))
-    engine = create_engine(url)
-    old = config_from_dict(platform_values(tmp_path / "home")).to_dict()
-    old["data"]["path"] = "/data/site"
-    runs = table(
-        "runs",
-        *(column(name) for name in ("id", "name", "mode", "status", "strategy", "num_rounds")),
-        column("config", JSON()),
-        column("created_at", DateTime(timezone=True)),
-    )
-    users = table("users", *(column(name) for name in ("name", "password_hash", "role")))
-    users.append_column(column("created_at", DateTime(timezone=True)))
-    when = datetime(2026, 11, 30, 12, tzinfo=UTC)
-    try:
+            what = f"{request.param} migration"
+            url = stack.enter_context(empty_database(request.param, "medfed_secrets", what))
+        engine = create_engine(url)
+        stack.callback(engine.dispose)
+        old = config_from_dict(platform_values(tmp_path / "home")).to_dict()
+        old["data"]["path"] = "/data/site"
+        runs = table(
+            "runs",
+            *(column(name) for name in ("id", "name", "mode", "status", "strategy", "num_rounds")),
+            column("config", JSON()),
+            column("created_at", DateTime(timezone=True)),
+        )
+        users = table("users", *(column(name) for name in ("name", "password_hash", "role")))
+        users.append_column(column("created_at", DateTime(timezone=True)))
+        when = datetime(2026, 11, 30, 12, tzinfo=UTC)
         with engine.begin() as connection:
             command.upgrade(alembic_config(connection), "0002")
             connection.execute(
@@ -155,12 +142,6 @@ def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tup
             )
         engine.dispose()
         yield url, "oldrun"
-    finally:
-        engine.dispose()
-        if admin is not None:
-            with admin.begin() as connection:
-                connection.execute(text(drop))
-            admin.dispose()
 
 
 # checkpoints -------------------------------------------------------------------------------

@@ -6,9 +6,7 @@ test server, dropped at the end; tables are emptied after every test.
 
 from __future__ import annotations
 
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,22 +15,13 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import create_engine, delete, inspect, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import delete, inspect, select
 
+from db_support import empty_database
 from medfed.errors import StoreError
 from medfed.store import RunStore
 from medfed.store import models as m
 from medfed.store.database import alembic_config
-
-BACKENDS = {"mysql": "MEDFED_TEST_MYSQL_URL", "postgresql": "MEDFED_TEST_POSTGRES_URL"}
-
-
-def _server_url(backend: str) -> str:
-    url = os.environ.get(BACKENDS[backend])
-    if not url:
-        pytest.skip(f"{backend} back end not tested: set {BACKENDS[backend]}")
-    return url
 
 
 @pytest.fixture(scope="module", params=["sqlite", "mysql", "postgresql"])
@@ -41,24 +30,8 @@ def backend_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[st
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('store')}/medfed.db"
         return
-    server = _server_url(request.param)
-    name = f"medfed_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(server)
-    if request.param == "mysql":
-        create, drop = f"CREATE DATABASE {name}", f"DROP DATABASE IF EXISTS {name}"
-        url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    else:
-        create, drop = f"CREATE SCHEMA {name}", f"DROP SCHEMA IF EXISTS {name} CASCADE"
-        url = make_url(server).update_query_dict({"options": f"-csearch_path={name}"})
-        url = url.render_as_string(hide_password=False)
-    with admin.begin() as connection:
-        connection.execute(text(create))
-    try:
+    with empty_database(request.param, "medfed_test", f"{request.param} back end") as url:
         yield url
-    finally:
-        with admin.begin() as connection:
-            connection.execute(text(drop))
-        admin.dispose()
 
 
 @pytest.fixture
