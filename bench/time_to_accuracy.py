@@ -62,7 +62,11 @@ PARTITIONS: dict[str, dict[str, Any]] = {
 }
 # What each recipe sets on top of medfed's configuration defaults.
 RECIPES: dict[str, dict[str, Any]] = {
-    "medfed defaults": {},
+    "medfed defaults (FedAvg, logit adjustment, cosine)": {},
+    "FedAvg, plain cross-entropy, constant rate (defaults before)": {
+        "federated.loss_correction": "none",
+        "federated.lr_decay": "none",
+    },
     "demo before (FedAvg, Adam 3e-4)": {
         "federated.strategy": "FedAvg",
         "training.optimizer": "adam",
@@ -70,7 +74,13 @@ RECIPES: dict[str, dict[str, Any]] = {
         "federated.lr_decay": "none",
         "federated.loss_correction": "none",
     },
-    "FedAvg + logit adjustment + cosine": {
+    "FedAvg + logit adjustment + cosine, GroupNorm": {
+        "model.norm": "group",
+        "federated.loss_correction": "logit_adjustment",
+        "federated.lr_decay": "cosine",
+    },
+    "FedAvg + logit adjustment + cosine, 2 local epochs": {
+        "federated.local_epochs": 2,
         "federated.loss_correction": "logit_adjustment",
         "federated.lr_decay": "cosine",
     },

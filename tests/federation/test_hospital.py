@@ -20,7 +20,10 @@ from simulated import tiny_overrides
 
 
 def test_cosine_decay_falls_from_the_configured_rate_towards_zero() -> None:
-    cfg = load_config(None, {"training.learning_rate": 0.01, "federated.rounds": 10})
+    cfg = load_config(
+        None,
+        {"training.learning_rate": 0.01, "federated.rounds": 10, "federated.lr_decay": "none"},
+    )
     assert [round_learning_rate(cfg, r) for r in (1, 5, 10)] == [0.01] * 3
     cfg.federated.lr_decay = "cosine"
     rates = [round_learning_rate(cfg, r) for r in range(1, 11)]

@@ -104,8 +104,9 @@ def test_new_run_form_shows_only_the_strategy_parameters_and_validates(
 
     choose(tab, "optimizer-select", "SGD")
     expect(form).to_contain_text("Momentum")  # SGD's own field
-    choose(tab, "lr-decay-select", "Cosine")
-    expect(tab.get_by_test_id("lr-decay-select")).to_contain_text("Cosine")
+    expect(tab.get_by_test_id("lr-decay-select")).to_contain_text("Cosine")  # the default
+    choose(tab, "lr-decay-select", "None")
+    expect(tab.get_by_test_id("lr-decay-select")).to_contain_text("None")
 
     set_number(tab, "clients-input", 2)
     set_number(tab, "min-train-input", 3)

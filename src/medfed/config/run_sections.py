@@ -121,12 +121,12 @@ class FederatedConfig(Section):
         "local_epochs whole epochs); 0 sends the global model back unchanged",
     )
     lr_decay: Literal["none", "cosine"] = Field(
-        default="none",
+        default="cosine",
         description="cosine: the hospitals' learning rate falls over the rounds, from "
         "training.learning_rate in round 1 along a half cosine towards 0 after the last round",
     )
     loss_correction: Literal["none", "logit_adjustment", "restricted_softmax"] = Field(
-        default="none",
+        default="logit_adjustment",
         description="corrects each hospital's training loss for its own label distribution: "
         "logit_adjustment adds tau * log(local class prior) to the logits (balanced softmax, "
         "FedLC); restricted_softmax scales the logits of classes it lacks (FedRS)",
