@@ -6,10 +6,10 @@ non-private baseline trained the same way, on simulated hospitals with an IID sp
 training images. Every run's final global model is scored on the held-out test set and attacked
 with the membership-inference audit (`medfed audit`).
 
-- privacy: 2 hospitals, the recipe ``bench/time_to_accuracy.py``'s sibling found for DP-SGD
-  on a validation split: ``scatter_linear`` (a fixed ScatterNet front end, features computed
-  once per hospital, and a linear head), 20 rounds of one local epoch without augmentation,
-  batches of 256, SGD with momentum 0.9 and cosine decay; without DP at learning rate 0.4,
+- privacy: 2 hospitals, a recipe built for DP-SGD (the new-run form's privacy presets):
+  ``scatter_linear`` (a fixed ScatterNet front end, features computed once per hospital,
+  and a linear head), 20 rounds of one local epoch without augmentation, batches of 256, SGD
+  with momentum 0.9 and cosine decay; without DP at learning rate 0.4,
   with DP the clipping norm 0.1 and the learning rate scaled to match (4.0), the noise
   calibrated by Opacus' PRV accountant. 100 mislabelled canaries are planted among the
   training images (100 more held out): the canary AUC is the attack's success on them, the leak
