@@ -66,9 +66,9 @@ export function recipeWarnings(form) {
       message:
         'Label-skewed hospitals with plain cross-entropy: on the demo images over 4 ' +
         'Dirichlet 0.5 hospitals it ended 1 to 2 points below logit adjustment (medfed’s ' +
-        'default) on average and up to 4 points on a hard split; one split that left each hospital ' +
-        'with nearly one class swung between 25% and 74% from round to round. Keep a loss ' +
-        'correction for the hospitals’ own labels.',
+        'default) on average and up to 4 points on a hard split; one split that left each ' +
+        'hospital with nearly one class swung between 25% and 74% from round to round. Keep ' +
+        'a loss correction for the hospitals’ own labels.',
     })
   }
   if (f.strategy === 'SCAFFOLD' && t.optimizer !== 'sgd') {
