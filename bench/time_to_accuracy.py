@@ -6,8 +6,8 @@ Run: ``nice -n 10 .venv/bin/python bench/time_to_accuracy.py --seeds 5 --work /t
 
 For each partition of the training images over 4 simulated hospitals (IID; label skew by
 Dirichlet 1.0, 0.5 and 0.1; one class per hospital; quantity skew by Dirichlet 0.5 over the
-sizes) and each recipe (``RECIPES``: medfed's defaults, the demo's recipe before them, and
-FedAvg or SCAFFOLD with logit adjustment and cosine decay against label skew), one run per
+sizes) and each recipe (``RECIPES``: medfed's defaults, the defaults and the demo's recipe
+before them, and variants of the defaults: GroupNorm, 2 local epochs, SCAFFOLD), one run per
 partition seed (``partition.seed`` = ``--seed`` + i). Every run starts from the same
 model initialisation (``training.seed``), on the same images, model and image size. The table
 gives, per partition and recipe, the rounds and seconds to each threshold (the mean over the
