@@ -74,22 +74,12 @@ RECIPES: dict[str, dict[str, Any]] = {
         "federated.lr_decay": "none",
         "federated.loss_correction": "none",
     },
-    "FedAvg + logit adjustment + cosine, GroupNorm": {
-        "model.norm": "group",
-        "federated.loss_correction": "logit_adjustment",
-        "federated.lr_decay": "cosine",
-    },
-    "FedAvg + logit adjustment + cosine, 2 local epochs": {
-        "federated.local_epochs": 2,
-        "federated.loss_correction": "logit_adjustment",
-        "federated.lr_decay": "cosine",
-    },
+    "FedAvg + logit adjustment + cosine, GroupNorm": {"model.norm": "group"},
+    "FedAvg + logit adjustment + cosine, 2 local epochs": {"federated.local_epochs": 2},
     "SCAFFOLD (SGD 0.05) + logit adjustment + cosine": {
         "federated.strategy": "SCAFFOLD",
         "training.optimizer": "sgd",
         "training.learning_rate": 0.05,
-        "federated.loss_correction": "logit_adjustment",
-        "federated.lr_decay": "cosine",
     },
 }
 CENTRAL = "central"
