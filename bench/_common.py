@@ -33,6 +33,17 @@ def add_run_flags(parser: argparse.ArgumentParser, *, rounds: int) -> None:
     parser.add_argument("--home", type=Path, default=None, help="default: a temporary folder")
 
 
+def extra_keys(items: list[str]) -> dict[str, Any]:
+    """``--set KEY=JSON`` items as configuration keys."""
+    import json
+
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        out[key] = json.loads(value)
+    return out
+
+
 def validation_split(data: Path, out: Path, fraction: float, seed: int = 0) -> Path:
     """A Kaggle-layout copy of ``data``'s training images (symbolic links) whose ``test/`` is
     a stratified, seeded share ``fraction`` of them and whose training set is the rest:

@@ -46,7 +46,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from _common import simulate_run
+from _common import extra_keys, simulate_run, validation_split
 from medfed.config import load_config
 from medfed.federation.run_audit import audit_run
 from medfed.federation.runner import absolute_paths
@@ -209,6 +209,7 @@ def run_setting(
                 **study.partitions[partition],
                 **overrides(args),
                 **study.settings[name],
+                **extra_keys(args.set),
             },
         )
     )
@@ -395,6 +396,15 @@ def parse_args() -> argparse.Namespace:
         + ", ".join(partitions),
     )
     parser.add_argument(
+        "--validation",
+        type=float,
+        default=0.0,
+        help="score on this share of the training images held out, not on the test set",
+    )
+    parser.add_argument(
+        "--set", nargs="*", default=[], metavar="KEY=JSON", help="keys set in every setting"
+    )
+    parser.add_argument(
         "--work", type=Path, help="folder for the runs, kept to resume; default a temp folder"
     )
     return parser.parse_args()
@@ -418,7 +428,9 @@ def main() -> None:
     seeds = [args.seed + i for i in range(args.seeds)]
     console = Console(width=200)
     with tempfile.TemporaryDirectory(prefix="medfed-bench-") as scratch:
-        args.work = args.work or Path(scratch)
+        args.work = (args.work or Path(scratch)).resolve()
+        if args.validation:
+            args.data = validation_split(args.data, args.work / "validation", args.validation)
         for study in studies:
             for partition in study.partitions:
                 if not args.partitions or partition in args.partitions:

@@ -41,6 +41,7 @@ from rich.table import Table
 
 from _common import (
     check_data,
+    extra_keys,
     quiet_logs,
     simulate,
     simulate_inline,
@@ -129,14 +130,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def extra_keys(args: argparse.Namespace) -> dict[str, Any]:
-    out = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        out[key] = json.loads(value)
-    return out
-
-
 def config(args: argparse.Namespace, home: Path, **keys: Any) -> MedfedConfig:
     overrides: dict[str, Any] = {
         "home": str(home),
@@ -148,7 +141,7 @@ def config(args: argparse.Namespace, home: Path, **keys: Any) -> MedfedConfig:
         "federated.rounds": args.rounds,
         **({"model.name": args.model} if args.model else {}),
         **keys,
-        **extra_keys(args),
+        **extra_keys(args.set),
     }
     return absolute_paths(load_config(None, overrides))
 

@@ -92,6 +92,10 @@ def test_grad_cam_maps_are_unit_scaled_at_the_input_size() -> None:
     assert model.training  # left as found
     resnet = build_model("resnet18", 1, 2)
     assert grad_cam(resnet, torch.randn(2, 1, 64, 64), [0, 1]).shape == (2, 64, 64)
+    for name in ("scatter_linear", "scatter_cnn"):  # on the trained part's fixed features
+        scatter = build_model(name, 1, 2)
+        maps = grad_cam(scatter, torch.rand(2, 1, 64, 64), [0, 1])
+        assert maps.shape == (2, 64, 64) and maps.max() == 1.0, name
 
 
 def test_overlay_colours_only_where_the_model_looks() -> None:

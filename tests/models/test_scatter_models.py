@@ -8,10 +8,13 @@ import pytest
 import torch
 from tests.simulated import simulate
 
-from medfed.config import load_config
+from medfed.config import config_from_dict, load_config
 from medfed.errors import ConfigError
 from medfed.models import build_model
+from medfed.models.scatter import ScatterHead
 from medfed.privacy.dp import incompatible_layers
+from medfed.reports.clinical import load_final_evaluation
+from medfed.store import ArtifactStore
 
 
 @pytest.mark.parametrize("name", ["scatter_linear", "scatter_cnn"])
@@ -22,6 +25,18 @@ def test_scatter_models_hold_only_their_head_and_take_any_size(name: str) -> Non
     for size in (32, 64):
         assert model(torch.rand(3, 1, size, size)).shape == (3, 2)
     assert incompatible_layers(model) == []  # DP-SGD trains it as it is
+
+
+@pytest.mark.parametrize("name", ["scatter_linear", "scatter_cnn"])
+def test_the_head_on_cached_features_predicts_what_the_whole_model_does(name: str) -> None:
+    torch.manual_seed(1)
+    model = build_model(name, 1, 2).eval()
+    images = torch.rand(10, 1, 32, 32)
+    batches = [(images[:6], torch.zeros(6)), (images[6:], torch.zeros(4))]
+    features = model.features_of(batches)
+    assert features.shape == (10, 81, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(ScatterHead(model)(features), model(images))
 
 
 @pytest.mark.slow
@@ -75,7 +90,12 @@ def test_a_dp_run_of_a_scatter_model_caches_features_once_per_hospital(
     assert run.status == "finished", run.error
     rounds = store.rounds(run_id)
     assert 0 < rounds[0].epsilon < rounds[1].epsilon <= 3.0 + 0.05
-    cached = sorted((tmp_path / "home" / "hospitals").glob(f"*/{run_id}/scatter-features.pt"))
-    assert len(cached) == 2
-    features = torch.load(cached[0], weights_only=True)["features"]
-    assert features.shape[1:] == (81, 8, 8)
+    artifacts = ArtifactStore.for_config(config_from_dict({"home": str(tmp_path / "home")}))
+    evaluation = load_final_evaluation(artifacts, run_id)  # explained on its trained part
+    assert evaluation is not None and evaluation.explanations
+    hospitals = tmp_path / "home" / "hospitals"
+    for part in ("train", "val"):  # what they train on, what they evaluate each round on
+        cached = sorted(hospitals.glob(f"*/{run_id}/scatter-features-{part}.pt"))
+        assert len(cached) == 2, part
+        features = torch.load(cached[0], weights_only=True)["features"]
+        assert features.shape[1:] == (81, 8, 8)

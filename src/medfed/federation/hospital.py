@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -297,7 +298,9 @@ def train_with_dp(
                 "train_loss": -1.0,
                 "train_accuracy": -1.0,
             }
-        result = train(dp.model, dp.loader, epochs, dp.optimizer)
+        with warnings.catch_warnings():  # Opacus' hooks on a first layer: its input needs none
+            warnings.filterwarnings("ignore", message="Full backward hook is firing")
+            result = train(dp.model, dp.loader, epochs, dp.optimizer)
         accountant.save(dp.history)
         return {
             "epsilon": dp.epsilon(),
@@ -311,16 +314,19 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
-SCATTER_CACHE = "scatter-features.pt"
-
-
 def scatter_features(
-    hospital: Hospital, cfg: MedfedConfig, model: ScatterNet, device: torch.device
+    hospital: Hospital,
+    cfg: MedfedConfig,
+    model: ScatterNet,
+    device: torch.device,
+    part: str = "train",
 ) -> torch.Tensor:
-    """The fixed ScatterNet features of the hospital's training images (normalised, no
-    augmentation), computed on its first round and kept in its state folder for the run."""
-    path = hospital.state_dir / SCATTER_CACHE
-    key = f"{cfg.model.name}:{cfg.data.image_size}:{len(hospital.train_idx)}"
+    """The fixed ScatterNet features of the hospital's ``part`` images ("train" or "val";
+    normalised, no augmentation), computed the first time and kept in its state folder for
+    the run."""
+    idx = hospital.train_idx if part == "train" else hospital.val_idx
+    path = hospital.state_dir / f"scatter-features-{part}.pt"
+    key = f"{cfg.model.name}:{cfg.data.image_size}:{len(idx)}"
     if path.is_file():
         kept = torch.load(path, weights_only=True)
         if kept.get("key") == key:
@@ -328,12 +334,12 @@ def scatter_features(
     loader = ArrayLoader(
         hospital.data.images,
         hospital.data.labels,
-        indices=hospital.train_idx,
+        indices=idx,
         batch_size=256,
         transform=eval_transform(cfg.data),
         device=device,
     )
-    features = torch.cat([model.features(x).cpu() for x, _ in loader])
+    features = model.features_of(loader)
     tmp = path.with_suffix(".tmp")
     torch.save({"key": key, "features": features}, tmp)
     tmp.replace(path)
@@ -350,16 +356,25 @@ def evaluate_locally(
     restore_local_bn(model, hospital, cfg)
     device = training_device(cfg.training)
     model.to(device)
-    idx = hospital.val_idx if len(hospital.val_idx) else hospital.train_idx
-    loader = ArrayLoader(
-        hospital.data.images,
-        hospital.data.labels,
-        indices=idx,
-        batch_size=max(cfg.training.batch_size, 64),
-        transform=eval_transform(cfg.data),
-        device=device,
-    )
-    result = evaluate(model, loader, amp=uses_amp(cfg.training, device))
+    part = "val" if len(hospital.val_idx) else "train"
+    idx = hospital.val_idx if part == "val" else hospital.train_idx
+    batch_size = max(cfg.training.batch_size, 64)
+    if isinstance(model, ScatterNet):  # fixed features, computed once per hospital and run
+        features = scatter_features(hospital, cfg, model, device, part)
+        labels = torch.as_tensor(hospital.data.labels[idx])
+        result = evaluate(
+            ScatterHead(model), DataLoader(TensorDataset(features, labels), batch_size)
+        )
+    else:
+        loader = ArrayLoader(
+            hospital.data.images,
+            hospital.data.labels,
+            indices=idx,
+            batch_size=batch_size,
+            transform=eval_transform(cfg.data),
+            device=device,
+        )
+        result = evaluate(model, loader, amp=uses_amp(cfg.training, device))
     return result, bn_statistics(hospital, cfg, model)
 
 

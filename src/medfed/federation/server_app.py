@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 from flwr.serverapp import Grid, ServerApp
+from torch.utils.data import DataLoader, TensorDataset
 
 from medfed.config import MedfedConfig, run_definition
 from medfed.data.datasets import ImageSet, load_image_set, resolve_test_path
@@ -40,6 +42,7 @@ from medfed.federation.run_paths import stop_flag
 from medfed.federation.runtime import RunSettings
 from medfed.federation.strategies import aggregate_metrics, build_strategy, round_epsilon
 from medfed.learning.trainer import evaluate, set_seed
+from medfed.models.scatter import ScatterHead, ScatterNet
 from medfed.privacy.dp import budget_exhausted
 from medfed.store import Metric, Phase, RunStatus, RunStore
 from medfed.store.artifacts import ArtifactStore
@@ -111,6 +114,7 @@ class FederatedRun:
             self.store.set_class_names(self.run_id, class_names)
         self.model = build_run_model(cfg, len(class_names))
         self.test_set = test_set
+        self.test_features: TensorDataset | None = None
         self.limits = ReplyLimits.from_config(cfg, len(class_names))
         arrays, first_round = self._starting_point()
         self.recorder.started(f.rounds, f.strategy, first_round, class_names)
@@ -308,7 +312,13 @@ class FederatedRun:
             batch_size=128,
             transform=eval_transform(self.cfg.data),
         )
-        return plain(evaluate(self.model, loader))
+        if not isinstance(self.model, ScatterNet):
+            return plain(evaluate(self.model, loader))
+        if self.test_features is None:  # fixed: computed in the first round, kept for the run
+            self.test_features = TensorDataset(
+                self.model.features_of(loader), torch.as_tensor(self.test_set.labels)
+            )
+        return plain(evaluate(ScatterHead(self.model), DataLoader(self.test_features, 128)))
 
     def _checkpoint(self, server_round: int, arrays: ArrayRecord, metrics: dict) -> None:
         """Encrypted global weights: round 0 (the initial model), every few rounds, the last."""

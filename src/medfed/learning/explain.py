@@ -8,6 +8,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from medfed.models.scatter import ScatterNet
+
 MIN_MAP_SIZE = 6  # the deepest layer whose maps are at least this wide is explained
 BINARY_KINDS = ("true positive", "false positive", "false negative", "true negative")
 
@@ -23,7 +25,10 @@ class Pick:
 
 def candidate_layers(model: nn.Module) -> list[nn.Module]:
     """Layers whose activations Grad-CAM may use, shallow to deep: the normalisation of each
-    block of the small CNN, a ResNet's four stages, else every Conv2d."""
+    block of the small CNN, a ResNet's four stages, a ScatterNet's trained body on its fixed
+    scattering features, else every Conv2d."""
+    if isinstance(model, ScatterNet):
+        return [model.body]
     features = getattr(model, "features", None)
     if isinstance(features, nn.Sequential) and all(len(block) > 1 for block in features):
         return [block[1] for block in features]

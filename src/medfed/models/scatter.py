@@ -15,6 +15,8 @@ nothing to learn and is rebuilt identically everywhere), so only the head travel
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 from torch import nn
 
@@ -66,6 +68,10 @@ class ScatterNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The fixed part: scattering, normalisation and pooling (nothing to learn)."""
         return self.pool(self.norm(self.front(x)))
+
+    def features_of(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """:meth:`features` of every batch of (images, labels), on the CPU."""
+        return torch.cat([self.features(x).cpu() for x, _ in batches])
 
     def head(self, features: torch.Tensor) -> torch.Tensor:
         """The trained part, on :meth:`features`."""
