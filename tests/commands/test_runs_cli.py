@@ -59,6 +59,8 @@ def populated(db_url: str) -> dict[str, str]:
         store.record_client_result(
             failed, 2, hospital="charite", phase="train", status="failed", error="timed out"
         )
+        store.publish(failed, "round_started", {"round": 1})
+        store.publish(failed, "run_note", {"message": "round 1: st-marys [holds] one class"})
         store.set_status(failed, "failed", error="hospital charite stopped answering")
         pending = store.create_run(
             "baseline", {}, mode="deployment", strategy="FedAvg", num_rounds=3
@@ -106,6 +108,8 @@ def test_runs_show_by_short_id(populated: dict[str, str], db_url: str, capsys) -
     assert code == 0
     assert f"brain-mri ({run_id})" in out and "by ada" in out
     assert "hospital charite stopped answering" in out
+    assert "note round 1: st-marys [holds] one class" in out  # notes only, markup kept as text
+    assert out.count("note ") == 1
     round_rows = [line for line in out.splitlines() if line.startswith("│     ")]
     assert any(
         "88.8%" in row

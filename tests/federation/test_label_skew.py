@@ -16,6 +16,7 @@ from torch import nn
 from medfed.config import load_config
 from medfed.errors import ConfigError
 from medfed.federation.codec import CodecError, TensorSpec
+from medfed.federation.label_skew import single_class_note
 from medfed.federation.replies import ReplyLimits, check_train_reply
 from medfed.federation.scaffold import (
     CONTROL_KEY,
@@ -256,9 +257,23 @@ def test_a_simulated_scaffold_run_keeps_control_variates_at_each_hospital(
     assert run.status == "finished", run.error
     rounds = store.rounds(run_id)
     assert len(rounds) == 2 and all(r.num_clients_ok == 2 for r in rounds)
+    notes = [e.payload["message"] for e in store.events(run_id) if e.type == "run_note"]
+    skew = [n for n in notes if "single class" in n]  # one class each: noted once, in round 1
+    assert len(skew) == 1 and skew[0].startswith("round 1: hospital-0 (")
+    assert "hospital-1 (" in skew[0]
     files = sorted((tmp_path / "home" / "hospitals").glob(f"*/{run_id}/scaffold.npz"))
     assert len(files) == 2
     with np.load(files[0]) as data:
         assert int(data["count"]) > 0
         assert math.isfinite(float(np.abs(data["a0"]).sum()))
         assert np.abs(data["a0"]).sum() > 0
+
+
+def test_hospitals_holding_nearly_one_class_are_named_with_their_share() -> None:
+    names = ["no", "yes"]
+    note = single_class_note({"b": [0, 40], "a": [97, 3], "mixed": [60, 40]}, names)
+    assert note is not None
+    assert note.startswith("a (97 of its 100 images are 'no'); b (40 of its 40 images are 'yes')")
+    assert "mixed" not in note
+    assert single_class_note({"a": [94, 6], "empty": [0, 0]}, names) is None
+    assert single_class_note({"a": [5]}, ["only"]) is None

@@ -50,6 +50,11 @@ def test_create_a_run_and_watch_it_train_live(
     set_number(tab, "batch-input", 8)
     set_number(tab, "lr-input", 0.003)
     tab.get_by_test_id("data-path-input").fill(str(kaggle_dataset))
+    choose(tab, "scheme-select", "Shards (few classes)")  # one class per hospital by default
+    warnings = tab.get_by_test_id("recipe-warnings")
+    expect(warnings.locator("[data-key='partition.classes_per_client']")).to_contain_text(
+        "single class"
+    )
     tab.get_by_test_id("create-and-start").click()
 
     # Creating the first run imports Flower in the server: seconds on a busy machine.
@@ -60,10 +65,14 @@ def test_create_a_run_and_watch_it_train_live(
     assert run.config["federated"]["rounds"] == 3
     assert run.config["model"]["name"] == "cancer_cnn"
     assert run.config["data"]["image_size"] == 16
+    assert run.config["partition"]["scheme"] == "shards"
 
     accuracy = "[data-testid=curve-accuracy]"
     wait_until(lambda: chart_points(tab, accuracy) > 0, 240, "the first round's points")
     expect(tab.get_by_test_id("hospital-table").locator(".el-table__body tr")).to_have_count(2)
+    note = tab.get_by_test_id("run-note")  # each hospital holds one class: the platform says so
+    expect(note).to_have_count(1)
+    expect(note).to_contain_text(re.compile(r"round 1: hospital-0 \(.*hospital-1 \(.*single class"))
     screenshot(tab, "live-run")
     # Rounds on this tiny set take a fraction of a second: the later ones may already be drawn.
     wait_until(lambda: chart_points(tab, accuracy) == 9, 240, "every round's points")

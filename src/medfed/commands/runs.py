@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from medfed.config import load_config
@@ -115,8 +116,13 @@ def show_run(
         last = rounds[-1].round if rounds else None
         results = store.client_results(run.id, last) if last is not None else []
         checkpoints = store.checkpoints(run.id)
+        notes = [
+            e.payload.get("message", "") for e in store.events(run.id, type=EventType.RUN_NOTE)
+        ]
     console = Console()
     console.print(_run_summary(run, places.get(run.id)))
+    for note in notes:
+        console.print(f"[yellow]note[/] {escape(note)}")
     console.print(rounds_table(rounds))
     if results:
         console.print(_results_table(last, results))

@@ -28,6 +28,7 @@ from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
 from medfed.federation.downlink import DownlinkSender
 from medfed.federation.hospital import build_run_model
+from medfed.federation.label_skew import single_class_note
 from medfed.federation.phases import (
     Evaluation,
     HospitalNames,
@@ -120,6 +121,7 @@ class FederatedRun:
         self.recorder.started(f.rounds, f.strategy, first_round, class_names)
         strategy = build_strategy(cfg)
         self.config = {"class-names": "\n".join(class_names)}
+        self.skew_noted: set[str] = set()  # hospitals already noted for holding one class
         self.best: dict[str, Any] = {}
         self.last_record = time.perf_counter()
         previous: RoundState | None = None
@@ -205,6 +207,7 @@ class FederatedRun:
             self.recorder.replied(state.round, Phase.TRAIN, hospital, reply.content)
         for failure in state.train.failures:
             self.recorder.failed_hospital(state.round, Phase.TRAIN, failure)
+        self._note_single_class_hospitals(state)
         ok = state.train.replies
         if len(ok) < f.min_train_clients:
             failures = "; ".join(f"{x.hospital}: {x.reason[:200]}" for x in state.train.failures)
@@ -214,6 +217,18 @@ class FederatedRun:
                 f"failures: {failures or 'none'}"
             )
         return split_evaluations(state.train) if evaluate_first else Evaluation()
+
+    def _note_single_class_hospitals(self, state: RoundState) -> None:
+        """A run note, once per hospital, when its training images are nearly one class."""
+        counts = {}
+        for reply in state.train.replies:
+            hospital = state.train.hospitals[reply.metadata.src_node_id]
+            if hospital not in self.skew_noted:
+                counts[hospital] = [int(c) for c in reply.content["metrics"]["class-counts"]]
+        note = single_class_note(counts, self.config["class-names"].split("\n"))
+        if note:
+            self.recorder.note(f"round {state.round}: {note}")
+            self.skew_noted.update(counts)
 
     def _aggregate(self, strategy: Any, state: RoundState) -> None:
         """The new global model from the hospitals that trained (not those whose privacy

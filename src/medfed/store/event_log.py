@@ -24,15 +24,16 @@ class EventLogMixin(StoreBase):
         self.bus.publish(record)
         return record.id
 
-    def events(self, run_id: str, after_id: int = 0, limit: int = 1000) -> list[EventRecord]:
-        """The run's events with id above ``after_id``, oldest first."""
+    def events(
+        self, run_id: str, after_id: int = 0, limit: int = 1000, type: str | None = None
+    ) -> list[EventRecord]:
+        """The run's events with id above ``after_id`` (only those of ``type`` if given),
+        oldest first."""
+        query = select(m.Event).where(m.Event.run_id == run_id, m.Event.id > after_id)
+        if type is not None:
+            query = query.where(m.Event.type == type)
         with self._session() as session:
-            rows = session.scalars(
-                select(m.Event)
-                .where(m.Event.run_id == run_id, m.Event.id > after_id)
-                .order_by(m.Event.id)
-                .limit(limit)
-            ).all()
+            rows = session.scalars(query.order_by(m.Event.id).limit(limit)).all()
             return [from_row(EventRecord, row) for row in rows]
 
     def last_event_id(self, run_id: str) -> int:

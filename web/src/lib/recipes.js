@@ -12,7 +12,7 @@ const DP_COMMON = {
   'privacy.delta': 1e-5,
   'privacy.accountant': 'prv',
   'privacy.max_grad_norm': 0.1,
-  'model.name': 'scatter_linear',
+  'model.name': 'scatter_cnn',
   'model.norm': 'group',
   'federated.strategy': 'FedAvg',
   'federated.local_epochs': 1,
@@ -22,7 +22,7 @@ const DP_COMMON = {
   'training.optimizer': 'sgd',
   'training.momentum': 0.9,
   'training.batch_size': 256,
-  'training.learning_rate': 4.0,
+  'training.learning_rate': 8.0,
 }
 
 export const PRIVACY_PRESETS = {
@@ -69,6 +69,18 @@ export function recipeWarnings(form) {
         'default) on average and up to 4 points on a hard split; one split that left each ' +
         'hospital with nearly one class swung between 25% and 74% from round to round. Keep ' +
         'a loss correction for the hospitals’ own labels.',
+    })
+  }
+  const part = form.partition
+  const oneClass = part.scheme === 'shards' && Number(part.classes_per_client) === 1
+  if (!dp && (oneClass || (part.scheme === 'dirichlet' && Number(part.alpha) <= 0.1))) {
+    out.push({
+      key: oneClass ? 'partition.classes_per_client' : 'partition.alpha',
+      message:
+        'Hospitals that hold a single class: no recipe tried learns from them. On the demo ' +
+        'images, 4 hospitals holding one class each stayed near chance (50%) over 20 rounds, ' +
+        'and Dirichlet 0.1 splits, which often leave each hospital one class, ended anywhere ' +
+        'between 50% and 99% by partition seed. Mix the classes across hospitals if you can.',
     })
   }
   if (f.strategy === 'SCAFFOLD' && t.optimizer !== 'sgd') {

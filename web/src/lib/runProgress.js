@@ -18,6 +18,7 @@ const EVENT_TYPES = [
   'run_queued',
   'run_admitted',
   'run_interrupted',
+  'run_note',
 ]
 
 const PHASE_ORDER = { train: 0, fit: 0, evaluate: 1 }
@@ -44,6 +45,7 @@ export function useRunProgress(runId) {
   const currentRound = ref(null)
   const connection = ref('idle') // idle | connecting | live | closed | error
   const lastEventAt = ref(null)
+  const notes = ref([]) // what the platform noted about the run, e.g. hospitals of one class
   let source = null
 
   const rounds = computed(() =>
@@ -147,6 +149,9 @@ export function useRunProgress(runId) {
     },
     run_admitted: () => setStatus('pending'),
     run_interrupted: (p) => finish('interrupted', p),
+    run_note: (p) => {
+      notes.value = withNote(notes.value, p)
+    },
   }
 
   function finish(status, payload) {
@@ -231,11 +236,19 @@ export function useRunProgress(runId) {
     hospitalStatus,
     connection,
     lastEventAt,
+    notes,
     load,
     refreshRun,
     openStream,
     closeStream,
   }
+}
+
+/** ``notes`` with the message of a ``run_note`` payload added once (a replayed stream repeats it). */
+export function withNote(notes, payload) {
+  const message = payload?.message
+  if (typeof message !== 'string' || !message || notes.includes(message)) return notes
+  return [...notes, message]
 }
 
 /** A metric from a client row (evaluate phase preferred), accepting common key spellings. */

@@ -27,6 +27,17 @@ describe('recipe warnings', () => {
     expect(recipeWarnings(formOf())).toEqual([])
   })
 
+  it('warn about hospitals holding a single class, whatever the recipe', () => {
+    expect(keys(formOf({ partition: { scheme: 'shards', classes_per_client: 1 } }))).toEqual([
+      'partition.classes_per_client',
+    ])
+    expect(keys(formOf({ partition: { scheme: 'shards', classes_per_client: 2 } }))).toEqual([])
+    expect(keys(formOf({ partition: { scheme: 'dirichlet', alpha: 0.1 } }))).toEqual([
+      'partition.alpha',
+    ])
+    expect(keys(formOf({ partition: { scheme: 'dirichlet', alpha: 0.5 } }))).toEqual([])
+  })
+
   it('warn about label skew without a loss correction, not on IID or quantity skew', () => {
     const form = formOf({ federated: { strategy: 'FedAvg', loss_correction: 'none' } })
     expect(keys(form)).toEqual(['partition.scheme'])
@@ -55,7 +66,7 @@ describe('recipe warnings', () => {
     const form = formOf({ privacy: { mode: 'sample' } })
     applyPreset(form, PRIVACY_PRESETS[3])
     expect(recipeWarnings(form)).toEqual([])
-    expect(form.model.name).toBe('scatter_linear')
+    expect(form.model.name).toBe('scatter_cnn')
     expect(form.privacy.target_epsilon).toBe(3)
     expect(normProblem(form)).toBeNull()
   })

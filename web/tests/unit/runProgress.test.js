@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest'
-import { clientDevice, clientMetric, hospitalSeries, parseEvent } from '../../src/lib/runProgress'
+import {
+  clientDevice,
+  clientMetric,
+  hospitalSeries,
+  parseEvent,
+  withNote,
+} from '../../src/lib/runProgress'
 
 describe('clientMetric', () => {
   it('accepts the usual spellings of a metric', () => {
@@ -47,5 +53,17 @@ describe('clientDevice', () => {
     expect(clientDevice({ metrics: { device: 1 } })).toBeNull()
     expect(clientDevice({ status: 'failed', metrics: null })).toBeNull()
     expect(clientDevice(null)).toBeNull()
+  })
+})
+
+describe('withNote', () => {
+  it('adds a note once, and ignores payloads without a message', () => {
+    const one = withNote([], { message: 'round 1: hospital-0 holds one class' })
+    expect(one).toEqual(['round 1: hospital-0 holds one class'])
+    expect(withNote(one, { message: 'round 1: hospital-0 holds one class' })).toBe(one)
+    expect(withNote(one, { message: '' })).toBe(one)
+    expect(withNote(one, {})).toBe(one)
+    expect(withNote(one, null)).toBe(one)
+    expect(withNote(one, { message: 'budget spent' })).toHaveLength(2)
   })
 })
