@@ -7,10 +7,10 @@ training images. Every run's final global model is scored on the held-out test s
 with the membership-inference audit (`medfed audit`).
 
 - privacy: 2 hospitals, a recipe built for DP-SGD (the new-run form's privacy presets):
-  ``scatter_linear`` (a fixed ScatterNet front end, features computed once per hospital,
-  and a linear head), 20 rounds of one local epoch without augmentation, batches of 256, SGD
-  with momentum 0.9 and cosine decay; without DP at learning rate 0.4,
-  with DP the clipping norm 0.1 and the learning rate scaled to match (4.0), the noise
+  ``scatter_cnn`` (a fixed ScatterNet front end, features computed once per hospital, and a
+  small CNN head with GroupNorm and Tanh), 20 rounds of one local epoch without augmentation,
+  batches of 256, SGD with momentum 0.9 and cosine decay; without DP at learning rate 0.05,
+  with DP the clipping norm 0.1 and the learning rate scaled to match (8.0), the noise
   calibrated by Opacus' PRV accountant. 100 mislabelled canaries are planted among the
   training images (100 more held out): the canary AUC is the attack's success on them, the leak
   that differential privacy bounds. Settings: no DP, then sample-level DP-SGD at epsilon 8, 3
@@ -27,6 +27,8 @@ with the membership-inference audit (`medfed audit`).
 augmentation) and reports the mean, the worst seed and each seed's gap to the baseline trained
 with the same seed: single runs differ by several points. With ``--work DIR`` every finished run
 keeps its outcome there, and running the study again skips it (a long study can be resumed).
+Recipes are chosen with ``--validation F`` (a stratified share F of the training images held
+out and scored instead of the test set) and ``--set KEY=JSON`` (keys set in every setting).
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def dp_setting(epsilon: float) -> dict[str, Any]:
         "privacy.delta": 1e-5,
         "privacy.max_grad_norm": 0.1,
         "privacy.accountant": "prv",
-        "training.learning_rate": 4.0,
+        "training.learning_rate": 8.0,
     }
 
 
@@ -115,10 +117,10 @@ STUDIES = {
     "privacy": Study(
         "privacy",
         {
-            "model.name": "scatter_linear",
+            "model.name": "scatter_cnn",
             "training.optimizer": "sgd",
             "training.momentum": 0.9,
-            "training.learning_rate": 0.4,
+            "training.learning_rate": 0.05,
             "training.batch_size": 256,
             "federated.num_clients": 2,
             "federated.rounds": 20,

@@ -6,7 +6,8 @@
  */
 
 /** Differential privacy per target ε: sample-level DP-SGD spent on few, large steps (the
- * privacy study's recipe). */
+ * privacy study's recipe, chosen on a validation split: at ε 3 it lost 2.6 points on the
+ * demo's test set against the same recipe without DP). */
 const DP_COMMON = {
   'privacy.mode': 'sample',
   'privacy.delta': 1e-5,
@@ -94,8 +95,9 @@ export function recipeWarnings(form) {
       out.push({
         key: 'model.name',
         message:
-          'DP-SGD noise drowns the gradients of a large model trained from scratch: ' +
-          'ScatterNet + linear (fixed features, a small head) lost far less accuracy.',
+          'DP-SGD noise drowns the gradients of a large model trained from scratch: on the ' +
+          'demo images at ε 3 such a recipe lost 22.7 points, ScatterNet + small CNN (fixed ' +
+          'features, a small head; the privacy preset) 2.6 points against itself without DP.',
       })
     }
     const epochs = f.local_epochs * f.rounds
