@@ -298,7 +298,7 @@ def train_with_dp(
                 "train_loss": -1.0,
                 "train_accuracy": -1.0,
             }
-        with warnings.catch_warnings():  # Opacus' hooks on a first layer: its input needs none
+        with warnings.catch_warnings():  # Opacus warns that the input needs no gradient
             warnings.filterwarnings("ignore", message="Full backward hook is firing")
             result = train(dp.model, dp.loader, epochs, dp.optimizer)
         accountant.save(dp.history)
