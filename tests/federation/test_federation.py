@@ -41,6 +41,16 @@ def test_every_strategy_name_builds_flowers_class(name: str) -> None:
     assert isinstance(strategy, fl.Strategy)
 
 
+@pytest.mark.parametrize("name", ["FedAdam", "FedYogi"])
+def test_server_optimisers_returning_float64_weights_run_on(
+    kaggle_dataset: Path, tmp_path: Path, name: str
+) -> None:
+    store, run_id = simulate(kaggle_dataset, tmp_path / "home", **{"federated.strategy": name})
+    run = store.get_run(run_id)
+    assert run.status == "finished", run.error
+    assert [r.num_clients_ok for r in store.rounds(run_id)] == [2, 2]
+
+
 def test_client_level_dp_wraps_the_strategy() -> None:
     cfg = load_config(
         None,

@@ -276,6 +276,17 @@ def test_the_broadcast_arrays_are_float32_weights_and_untouched_counters() -> No
     assert [a.shape for a in kept] == [tuple(t.shape) for t in state.values()]
 
 
+def test_a_strategys_float64_weights_go_back_to_the_models_dtypes() -> None:
+    state = model_state()
+    averaged = {k: v.double() for k, v in state.items()}  # FedAdam's weights, averaged counters
+    averaged["bn.num_batches_tracked"] = torch.tensor(12.6).double()
+    cast = wire.with_dtypes_of(ArrayRecord(averaged), ArrayRecord(state))
+    assert list(cast) == list(state)
+    assert [np.dtype(cast[k].dtype) for k in cast] == [t.numpy().dtype for t in state.values()]
+    assert int(cast["bn.num_batches_tracked"].numpy()) == 13
+    np.testing.assert_array_equal(cast["fc.weight"].numpy(), state["fc.weight"].numpy())
+
+
 def test_a_payload_record_is_one_uint8_array_read_back_without_copying() -> None:
     record = wire.payload_record(b"MFC1\x00abc")
     assert wire.is_payload(record) and wire.payload_nbytes(record) == 8

@@ -248,7 +248,7 @@ class FederatedRun:
                 )
         arrays, state.train_metrics = strategy.aggregate_train(state.round, training)
         if arrays is not None:
-            state.arrays = arrays
+            state.arrays = wire.with_dtypes_of(arrays, state.arrays)
 
     def _evaluate_phase(self, strategy: Any, state: RoundState) -> Evaluation:
         """The hospitals' evaluation of the last round's model, in a phase of its own."""

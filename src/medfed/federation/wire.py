@@ -122,6 +122,20 @@ def broadcast_arrays(record: ArrayRecord) -> list[np.ndarray]:
     ]
 
 
+def with_dtypes_of(record: ArrayRecord, model: ArrayRecord) -> ArrayRecord:
+    """``record``'s arrays in the dtypes of ``model``'s (same names): strategies such as FedAdam
+    return float64 weights and averaged counters, while the hospitals' updates, checked against
+    the global model, come in the model's own dtypes. Integer arrays are rounded."""
+    out = {}
+    for name, array in record.items():
+        values, dtype = array.numpy(), np.dtype(model[name].dtype)
+        if values.dtype != dtype:
+            values = np.rint(values) if dtype.kind in "iu" else values
+            array = Array(np.asarray(values.astype(dtype)))
+        out[name] = array
+    return ArrayRecord(out)
+
+
 def unpack_global(
     record: ArrayRecord, expected: Sequence[str] | Sequence[TensorSpec]
 ) -> dict[str, torch.Tensor]:
