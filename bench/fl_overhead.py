@@ -18,11 +18,13 @@ the central evaluation of the new global model on the test set (medfed: its ``ro
 event, after the checkpoint and store writes; the first round starts at ``run_started``;
 anchor: the timestamp at the end of ``evaluate_fn``; the first round starts when the initial
 evaluation ends). Process, Ray and actor start-up before the first round are excluded from both.
-The ratio compares the mean over rounds 2..R (the first round also starts the hospitals' Ray
-actors); medfed's own ``duration_s`` (from the start of a round to its central evaluation) is
-shown too. medfed does more per round than the anchor (update encoding, a BatchNorm statistics
-pass at each hospital in the evaluate phase, per-hospital store writes, events, an encrypted
-checkpoint): the figures include all of it.
+The ratio compares whole runs, from the first round's start to the last round's end (both
+start the hospitals' Ray actors in their first round): medfed records round r when round
+r+1's training replies bring the hospitals' evaluation of its model, so its round ends fall one
+training later than the anchor's and per-round figures do not compare. medfed's own
+``duration_s`` (from the start of a round to its central evaluation) is shown too. medfed does
+more per round than the anchor (update encoding, a BatchNorm statistics pass at each hospital,
+per-hospital store writes, events, an encrypted checkpoint): the figures include all of it.
 """
 
 from __future__ import annotations
@@ -300,12 +302,12 @@ def report(console: Console, medfed: list[Timing], anchor: list[Timing]) -> None
                 f"{our_eval:.1f} | {their_eval:.1f}",
             )
     console.print(table)
-    ours = float(np.mean([s for t in medfed for s in t.seconds[1:]]))
-    theirs = float(np.mean([s for t in anchor for s in t.seconds[1:]]))
+    ours = float(np.mean([sum(t.seconds) for t in medfed]))
+    theirs = float(np.mean([sum(t.seconds) for t in anchor]))
     ratio = ours / theirs
     verdict = "[green]meets[/]" if ratio <= TARGET_RATIO else "[red]misses[/]"
-    summary = Table(title="rounds 2..R, mean")
-    for header in ("path", "s / round", "final test accuracy"):
+    summary = Table(title="whole run, first round's start to last round's end (mean over runs)")
+    for header in ("path", "seconds", "final test accuracy"):
         summary.add_column(header, justify="right")
     summary.add_row("medfed", f"{ours:.1f}", ", ".join(f"{t.accuracy:.4f}" for t in medfed))
     summary.add_row("anchor", f"{theirs:.1f}", ", ".join(f"{t.accuracy:.4f}" for t in anchor))
