@@ -79,9 +79,9 @@ export function recipeWarnings(form) {
       key: oneClass ? 'partition.classes_per_client' : 'partition.alpha',
       message:
         'Hospitals that hold a single class: no recipe tried learns from them. On the demo ' +
-        'images, 4 hospitals holding one class each stayed near chance (50%) over 20 rounds, ' +
-        'and Dirichlet 0.1 splits, which often leave each hospital one class, ended anywhere ' +
-        'between 50% and 99% by partition seed. Mix the classes across hospitals if you can.',
+        'images, 4 hospitals holding one class each stayed near chance (50-66%) with every ' +
+        'recipe tried, and Dirichlet 0.1 splits, which often leave each hospital one class, ' +
+        'ended between 50% and 99% by partition seed. Mix the classes across hospitals if you can.',
     })
   }
   if (f.strategy === 'SCAFFOLD' && t.optimizer !== 'sgd') {
