@@ -30,6 +30,7 @@ def single_class_note(
     if not found:
         return None
     return (
-        f"{'; '.join(found)}: a hospital that holds a single class teaches the shared model "
-        "little, and accuracy may stay near chance; mix the classes across hospitals if you can."
+        f"{'; '.join(found)}: a hospital of a single class teaches the shared model little, and "
+        "when every hospital is like this accuracy can stay near chance; mix the classes across "
+        "hospitals if you can."
     )
