@@ -189,8 +189,7 @@ def train_locally(
         trained, batches = model, loader
         if isinstance(model, ScatterNet) and not train_transform(cfg.data, seed).is_random:
             # fixed features, no augmentation: computed once, only the head trains
-            features = scatter_features(hospital, cfg, model, device)
-            labels = torch.as_tensor(hospital.data.labels[hospital.train_idx])
+            features, labels = scatter_dataset(hospital, cfg, model, device).tensors
             trained = ScatterHead(model)
             batches = DataLoader(
                 TensorDataset(features.to(device), labels.to(device)),
@@ -273,8 +272,7 @@ def train_with_dp(
     idx = hospital.train_idx
     device = training_device(cfg.training)
     if isinstance(model, ScatterNet):  # fixed features, computed once per hospital and run
-        features = scatter_features(hospital, cfg, model, device)
-        dataset = TensorDataset(features, torch.as_tensor(hospital.data.labels[idx]))
+        dataset = scatter_dataset(hospital, cfg, model, device)
         trained, transform = ScatterHead(model), _as_float
     else:
         dataset = image_dataset(hospital.data.images[idx], hospital.data.labels[idx])
@@ -314,23 +312,24 @@ def _as_float(x: torch.Tensor) -> torch.Tensor:
     return x.float()
 
 
-def scatter_features(
+def scatter_dataset(
     hospital: Hospital,
     cfg: MedfedConfig,
     model: ScatterNet,
     device: torch.device,
     part: str = "train",
-) -> torch.Tensor:
+) -> TensorDataset:
     """The fixed ScatterNet features of the hospital's ``part`` images ("train" or "val";
-    normalised, no augmentation), computed the first time and kept in its state folder for
-    the run."""
+    normalised, no augmentation) with their labels. The features are computed the first time
+    and kept in its state folder for the run."""
     idx = hospital.train_idx if part == "train" else hospital.val_idx
+    labels = torch.as_tensor(hospital.data.labels[idx])
     path = hospital.state_dir / f"scatter-features-{part}.pt"
     key = f"{cfg.model.name}:{cfg.data.image_size}:{len(idx)}"
     if path.is_file():
         kept = torch.load(path, weights_only=True)
         if kept.get("key") == key:
-            return kept["features"]
+            return TensorDataset(kept["features"], labels)
     loader = ArrayLoader(
         hospital.data.images,
         hospital.data.labels,
@@ -343,7 +342,7 @@ def scatter_features(
     tmp = path.with_suffix(".tmp")
     torch.save({"key": key, "features": features}, tmp)
     tmp.replace(path)
-    return features
+    return TensorDataset(features, labels)
 
 
 def evaluate_locally(
@@ -356,20 +355,16 @@ def evaluate_locally(
     restore_local_bn(model, hospital, cfg)
     device = training_device(cfg.training)
     model.to(device)
-    part = "val" if len(hospital.val_idx) else "train"
-    idx = hospital.val_idx if part == "val" else hospital.train_idx
+    held_out = len(hospital.val_idx) > 0
     batch_size = max(cfg.training.batch_size, 64)
     if isinstance(model, ScatterNet):  # fixed features, computed once per hospital and run
-        features = scatter_features(hospital, cfg, model, device, part)
-        labels = torch.as_tensor(hospital.data.labels[idx])
-        result = evaluate(
-            ScatterHead(model), DataLoader(TensorDataset(features, labels), batch_size)
-        )
+        dataset = scatter_dataset(hospital, cfg, model, device, "val" if held_out else "train")
+        result = evaluate(ScatterHead(model), DataLoader(dataset, batch_size))
     else:
         loader = ArrayLoader(
             hospital.data.images,
             hospital.data.labels,
-            indices=idx,
+            indices=hospital.val_idx if held_out else hospital.train_idx,
             batch_size=batch_size,
             transform=eval_transform(cfg.data),
             device=device,

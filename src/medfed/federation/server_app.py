@@ -121,7 +121,7 @@ class FederatedRun:
         self.recorder.started(f.rounds, f.strategy, first_round, class_names)
         strategy = build_strategy(cfg)
         self.config = {"class-names": "\n".join(class_names)}
-        self.skew_noted: set[str] = set()  # hospitals already noted for holding one class
+        self.labels_checked: set[str] = set()  # hospitals whose class counts were looked at
         self.best: dict[str, Any] = {}
         self.last_record = time.perf_counter()
         previous: RoundState | None = None
@@ -219,16 +219,17 @@ class FederatedRun:
         return split_evaluations(state.train) if evaluate_first else Evaluation()
 
     def _note_single_class_hospitals(self, state: RoundState) -> None:
-        """A run note, once per hospital, when its training images are nearly one class."""
+        """A run note, once per hospital, when its training images are nearly one class (its
+        class counts, in every reply, do not change during a run: each is looked at once)."""
         counts = {}
         for reply in state.train.replies:
             hospital = state.train.hospitals[reply.metadata.src_node_id]
-            if hospital not in self.skew_noted:
+            if hospital not in self.labels_checked:
                 counts[hospital] = [int(c) for c in reply.content["metrics"]["class-counts"]]
+        self.labels_checked.update(counts)
         note = single_class_note(counts, self.config["class-names"].split("\n"))
         if note:
             self.recorder.note(f"round {state.round}: {note}")
-            self.skew_noted.update(counts)
 
     def _aggregate(self, strategy: Any, state: RoundState) -> None:
         """The new global model from the hospitals that trained (not those whose privacy
