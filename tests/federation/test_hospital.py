@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from medfed.config import load_config
 from medfed.federation.hospital import (
@@ -97,3 +98,19 @@ def test_held_out_canaries_reach_no_hospital_and_planted_ones_carry_their_wrong_
     )
     chosen = np.r_[canaries.planted, canaries.held_out]
     assert np.all(hospitals[0].data.labels[chosen] == 1 - plain.data.labels[chosen])
+
+
+def test_a_hospital_decodes_its_images_once_per_run(kaggle_dataset: Path, tmp_path: Path) -> None:
+    cfg = absolute_paths(load_config(None, tiny_overrides(kaggle_dataset, tmp_path)))
+    node = {"partition-id": 0, "num-partitions": 2}
+    first = open_hospital(cfg, node, "run-a", ["0", "1"])
+    again = open_hospital(cfg, {"partition-id": 1, "num-partitions": 2}, "run-a", ["0", "1"])
+    assert again.data.images is first.data.images  # the other hospital of the same run
+    noise = np.random.default_rng(0).integers(0, 255, (32, 32), dtype=np.uint8)
+    Image.fromarray(noise).save(kaggle_dataset / "train" / "added.tif")
+    with (kaggle_dataset / "train_labels.csv").open("a") as labels:
+        labels.write("added,1\n")
+    assert len(open_hospital(cfg, node, "run-a", ["0", "1"]).data) == len(first.data)
+    later = open_hospital(cfg, node, "run-b", ["0", "1"])  # the next run scans the files again
+    assert later.data.images is not first.data.images
+    assert len(later.data) == len(first.data) + 1

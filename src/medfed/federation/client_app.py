@@ -121,7 +121,14 @@ def handle_train(msg: Message, context: Context, fixed: RunSettings | None = Non
         names = [spec.name for spec in layout]
         controls = (dict(zip(names, server, strict=True)), dict(zip(names, local, strict=True)))
     update = train_locally(
-        hospital, cfg, round_in.global_state, num_classes, server_round, run_id, controls
+        hospital,
+        cfg,
+        round_in.global_state,
+        num_classes,
+        server_round,
+        run_id,
+        controls,
+        model=round_in.model,
     )
     if controls is not None and control_store is not None and update.control is not None:
         names = list(controls[1])

@@ -5,9 +5,11 @@ Plain Python on top of the data and learning layers; ``client_app.py`` wraps it 
 
 from __future__ import annotations
 
+import json
 import math
 import time
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from medfed.config import MedfedConfig, Strategy
+from medfed.config import DataConfig, MedfedConfig, Strategy
 from medfed.data.canaries import Canaries, plant_canaries
 from medfed.data.datasets import ImageSet, load_image_set
 from medfed.data.loader import ArrayLoader
@@ -39,6 +41,9 @@ from medfed.privacy.accounting import AccountantStore
 from medfed.privacy.dp import budget_exhausted, image_dataset, prepare_dp_training
 
 LOCAL_VALIDATION_FRACTION = 0.15
+# Decoded image sets a process keeps, by run (a run's training set, and the next run's).
+IMAGE_SETS_KEPT = 2
+_image_sets: OrderedDict[str, ImageSet] = OrderedDict()
 
 
 @dataclass
@@ -75,20 +80,15 @@ def open_hospital(
         cache_dir = home / "cache"
         name = str(node_config.get("hospital", f"hospital-{node_config.get('client-id', 0)}"))
         # A site may hold a single class (e.g. only tumour cases): still a useful hospital.
-        data = load_image_set(
-            Path(str(node_config["data-path"])),
-            cfg.data,
-            cache_dir,
-            class_names=class_names,
-            min_classes=1,
-        )
+        data_path = Path(str(node_config["data-path"]))
+        data = run_image_set(run_id, data_path, cfg.data, cache_dir, class_names, min_classes=1)
         indices = np.arange(len(data.labels))
         canaries = Canaries.none(data.labels)
     else:
         pid = int(node_config.get("partition-id", 0))
         num = int(node_config.get("num-partitions", 1))
         name = f"hospital-{pid}"
-        data, canaries = simulated_training_set(cfg, cache_dir, class_names)
+        data, canaries = simulated_training_set(cfg, cache_dir, class_names, run_id)
         shared = np.setdiff1d(np.arange(len(data)), canaries.held_out)
         p = cfg.partition
         parts = partition_indices(
@@ -106,12 +106,35 @@ def open_hospital(
     return Hospital(name, data, train_idx, val_idx, state_dir, canaries)
 
 
+def run_image_set(
+    run_id: str,
+    path: Path,
+    data: DataConfig,
+    cache_dir: Path,
+    class_names: list[str],
+    min_classes: int = 2,
+) -> ImageSet:
+    """:func:`load_image_set`, scanned and decoded once per run in this process: a hospital's
+    later messages of the run reuse it (a run trains on the files it found first)."""
+    key = json.dumps(
+        [run_id, str(path), data.model_dump(mode="json"), str(cache_dir), class_names, min_classes]
+    )
+    if key in _image_sets:
+        _image_sets.move_to_end(key)
+        return _image_sets[key]
+    loaded = load_image_set(path, data, cache_dir, class_names=class_names, min_classes=min_classes)
+    _image_sets[key] = loaded
+    while len(_image_sets) > IMAGE_SETS_KEPT:
+        _image_sets.popitem(last=False)
+    return loaded
+
+
 def simulated_training_set(
-    cfg: MedfedConfig, cache_dir: Path, class_names: list[str]
+    cfg: MedfedConfig, cache_dir: Path, class_names: list[str], run_id: str
 ) -> tuple[ImageSet, Canaries]:
     """The images simulated hospitals share out, with ``privacy.canaries`` planted (their
     labels changed; the held-out ones go to no hospital)."""
-    data = load_image_set(cfg.data.path, cfg.data, cache_dir, class_names=class_names)
+    data = run_image_set(run_id, Path(cfg.data.path), cfg.data, cache_dir, class_names)
     count, num_classes = cfg.privacy.canaries, len(data.class_names)
     canaries = plant_canaries(data.labels, count, num_classes, cfg.partition.seed)
     return replace(data, labels=canaries.labels), canaries
@@ -151,17 +174,19 @@ def train_locally(
     server_round: int,
     run_id: str,
     controls: Controls | None = None,
+    model: torch.nn.Module | None = None,
 ) -> LocalUpdate:
     """Local epochs from the global model; FedProx adds mu/2 ||w - w_global||^2 to the loss,
     ``federated.loss_correction`` corrects the loss for the hospital's own label distribution.
 
     ``controls`` (SCAFFOLD) are the server's and the hospital's control variates by parameter
     name: ``c - c_i`` is added to every gradient, and the update carries the next ``c_i``.
-    Trains on ``training.device`` (the returned state is on the CPU)."""
+    Trains on ``training.device`` (the returned state is on the CPU); ``model``, when given,
+    is the run's model already built (its weights and buffers are set to ``global_state``)."""
     seed = cfg.training.seed + 1000 * server_round + hash_name(hospital.name)
     set_seed(seed)
     device = training_device(cfg.training)
-    model = build_run_model(cfg, num_classes)
+    model = model or build_run_model(cfg, num_classes)
     model.load_state_dict(global_state)
     restore_local_bn(model, hospital, cfg)
     model.to(device)

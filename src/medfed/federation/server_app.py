@@ -5,12 +5,18 @@ phase, then a record step — and uses Flower's strategies for sampling and aggr
 the loop itself so it can resume from a checkpoint, check every reply before a strategy sees
 it, tolerate hospitals that fail or vanish, and stop on request. The :class:`RunRecorder` is
 the single writer of the run's progress.
+
+A round's record (the central evaluation, the checkpoint, the round's row) runs on a thread of
+its own while the hospitals train the next round: off the round's critical path. Records are
+written one at a time, in round order, and a round counts as finished (and resumable) only
+once its checkpoint is written, as before.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -89,12 +95,18 @@ class FederatedRun:
         self.recorder = RunRecorder(self.store, self.run_id, ArtifactStore(self.home / "artifacts"))
         self.names = HospitalNames(self.store, self.settings.deployed)
         self.downlink = DownlinkSender(self.cfg.compression)  # what each hospital holds
+        self.recorder_thread = ThreadPoolExecutor(1, thread_name_prefix="medfed-record")
+        self.recording: Future[None] | None = None  # the round being recorded, if any
 
     # ----------------------------------------------------------------- the run
     def execute(self) -> RunStatus:
         """Run every remaining round; returns the final status, never raises for run faults."""
         try:
-            self._execute()
+            with self.recorder_thread:
+                try:
+                    self._execute()
+                finally:
+                    self._settle_record(raising=False)
         except RunStopped:
             self.recorder.stopped()
             return RunStatus.STOPPED
@@ -132,6 +144,7 @@ class FederatedRun:
                 self.recorder.note(str(exc))
                 break
             arrays = previous.arrays
+        self._settle_record()
         if previous is not None and not previous.recorded:
             self._record(previous, self._evaluate_phase(strategy, previous))
         try:  # calibration, operating points and heat maps of the final model, stored once
@@ -188,9 +201,23 @@ class FederatedRun:
         evaluate_first = previous is not None and self.cfg.federated.fraction_evaluate > 0
         evaluation = self._train_phase(strategy, state, evaluate_first)
         if previous is not None:
-            self._record(previous, evaluation)
+            self._settle_record()
+            self.recording = self.recorder_thread.submit(self._record, previous, evaluation)
         self._aggregate(strategy, state)
         return state
+
+    def _settle_record(self, raising: bool = True) -> None:
+        """Wait for the round being recorded; its failure is the run's (``raising``), or is
+        only logged when the run already ends on another failure."""
+        recording, self.recording = self.recording, None
+        if recording is None:
+            return
+        try:
+            recording.result()
+        except Exception:
+            if raising:
+                raise
+            log.exception("run %s: a round could not be recorded", self.run_id)
 
     def _train_phase(self, strategy: Any, state: RoundState, evaluate_first: bool) -> Evaluation:
         f = self.cfg.federated

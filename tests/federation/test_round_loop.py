@@ -1,0 +1,129 @@
+"""The ServerApp's round loop in this process, its hospitals answering through the ClientApp's
+own handlers: a round's record runs while the hospitals train the next round."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from flwr.app import Context, Message, RecordDict
+from flwr.supercore.task_identity import TaskIdentity
+
+from medfed.config import load_config
+from medfed.federation.client_app import handle_evaluate, handle_train, replying_errors
+from medfed.federation.runner import absolute_paths, create_run
+from medfed.federation.runtime import RunSettings
+from medfed.federation.server_app import FederatedRun
+from medfed.store import RunStatus, RunStore
+from simulated import tiny_overrides
+
+pytestmark = pytest.mark.slow
+
+
+class InProcessGrid:
+    """A Flower grid whose hospitals answer in this process, one after the other; it notes
+    when each round's training messages were sent."""
+
+    def __init__(self, settings: RunSettings, hospitals: int) -> None:
+        self.settings = settings
+        self.hospitals = hospitals
+        self.replies: dict[str, Message] = {}
+        self.train_sent: dict[int, float] = {}
+
+    def get_node_ids(self) -> list[int]:
+        return list(range(1, self.hospitals + 1))
+
+    def push_messages(self, messages: Iterable[Message]) -> list[str]:
+        ids = []
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = str(uuid4())
+            node = msg.metadata.dst_node_id
+            config = {"partition-id": node - 1, "num-partitions": self.hospitals}
+            context = Context(1, node, config, RecordDict(), {})
+            if msg.metadata.message_type == "train":
+                self.train_sent.setdefault(int(msg.content["config"]["server-round"]), time.time())
+                handler = handle_train
+            else:
+                handler = handle_evaluate
+            self.replies[msg.metadata.message_id] = replying_errors(
+                handler, msg, context, self.settings
+            )
+            ids.append(msg.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
+        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+
+
+def federated_run(data: Path, home: Path, rounds: int) -> tuple[FederatedRun, InProcessGrid]:
+    cfg = absolute_paths(
+        load_config(None, tiny_overrides(data, home, **{"federated.rounds": rounds}))
+    )
+    home.mkdir(parents=True)
+    store = RunStore(cfg.database_url)
+    run_id = create_run(cfg, store)
+    settings = RunSettings(run_id, cfg.to_dict(), store.url, str(cfg.home))
+    for name in ("_run_id", "_node_id", "_task_id"):
+        setattr(TaskIdentity, name, 1)  # what Flower sets in a ServerApp's process
+    grid = InProcessGrid(settings, 2)
+    return FederatedRun(settings, grid), grid
+
+
+def test_a_rounds_record_runs_while_the_next_round_trains(
+    kaggle_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, grid = federated_run(kaggle_dataset, tmp_path / "home", rounds=4)
+    evaluated: dict[int, tuple[float, float]] = {}  # round: central evaluation's start, end
+    central = FederatedRun._central_evaluation
+    recording = FederatedRun._record
+
+    def slow_central(self: FederatedRun, arrays: Any) -> dict[str, Any]:
+        start = time.time()
+        time.sleep(1.0)
+        evaluated[self.evaluating] = (start, time.time())
+        return central(self, arrays)
+
+    def noting_round(self: FederatedRun, state: Any, evaluation: Any) -> None:
+        self.evaluating = state.round
+        assert threading.current_thread().name.startswith("medfed-record") or (state.round == 4), (
+            f"round {state.round} recorded on the round loop's thread"
+        )
+        recording(self, state, evaluation)
+
+    monkeypatch.setattr(FederatedRun, "_central_evaluation", slow_central)
+    monkeypatch.setattr(FederatedRun, "_record", noting_round)
+
+    assert run.execute() == RunStatus.FINISHED
+    rounds = run.store.rounds(run.run_id)
+    assert [r.round for r in rounds] == [1, 2, 3, 4]
+    assert [c.round for c in run.store.checkpoints(run.run_id)] == [0, 1, 2, 3, 4]
+    # rounds 1 and 2 are recorded after round 2's (3's) replies, while round 3 (4) trains
+    for server_round in (1, 2):
+        start, end = evaluated[server_round]
+        assert grid.train_sent[server_round + 2] < end, (server_round, grid.train_sent, start)
+    finished = [e.payload["round"] for e in run.store.events(run.run_id, type="round_finished")]
+    assert finished == [1, 2, 3, 4]
+
+
+def test_a_round_that_cannot_be_recorded_fails_the_run_with_the_reason(
+    kaggle_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run, _ = federated_run(kaggle_dataset, tmp_path / "home", rounds=3)
+    checkpoint = run.recorder.checkpoint
+
+    def failing(server_round: int, *args: Any, **kwargs: Any) -> Any:
+        if server_round == 1:
+            raise OSError("No space left on device")
+        return checkpoint(server_round, *args, **kwargs)
+
+    monkeypatch.setattr(run.recorder, "checkpoint", failing)
+
+    assert run.execute() == RunStatus.FAILED
+    stored = run.store.get_run(run.run_id)
+    assert "No space left on device" in (stored.error or "")
+    assert run.store.rounds(run.run_id) == []  # round 1's record never finished
