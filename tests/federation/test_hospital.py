@@ -3,19 +3,24 @@ simulated run's images."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from medfed.config import load_config
+from medfed.data.loader import ArrayLoader
+from medfed.data.transforms import eval_transform
 from medfed.federation.hospital import (
     build_run_model,
     open_hospital,
     round_learning_rate,
     train_locally,
 )
+from medfed.federation.hospital_bn import bn_statistics
 from medfed.federation.runner import absolute_paths
 from simulated import tiny_overrides
 
@@ -114,3 +119,37 @@ def test_a_hospital_decodes_its_images_once_per_run(kaggle_dataset: Path, tmp_pa
     later = open_hospital(cfg, node, "run-b", ["0", "1"])  # the next run scans the files again
     assert later.data.images is not first.data.images
     assert len(later.data) == len(first.data) + 1
+
+
+def test_batchnorm_moments_are_those_of_the_models_inputs_in_training_mode(
+    kaggle_dataset: Path, tmp_path: Path
+) -> None:
+    cfg = absolute_paths(load_config(None, tiny_overrides(kaggle_dataset, tmp_path)))
+    hospital = open_hospital(cfg, {"partition-id": 0, "num-partitions": 1}, "run", ["0", "1"])
+    model = build_run_model(cfg, 2)
+    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name, _ in layers}
+    for name, layer in layers:
+        layer.register_forward_hook(lambda _m, i, _o, name=name: seen[name].append(i[0]))
+    images = ArrayLoader(
+        hospital.data.images,
+        hospital.data.labels,
+        indices=hospital.train_idx,
+        batch_size=len(hospital.train_idx),
+        transform=eval_transform(cfg.data),
+    )
+    x, _ = next(iter(images))
+    reference = copy.deepcopy(model).train()
+    with torch.no_grad():
+        reference(x)  # float32, every training image in one batch
+    expected = {name: torch.cat(inputs) for name, inputs in seen.items()}
+    for inputs in seen.values():
+        inputs.clear()
+
+    moments = bn_statistics(hospital, cfg, model)  # in bfloat16 where the CPU computes it
+
+    assert set(moments) == {f"{n}.{k}" for n, _ in layers for k in ("mean", "sqmean")}
+    for name, inputs in expected.items():
+        mean, sqmean = inputs.mean(dim=(0, 2, 3)), (inputs * inputs).mean(dim=(0, 2, 3))
+        np.testing.assert_allclose(moments[f"{name}.mean"], mean.numpy(), rtol=0.02, atol=0.02)
+        np.testing.assert_allclose(moments[f"{name}.sqmean"], sqmean.numpy(), rtol=0.02)
