@@ -7,7 +7,8 @@ Run: ``nice -n 10 .venv/bin/python bench/time_to_accuracy.py --seeds 5 --work /t
 For each partition of the training images over 4 simulated hospitals (IID; label skew by
 Dirichlet 1.0, 0.5 and 0.1; one class per hospital; quantity skew by Dirichlet 0.5 over the
 sizes) and each recipe (``RECIPES``: medfed's defaults, the defaults and the demo's recipe
-before them, and variants of the defaults: GroupNorm, 2 local epochs, SCAFFOLD), one run per
+before them, variants of the defaults: GroupNorm, 2 local epochs, SCAFFOLD; and the recipe for
+hospitals that hold one class each, run with ``--rounds 80``), one run per
 partition seed (``partition.seed`` = ``--seed`` + i). Every run starts from the same
 model initialisation (``training.seed``), on the same images, model and image size. The table
 gives, per partition and recipe, the rounds and seconds to each threshold (the mean over the
@@ -62,6 +63,8 @@ PARTITIONS: dict[str, dict[str, Any]] = {
     "quantity skew 0.5": {"partition.scheme": "quantity", "partition.alpha": 0.5},
 }
 # What each recipe sets on top of medfed's configuration defaults.
+# Hospitals holding one class each: federated SGD, the server's momentum adding the steps up.
+SINGLE_CLASS = "single-class recipe (1 step a round, GroupNorm, SGD 0.01, FedAvgM 1.0/0.9)"
 RECIPES: dict[str, dict[str, Any]] = {
     "medfed defaults (FedAvg, logit adjustment, cosine)": {},
     "FedAvg, plain cross-entropy, constant rate (defaults before)": {
@@ -81,6 +84,18 @@ RECIPES: dict[str, dict[str, Any]] = {
         "federated.strategy": "SCAFFOLD",
         "training.optimizer": "sgd",
         "training.learning_rate": 0.05,
+    },
+    SINGLE_CLASS: {
+        "model.norm": "group",
+        "federated.strategy": "FedAvgM",
+        "federated.server_learning_rate": 1.0,
+        "federated.server_momentum": 0.9,
+        "federated.local_steps": 1,
+        "federated.lr_decay": "cosine",
+        "federated.loss_correction": "none",
+        "training.optimizer": "sgd",
+        "training.learning_rate": 0.01,
+        "training.batch_size": 64,
     },
 }
 CENTRAL = "central"

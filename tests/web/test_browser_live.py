@@ -52,9 +52,11 @@ def test_create_a_run_and_watch_it_train_live(
     tab.get_by_test_id("data-path-input").fill(str(kaggle_dataset))
     choose(tab, "scheme-select", "Shards (few classes)")  # one class per hospital by default
     warnings = tab.get_by_test_id("recipe-warnings")
-    expect(warnings.locator("[data-key='partition.classes_per_client']")).to_contain_text(
-        "single class"
-    )
+    one_class = warnings.locator("[data-key='partition.classes_per_client']")
+    expect(one_class).to_contain_text("single class")
+    one_class.get_by_test_id("recipe-preset").click()  # the recipe measured for such hospitals
+    expect(one_class).to_have_count(0)
+    set_number(tab, "rounds-input", 3)
     tab.get_by_test_id("create-and-start").click()
 
     # Creating the first run imports Flower in the server: seconds on a busy machine.
@@ -66,6 +68,9 @@ def test_create_a_run_and_watch_it_train_live(
     assert run.config["model"]["name"] == "cancer_cnn"
     assert run.config["data"]["image_size"] == 16
     assert run.config["partition"]["scheme"] == "shards"
+    assert run.config["federated"]["strategy"] == "FedAvgM"
+    assert run.config["federated"]["local_steps"] == 1
+    assert run.config["model"]["norm"] == "group"
 
     accuracy = "[data-testid=curve-accuracy]"
     wait_until(lambda: chart_points(tab, accuracy) > 0, 240, "the first round's points")

@@ -32,6 +32,34 @@ export const PRIVACY_PRESETS = {
   1: { ...DP_COMMON, 'privacy.target_epsilon': 1 },
 }
 
+/** Hospitals that each hold a single class: federated SGD, one local step per round on a
+ * GroupNorm ResNet, the server's momentum adding the rounds' steps up (chosen on a validation
+ * split; see the README's "Recipes" for its figures). */
+export const SINGLE_CLASS_RECIPE = {
+  'model.norm': 'group',
+  'federated.strategy': 'FedAvgM',
+  'federated.server_learning_rate': 1.0,
+  'federated.server_momentum': 0.9,
+  'federated.local_steps': 1,
+  'federated.lr_decay': 'cosine',
+  'federated.loss_correction': 'none',
+  'training.optimizer': 'sgd',
+  'training.momentum': 0.9,
+  'training.learning_rate': 0.01,
+  'training.batch_size': 64,
+}
+
+/** The single-class recipe with the rounds it was measured over (each round is one step). */
+export const SINGLE_CLASS_PRESET = { ...SINGLE_CLASS_RECIPE, 'federated.rounds': 80 }
+
+/** Does ``form`` already train with every setting of ``preset``? */
+export function follows(form, preset) {
+  return Object.entries(preset).every(([path, value]) => {
+    const [section, key] = path.split('.')
+    return form[section]?.[key] === value
+  })
+}
+
 /** The ε a preset exists for, nearest to ``epsilon`` (3 when none is given). */
 export function nearestPreset(epsilon) {
   const choices = Object.keys(PRIVACY_PRESETS).map(Number)
@@ -61,7 +89,9 @@ export function recipeWarnings(form) {
   const t = form.training
   const p = form.privacy
   const dp = p.mode === 'sample'
-  if (!dp && LABEL_SKEWED.has(form.partition.scheme) && f.loss_correction === 'none') {
+  const singleClassRecipe = follows(form, SINGLE_CLASS_RECIPE)
+  const plainLoss = f.loss_correction === 'none' && !singleClassRecipe
+  if (!dp && LABEL_SKEWED.has(form.partition.scheme) && plainLoss) {
     out.push({
       key: 'partition.scheme',
       message:
@@ -74,14 +104,17 @@ export function recipeWarnings(form) {
   }
   const part = form.partition
   const oneClass = part.scheme === 'shards' && Number(part.classes_per_client) === 1
-  if (!dp && (oneClass || (part.scheme === 'dirichlet' && Number(part.alpha) <= 0.1))) {
+  const fewClasses = oneClass || (part.scheme === 'dirichlet' && Number(part.alpha) <= 0.1)
+  if (!dp && fewClasses && !singleClassRecipe) {
     out.push({
       key: oneClass ? 'partition.classes_per_client' : 'partition.alpha',
+      preset: SINGLE_CLASS_PRESET,
       message:
-        'Hospitals that hold a single class: no recipe tried learns from them. On the demo ' +
-        'images, 4 hospitals holding one class each stayed near chance (50-66%) with every ' +
-        'recipe tried, and Dirichlet 0.1 splits, which often leave each hospital one class, ' +
-        'ended between 50% and 99% by partition seed. Mix the classes across hospitals if you can.',
+        'Hospitals that hold a single class: medfed’s defaults stay near chance (50-66% on ' +
+        'the demo images with every recipe tried before). The single-class recipe (one local ' +
+        'step a round on a GroupNorm ResNet, SGD 0.01, the server’s momentum 0.9, batches of ' +
+        '64, 80 rounds) reached 97.9% on a held-out share of the demo’s training images. Use ' +
+        'it, or mix the classes across hospitals if you can.',
     })
   }
   if (f.strategy === 'SCAFFOLD' && t.optimizer !== 'sgd') {

@@ -1,5 +1,11 @@
 import { describe, expect, it } from 'vitest'
-import { PRIVACY_PRESETS, applyPreset, nearestPreset, recipeWarnings } from '../../src/lib/recipes'
+import {
+  PRIVACY_PRESETS,
+  SINGLE_CLASS_PRESET,
+  applyPreset,
+  nearestPreset,
+  recipeWarnings,
+} from '../../src/lib/recipes'
 import { normProblem } from '../../src/lib/configForm'
 
 function formOf(overrides = {}) {
@@ -27,7 +33,23 @@ describe('recipe warnings', () => {
     expect(recipeWarnings(formOf())).toEqual([])
   })
 
-  it('warn about hospitals holding a single class, whatever the recipe', () => {
+  it('offer the single-class recipe to hospitals holding one class, then say nothing', () => {
+    const form = formOf({ partition: { scheme: 'shards', classes_per_client: 1 } })
+    const [warning] = recipeWarnings(form)
+    expect(warning.preset).toBe(SINGLE_CLASS_PRESET)
+    applyPreset(form, warning.preset)
+    expect(form.federated.local_steps).toBe(1)
+    expect(form.federated.rounds).toBe(80)
+    expect(form.model.norm).toBe('group')
+    expect(recipeWarnings(form)).toEqual([])
+    form.federated.rounds = 30 // fewer rounds: still the recipe
+    expect(recipeWarnings(form)).toEqual([])
+    form.training.learning_rate = 0.1 // off the recipe: its plain cross-entropy is warned of too
+    expect(keys(form)).toEqual(['partition.scheme', 'partition.classes_per_client'])
+    expect(normProblem(form)).toBeNull()
+  })
+
+  it('warn about hospitals holding a single class, whatever the other recipes', () => {
     expect(keys(formOf({ partition: { scheme: 'shards', classes_per_client: 1 } }))).toEqual([
       'partition.classes_per_client',
     ])
