@@ -186,7 +186,8 @@ def train_locally(
     seed = cfg.training.seed + 1000 * server_round + hash_name(hospital.name)
     set_seed(seed)
     device = training_device(cfg.training)
-    model = model or build_run_model(cfg, num_classes)
+    if model is None:
+        model = build_run_model(cfg, num_classes)
     model.load_state_dict(global_state)
     restore_local_bn(model, hospital, cfg)
     model.to(device)

@@ -110,11 +110,11 @@ export function recipeWarnings(form) {
       key: oneClass ? 'partition.classes_per_client' : 'partition.alpha',
       preset: SINGLE_CLASS_PRESET,
       message:
-        'Hospitals that hold a single class: medfed’s defaults stay near chance (50-66% on ' +
-        'the demo images with every recipe tried before). The single-class recipe (one local ' +
-        'step a round on a GroupNorm ResNet, SGD 0.01, the server’s momentum 0.9, batches of ' +
-        '64, 80 rounds) reached 97.9% on a held-out share of the demo’s training images. Use ' +
-        'it, or mix the classes across hospitals if you can.',
+        'Hospitals that hold a single class: medfed’s defaults stay near chance there. The ' +
+        'single-class recipe (one local step a round on a GroupNorm ResNet, SGD 0.01, the ' +
+        'server’s momentum 0.9, batches of 64, 80 rounds) reached 98.0% test accuracy on the ' +
+        'demo images with one class per hospital (worst split 96.5%), and 96.6% on Dirichlet ' +
+        '0.1 splits (worst 95.2%), where the defaults averaged 78.4% (worst 49.5%).',
     })
   }
   if (f.strategy === 'SCAFFOLD' && t.optimizer !== 'sgd') {
