@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 from medfed.config import MODEL_NAMES, MedfedConfig, load_config
 from medfed.data.datasets import load_image_set, resolve_test_path
+from medfed.federation.local_grid import LocalGrid, inline_run
 from medfed.federation.runner import absolute_paths, create_run
 from medfed.federation.runtime import RunSettings
 from medfed.federation.simulation import run_simulated
@@ -144,51 +143,9 @@ def simulate(cfg: MedfedConfig) -> list[RoundRecord]:
     return store.rounds(run_id)
 
 
-class LocalGrid:
-    """A Flower grid whose simulated hospitals answer in this process, one after the other,
-    through the ClientApp's own handlers: the same ServerApp round loop, checks and strategies
-    as a simulated run, without Ray (whose start-up times out on a loaded machine). For
-    screening recipes; ``simulate`` runs the real simulation engine."""
-
-    def __init__(self, settings: RunSettings, hospitals: int) -> None:
-        self.settings = settings
-        self.hospitals = hospitals
-        self.replies: dict[str, Any] = {}
-
-    def get_node_ids(self) -> list[int]:
-        return list(range(1, self.hospitals + 1))
-
-    def push_messages(self, messages: Iterable[Any]) -> list[str]:
-        from flwr.app import Context, RecordDict
-
-        from medfed.federation.client_app import handle_evaluate, handle_train, replying_errors
-
-        ids = []
-        for msg in messages:
-            msg.metadata.__dict__["_message_id"] = str(uuid4())
-            node = msg.metadata.dst_node_id
-            config = {"partition-id": node - 1, "num-partitions": self.hospitals}
-            context = Context(1, node, config, RecordDict(), {})
-            handler = handle_train if msg.metadata.message_type == "train" else handle_evaluate
-            self.replies[msg.metadata.message_id] = replying_errors(
-                handler, msg, context, self.settings
-            )
-            ids.append(msg.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Any]:
-        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
-
-
 def run_inline(settings: RunSettings, hospitals: int) -> str:
     """The ServerApp's round loop over :class:`LocalGrid` hospitals; the run's final status."""
-    from flwr.supercore.task_identity import TaskIdentity
-
-    from medfed.federation.server_app import FederatedRun
-
-    for name in ("_run_id", "_node_id", "_task_id"):
-        setattr(TaskIdentity, name, 1)  # what Flower sets in a ServerApp's process
-    return FederatedRun(settings, LocalGrid(settings, hospitals)).execute()
+    return inline_run(LocalGrid(settings, hospitals)).execute()
 
 
 def simulate_inline(cfg: MedfedConfig) -> list[RoundRecord]:

@@ -21,9 +21,9 @@ Accuracy is the held-out test set's (``DATA/test``) after every round or epoch; 
 recipes are chosen on: never the test set). Seconds are cumulative: for federated runs the sum
 of the rounds' ``duration_s`` (train + evaluate + central evaluation, excluding start-up); for
 central training the wall time to the end of that epoch's evaluation. ``--inline`` runs the
-hospitals in this process one after the other (``_common.LocalGrid``: the same ServerApp,
-ClientApp handlers, checks and strategies, without Ray, for a loaded machine); seconds then add
-up the hospitals' times instead of overlapping them.
+hospitals in this process one after the other (``medfed.federation.local_grid``: the same
+ServerApp, ClientApp handlers, checks and strategies, without Ray, for a loaded machine);
+seconds then add up the hospitals' times instead of overlapping them.
 """
 
 from __future__ import annotations

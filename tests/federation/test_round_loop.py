@@ -8,14 +8,12 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
-from flwr.app import Context, Message, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+from flwr.app import Message
 
 from medfed.config import load_config
-from medfed.federation.client_app import handle_evaluate, handle_train, replying_errors
+from medfed.federation.local_grid import LocalGrid, inline_run
 from medfed.federation.runner import absolute_paths, create_run
 from medfed.federation.runtime import RunSettings
 from medfed.federation.server_app import FederatedRun
@@ -25,39 +23,20 @@ from simulated import tiny_overrides
 pytestmark = pytest.mark.slow
 
 
-class InProcessGrid:
-    """A Flower grid whose hospitals answer in this process, one after the other; it notes
-    when each round's training messages were sent."""
+class InProcessGrid(LocalGrid):
+    """Hospitals answering in this process; notes when each round's training messages left."""
 
     def __init__(self, settings: RunSettings, hospitals: int) -> None:
-        self.settings = settings
-        self.hospitals = hospitals
-        self.replies: dict[str, Message] = {}
+        super().__init__(settings, hospitals)
         self.train_sent: dict[int, float] = {}
 
-    def get_node_ids(self) -> list[int]:
-        return list(range(1, self.hospitals + 1))
-
     def push_messages(self, messages: Iterable[Message]) -> list[str]:
-        ids = []
+        messages = list(messages)
         for msg in messages:
-            msg.metadata.__dict__["_message_id"] = str(uuid4())
-            node = msg.metadata.dst_node_id
-            config = {"partition-id": node - 1, "num-partitions": self.hospitals}
-            context = Context(1, node, config, RecordDict(), {})
             if msg.metadata.message_type == "train":
-                self.train_sent.setdefault(int(msg.content["config"]["server-round"]), time.time())
-                handler = handle_train
-            else:
-                handler = handle_evaluate
-            self.replies[msg.metadata.message_id] = replying_errors(
-                handler, msg, context, self.settings
-            )
-            ids.append(msg.metadata.message_id)
-        return ids
-
-    def pull_messages(self, message_ids: Iterable[str]) -> list[Message]:
-        return [self.replies.pop(i) for i in list(message_ids) if i in self.replies]
+                server_round = int(msg.content["config"]["server-round"])
+                self.train_sent.setdefault(server_round, time.time())
+        return super().push_messages(messages)
 
 
 def federated_run(data: Path, home: Path, rounds: int) -> tuple[FederatedRun, InProcessGrid]:
@@ -67,11 +46,8 @@ def federated_run(data: Path, home: Path, rounds: int) -> tuple[FederatedRun, In
     home.mkdir(parents=True)
     store = RunStore(cfg.database_url)
     run_id = create_run(cfg, store)
-    settings = RunSettings(run_id, cfg.to_dict(), store.url, str(cfg.home))
-    for name in ("_run_id", "_node_id", "_task_id"):
-        setattr(TaskIdentity, name, 1)  # what Flower sets in a ServerApp's process
-    grid = InProcessGrid(settings, 2)
-    return FederatedRun(settings, grid), grid
+    grid = InProcessGrid(RunSettings(run_id, cfg.to_dict(), store.url, str(cfg.home)), 2)
+    return inline_run(grid), grid
 
 
 def test_a_rounds_record_runs_while_the_next_round_trains(

@@ -5,12 +5,10 @@ Plain Python on top of the data and learning layers; ``client_app.py`` wraps it 
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
-from collections import OrderedDict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +16,15 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from medfed.config import DataConfig, MedfedConfig, Strategy
-from medfed.data.canaries import Canaries, plant_canaries
-from medfed.data.datasets import ImageSet, load_image_set
+from medfed.config import MedfedConfig, Strategy
+from medfed.data.canaries import Canaries
+from medfed.data.datasets import ImageSet
 from medfed.data.loader import ArrayLoader
 from medfed.data.partition import partition_indices
 from medfed.data.transforms import eval_transform, train_transform
 from medfed.errors import DataError
 from medfed.federation.hospital_bn import bn_statistics, keep_local_bn, restore_local_bn
+from medfed.federation.hospital_data import run_image_set, simulated_training_set
 from medfed.learning.device import to_cpu, training_device, uses_amp
 from medfed.learning.trainer import (
     DriftCorrection,
@@ -41,9 +40,6 @@ from medfed.privacy.accounting import AccountantStore
 from medfed.privacy.dp import budget_exhausted, image_dataset, prepare_dp_training
 
 LOCAL_VALIDATION_FRACTION = 0.15
-# Decoded image sets a process keeps, by run (a run's training set, and the next run's).
-IMAGE_SETS_KEPT = 2
-_image_sets: OrderedDict[str, ImageSet] = OrderedDict()
 
 
 @dataclass
@@ -104,40 +100,6 @@ def open_hospital(
     state_dir = home / "hospitals" / name / run_id
     state_dir.mkdir(parents=True, exist_ok=True)
     return Hospital(name, data, train_idx, val_idx, state_dir, canaries)
-
-
-def run_image_set(
-    run_id: str,
-    path: Path,
-    data: DataConfig,
-    cache_dir: Path,
-    class_names: list[str],
-    min_classes: int = 2,
-) -> ImageSet:
-    """:func:`load_image_set`, scanned and decoded once per run in this process: a hospital's
-    later messages of the run reuse it (a run trains on the files it found first)."""
-    key = json.dumps(
-        [run_id, str(path), data.model_dump(mode="json"), str(cache_dir), class_names, min_classes]
-    )
-    if key in _image_sets:
-        _image_sets.move_to_end(key)
-        return _image_sets[key]
-    loaded = load_image_set(path, data, cache_dir, class_names=class_names, min_classes=min_classes)
-    _image_sets[key] = loaded
-    while len(_image_sets) > IMAGE_SETS_KEPT:
-        _image_sets.popitem(last=False)
-    return loaded
-
-
-def simulated_training_set(
-    cfg: MedfedConfig, cache_dir: Path, class_names: list[str], run_id: str
-) -> tuple[ImageSet, Canaries]:
-    """The images simulated hospitals share out, with ``privacy.canaries`` planted (their
-    labels changed; the held-out ones go to no hospital)."""
-    data = run_image_set(run_id, Path(cfg.data.path), cfg.data, cache_dir, class_names)
-    count, num_classes = cfg.privacy.canaries, len(data.class_names)
-    canaries = plant_canaries(data.labels, count, num_classes, cfg.partition.seed)
-    return replace(data, labels=canaries.labels), canaries
 
 
 def split_local(indices: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:

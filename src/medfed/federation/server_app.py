@@ -45,6 +45,7 @@ from medfed.federation.phases import (
 )
 from medfed.federation.recorder import RoundSummary, RunRecorder, plain
 from medfed.federation.replies import ReplyLimits, check_evaluate_reply, check_train_reply
+from medfed.federation.round_state import BudgetSpent, RoundState, RunStopped
 from medfed.federation.run_paths import stop_flag
 from medfed.federation.runtime import RunSettings
 from medfed.federation.strategies import aggregate_metrics, build_strategy, round_epsilon
@@ -56,27 +57,6 @@ from medfed.store.artifacts import ArtifactStore
 
 log = logging.getLogger("medfed.server")
 NODE_WAIT_POLL_S = 0.5
-
-
-class RunStopped(Exception):
-    """The coordinator asked the run to stop."""
-
-
-class BudgetSpent(Exception):
-    """Too few hospitals have privacy budget left for another round: the run ends early."""
-
-
-@dataclass
-class RoundState:
-    """A round from its training to its record; its model is evaluated by the hospitals in
-    the next round's training messages (or, after the last round, an evaluate phase)."""
-
-    round: int
-    arrays: ArrayRecord
-    train: PhaseResult = field(default_factory=PhaseResult)
-    train_metrics: Any = None
-    bytes_down: int = 0
-    recorded: bool = False
 
 
 @dataclass

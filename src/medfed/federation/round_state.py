@@ -1,0 +1,32 @@
+"""A round of the ServerApp's loop from its training to its record, and the ways a run ends
+early."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from flwr.app import ArrayRecord
+
+from medfed.federation.phases import PhaseResult
+
+
+class RunStopped(Exception):
+    """The coordinator asked the run to stop."""
+
+
+class BudgetSpent(Exception):
+    """Too few hospitals have privacy budget left for another round: the run ends early."""
+
+
+@dataclass
+class RoundState:
+    """A round from its training to its record; its model is evaluated by the hospitals in
+    the next round's training messages (or, after the last round, an evaluate phase)."""
+
+    round: int
+    arrays: ArrayRecord
+    train: PhaseResult = field(default_factory=PhaseResult)
+    train_metrics: Any = None
+    bytes_down: int = 0
+    recorded: bool = False
