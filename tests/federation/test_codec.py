@@ -123,6 +123,32 @@ def test_topk_keeps_exactly_the_k_largest_per_tensor(fraction: float) -> None:
     assert np.array_equal(back.ravel()[kept], update[0].ravel()[kept])
 
 
+def _update_of(kind: str, n: int) -> np.ndarray:
+    rng = np.random.default_rng(11)
+    if kind == "normal":
+        return rng.normal(size=n).astype(np.float32)
+    if kind == "mostly zeros":  # e.g. frozen layers, or a round without a step
+        return np.where(rng.random(n) < 0.002, rng.normal(size=n), 0).astype(np.float32)
+    if kind == "few levels":  # ties at the cut
+        return rng.integers(-3, 4, size=n).astype(np.float32)
+    return np.zeros(n, np.float32)
+
+
+@pytest.mark.parametrize("kind", ["normal", "mostly zeros", "few levels", "zeros"])
+@pytest.mark.parametrize("fraction", [0.3, 0.1, 0.01, 1e-5])
+def test_topk_over_large_updates_is_exact_and_prefers_the_first_of_equals(
+    kind: str, fraction: float
+) -> None:
+    """Large updates place a sampled cut before partitioning; the kept set is still exactly
+    the k largest, and among equal magnitudes at the cut the first entries."""
+    from medfed.federation.codec_sparse import TOPK_SAMPLE, _topk_indices
+
+    flat = _update_of(kind, 5 * TOPK_SAMPLE)
+    k = round(fraction * flat.size)
+    expected = np.sort(np.argsort(-np.abs(flat), kind="stable")[:k])
+    assert np.array_equal(_topk_indices(flat, fraction), expected)
+
+
 def test_topk_sends_small_tensors_whole() -> None:
     rng = np.random.default_rng(3)
     small = rng.normal(size=(64,)).astype(np.float32)

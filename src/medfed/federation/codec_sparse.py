@@ -37,11 +37,70 @@ def _kept_indices(updates: dict[int, np.ndarray], spec: CodecSpec) -> dict[int, 
 
 
 def _topk_indices(flat: np.ndarray, fraction: float) -> np.ndarray:
-    """Sorted indices of the ``max(1, round(fraction * n))`` entries largest in magnitude."""
+    """Sorted indices of the ``max(1, round(fraction * n))`` entries largest in magnitude
+    (among equal magnitudes at the cut, the first ones).
+
+    Exact, but without partitioning all ``n`` entries: a seeded sample of the magnitudes gives
+    a cut a little below the k-th largest, and only the entries above it (about 1.2k) are
+    partitioned. When the cut misses (too few entries reach it), every entry is a candidate.
+    """
     k = min(flat.size, max(1, round(fraction * flat.size)))
     if k == flat.size:
         return np.arange(flat.size, dtype=np.int64)
-    return np.sort(np.argpartition(np.abs(flat), flat.size - k)[flat.size - k :]).astype(np.int64)
+    magnitude = np.abs(flat)
+    candidates = _candidates(magnitude, k)
+    values = magnitude[candidates]
+    return candidates[_first_largest(values, k)].astype(np.int64)
+
+
+TOPK_SAMPLE = 1 << 16  # magnitudes sampled to place the cut; below 4x this, no sampling
+
+
+def _candidates(magnitude: np.ndarray, k: int) -> np.ndarray:
+    """Sorted indices of entries that hold the ``k`` largest magnitudes: those at or above a
+    cut sampled a little below the k-th largest, or all of them when that cut holds fewer."""
+    n = magnitude.size
+    share = k / n
+    if n < 4 * TOPK_SAMPLE or share > 0.25:
+        return np.arange(n)
+    sample = magnitude[np.random.default_rng(0).integers(0, n, TOPK_SAMPLE)]
+    # 20% and four standard deviations of the sampled share above the k-th largest's rank
+    margin = 0.2 * share + 4 * np.sqrt(share / TOPK_SAMPLE)
+    rank = min(TOPK_SAMPLE - 1, int(np.ceil((share + margin) * TOPK_SAMPLE)))
+    cut = np.partition(sample, TOPK_SAMPLE - 1 - rank)[TOPK_SAMPLE - 1 - rank]
+    kept = magnitude > cut
+    above = int(np.count_nonzero(kept))
+    if above < k:  # the cut's own entries make up the rest (e.g. an update mostly of zeros)
+        ties = _first_equal(magnitude, cut, k - above)
+        if above + ties.size < k:
+            return np.arange(n)
+        kept[ties] = True
+    return np.flatnonzero(kept)
+
+
+def _first_equal(values: np.ndarray, value: float, count: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Indices of the first ``count`` entries equal to ``value`` (fewer if there are not
+    that many), looking a chunk at a time."""
+    found: list[np.ndarray] = []
+    left = count
+    for start in range(0, values.size, chunk):
+        if left <= 0:
+            break
+        hits = np.flatnonzero(values[start : start + chunk] == value)[:left] + start
+        found.append(hits)
+        left -= hits.size
+    return np.concatenate(found) if found else np.zeros(0, np.int64)
+
+
+def _first_largest(values: np.ndarray, k: int) -> np.ndarray:
+    """A mask of the ``k`` largest of ``values``, the first ones among equals at the cut."""
+    kth = np.partition(values, values.size - k)[values.size - k]
+    kept = values > kth
+    need = k - int(np.count_nonzero(kept))
+    if need:
+        ties = np.flatnonzero(values == kth)
+        kept[ties[:need]] = True
+    return kept
 
 
 def _dense_pays(indices: np.ndarray, size: int, bits: int) -> bool:
