@@ -31,7 +31,8 @@ from medfed.federation.recorder import RunRecorder, reply_device
 from medfed.federation.replies import ReplyLimits, check_evaluate_reply
 from medfed.federation.runner import absolute_paths
 from medfed.federation.simulation import gpu_share, ray_init_args, simulated_gpus
-from medfed.learning.device import resolve_device, training_device, uses_amp
+from medfed.learning import device as device_module
+from medfed.learning.device import measuring_pass, resolve_device, training_device, uses_amp
 from medfed.learning.trainer import evaluate, make_optimizer, set_seed, train
 from medfed.models import build_model
 from medfed.reports.tables import last_round_table
@@ -440,3 +441,32 @@ def test_augmentation_draws_are_the_same_on_cuda_and_the_cpu() -> None:
     on_cpu = transform(seed=9)(batch)
     on_gpu = transform(seed=9)(batch.to("cuda"))
     torch.testing.assert_close(on_gpu.cpu(), on_cpu, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_a_measuring_pass_gives_float32_metrics_and_leaves_the_model_as_it_was(
+    native: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where bfloat16 is native the pass runs in it, channels-last; its evaluation matches the
+    float32 one, and the model's weights come back in their own layout, unchanged."""
+    monkeypatch.setattr(device_module, "native_bf16", lambda _device: native)
+    set_seed(0)
+    model = build_model("resnet18", 3, 2).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(24, 3, 32, 32)
+    y = torch.randint(0, 2, (24,))
+    reference = evaluate(model, [(x, y)])
+    seen: list[tuple[torch.dtype, bool]] = []
+    channels_last = torch.channels_last
+
+    def note(module: torch.nn.Module, _inputs: object, out: torch.Tensor) -> None:
+        seen.append((out.dtype, module.weight.is_contiguous(memory_format=channels_last)))
+
+    model.conv1.register_forward_hook(note)
+    with measuring_pass(model):
+        result = evaluate(model, [(x, y)])
+    assert seen == [(torch.bfloat16, True) if native else (torch.float32, False)]
+    assert result["loss"] == pytest.approx(reference["loss"], abs=0.02)
+    for name, tensor in model.state_dict().items():
+        assert tensor.is_contiguous(), name
+        assert torch.equal(tensor, before[name]), name

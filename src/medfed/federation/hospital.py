@@ -25,7 +25,7 @@ from medfed.data.transforms import eval_transform, train_transform
 from medfed.errors import DataError
 from medfed.federation.hospital_bn import bn_statistics, keep_local_bn, restore_local_bn
 from medfed.federation.hospital_data import run_image_set, simulated_training_set
-from medfed.learning.device import to_cpu, training_device, uses_amp
+from medfed.learning.device import measuring_pass, to_cpu, training_device, uses_amp
 from medfed.learning.trainer import (
     DriftCorrection,
     evaluate,
@@ -339,7 +339,7 @@ def evaluate_locally(
     """The model's metrics on the local validation set, then (unless FedBN) its BatchNorm
     moments on the local training images (see :func:`bn_statistics`). Under FedBN the
     hospital's own BatchNorm is put in first. Runs on ``training.device`` (the model is moved
-    there)."""
+    there), in bfloat16 where it computes that natively (see :func:`measuring_pass`)."""
     restore_local_bn(model, hospital, cfg)
     device = training_device(cfg.training)
     model.to(device)
@@ -357,7 +357,8 @@ def evaluate_locally(
             transform=eval_transform(cfg.data),
             device=device,
         )
-        result = evaluate(model, loader, amp=uses_amp(cfg.training, device))
+        with measuring_pass(model):
+            result = evaluate(model, loader, amp=uses_amp(cfg.training, device))
     return result, bn_statistics(hospital, cfg, model)
 
 

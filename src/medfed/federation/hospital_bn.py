@@ -15,7 +15,7 @@ import torch
 from medfed.config import MedfedConfig
 from medfed.data.loader import ArrayLoader
 from medfed.data.transforms import eval_transform
-from medfed.learning.device import measuring_autocast, model_device, to_cpu
+from medfed.learning.device import measuring_pass, model_device, to_cpu
 from medfed.models import bn_state_keys
 
 if TYPE_CHECKING:
@@ -62,7 +62,7 @@ def bn_statistics(
         device=device,
     )
     model.train()
-    with torch.no_grad(), measuring_autocast(device):
+    with torch.no_grad(), measuring_pass(model):
         for x, _ in loader:
             model(x)
     for handle in handles:
