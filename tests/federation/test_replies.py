@@ -124,7 +124,7 @@ def evaluate_reply(mean=None, sqmean=None, **metrics) -> RecordDict:
     values.update(metrics)
     mean = np.full(4, 0.5, np.float32) if mean is None else mean
     sqmean = np.full(4, 1.25, np.float32) if sqmean is None else sqmean
-    stats = ArrayRecord({"bn.mean": Array(mean), "bn.sqmean": Array(sqmean)})
+    stats = wire.pack_bn_moments({"bn.mean": mean, "bn.sqmean": sqmean}, ["bn"])
     return RecordDict(
         {
             "metrics": MetricRecord(values),
@@ -393,7 +393,7 @@ EVALUATE_ATTACKS: dict[str, tuple[Callable[[], RecordDict], str]] = {
     ),
     "NaN moments": (
         lambda: evaluate_reply(mean=np.full(4, np.nan, np.float32)),
-        "'bn.mean': holds NaN",
+        "'moments': holds NaN",
     ),
     "negative mean square": (
         lambda: evaluate_reply(sqmean=np.full(4, -1.0, np.float32)),
@@ -401,7 +401,7 @@ EVALUATE_ATTACKS: dict[str, tuple[Callable[[], RecordDict], str]] = {
     ),
     "moments of another shape": (
         lambda: evaluate_reply(mean=np.zeros(5, np.float32)),
-        r"'bn.mean': shape \(5,\), expected \(4,\)",
+        r"'moments': shape \(9,\), expected \(8,\)",
     ),
     "no moments": (
         lambda: RecordDict({k: v for k, v in evaluate_reply().items() if k != wire.BN_STATS_KEY}),
@@ -441,7 +441,7 @@ EVALUATE_ATTACKS: dict[str, tuple[Callable[[], RecordDict], str]] = {
 def test_an_honest_evaluation_reply_keeps_its_moments() -> None:
     clean = check_evaluate_reply(evaluate_reply(), GLOBAL, LIMITS)
     assert set(clean["metrics"]) == set(EVALUATE_METRICS) | {wire.BN_EXAMPLES_KEY}
-    assert set(clean[wire.BN_STATS_KEY].keys()) == {"bn.mean", "bn.sqmean"}
+    assert set(wire.bn_moments(clean, GLOBAL, 1000)[1]) == {"bn.mean", "bn.sqmean"}
     # without BatchNorm layers (or under FedBN) there are no moments to keep
     plain = ArrayRecord(model_state(batch_norm=False))
     clean = check_evaluate_reply(evaluate_reply(), plain, LIMITS)
@@ -474,7 +474,7 @@ def test_a_training_reply_carries_the_checked_evaluation_of_the_received_model(
 ) -> None:
     clean = check_train_reply(folded(), GLOBAL, LIMITS, with_evaluation=True)
     assert set(clean[wire.EVALUATION_KEY]) == set(EVALUATE_METRICS) | {wire.BN_EXAMPLES_KEY}
-    assert set(clean[wire.BN_STATS_KEY].keys()) == {"bn.mean", "bn.sqmean"}
+    assert list(clean[wire.BN_STATS_KEY].keys()) == ["moments"]
     result = PhaseResult(replies=replies_of([clean], "train", monkeypatch))
     result.hospitals[result.replies[0].metadata.src_node_id] = "north"
     evaluation = split_evaluations(result)

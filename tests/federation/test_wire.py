@@ -308,12 +308,16 @@ def test_a_broadcast_with_other_names_is_refused_at_the_hospital() -> None:
 def bn_reply(mean: np.ndarray | None = None, sqmean: np.ndarray | None = None, examples=100):
     mean = np.full(4, 0.5, np.float32) if mean is None else mean
     sqmean = np.full(4, 1.25, np.float32) if sqmean is None else sqmean
+    stats = wire.pack_bn_moments({"bn.mean": mean, "bn.sqmean": sqmean}, ["bn"])
     return RecordDict(
-        {
-            wire.BN_STATS_KEY: ArrayRecord({"bn.mean": Array(mean), "bn.sqmean": Array(sqmean)}),
-            "metrics": MetricRecord({wire.BN_EXAMPLES_KEY: examples}),
-        }
+        {wire.BN_STATS_KEY: stats, "metrics": MetricRecord({wire.BN_EXAMPLES_KEY: examples})}
     )
+
+
+def raw_moments(array: Array, name: str = "moments") -> RecordDict:
+    reply = bn_reply()
+    reply[wire.BN_STATS_KEY] = ArrayRecord({name: array})
+    return reply
 
 
 @pytest.mark.parametrize(
@@ -324,32 +328,54 @@ def bn_reply(mean: np.ndarray | None = None, sqmean: np.ndarray | None = None, e
         (bn_reply(examples=10**9), "out of range"),
         (bn_reply(examples=[3]), "must be an integer"),
         (bn_reply(examples=2.5), "must be an integer"),
-        (bn_reply(mean=np.array([0, np.nan, 0, 0], np.float32)), "'bn.mean': holds NaN"),
+        (bn_reply(mean=np.array([0, np.nan, 0, 0], np.float32)), "'moments': holds NaN"),
         (bn_reply(sqmean=np.array([1, 1, np.inf, 1], np.float32)), "holds NaN or infinite"),
-        (bn_reply(sqmean=np.array([1, -1, 1, 1], np.float32)), "negative mean square"),
-        (bn_reply(mean=np.zeros((4, 1), np.float32)), r"shape \(4, 1\), expected \(4,\)"),
-        (bn_reply(mean=np.zeros(4, np.float64)), "dtype float64, expected float32"),
+        (bn_reply(sqmean=np.array([1, -1, 1, 1], np.float32)), "'bn.sqmean': a negative mean"),
+        (bn_reply(mean=np.zeros(5, np.float32)), r"shape \(9,\), expected \(8,\)"),
+        (raw_moments(Array(np.zeros(8, np.float64))), "dtype float64, expected float32"),
+        (raw_moments(Array(np.zeros((8, 1), np.float32))), r"shape \(8, 1\), expected \(8,\)"),
     ],
 )
 def test_bad_batchnorm_moments_are_refused(reply: RecordDict, match: str) -> None:
     refused(lambda: wire.bn_moments(reply, GLOBAL, max_examples=1000), match)
 
 
-def test_batchnorm_moments_must_name_every_layer() -> None:
+def test_batchnorm_moments_travel_as_one_array_in_layer_order() -> None:
+    state = {
+        "a.running_mean": np.zeros(2, np.float32),
+        "a.running_var": np.ones(2, np.float32),
+        "b.running_mean": np.zeros(3, np.float32),
+        "b.running_var": np.ones(3, np.float32),
+    }
+    moments = {
+        "b.mean": np.array([5, 6, 7], np.float32),
+        "a.sqmean": np.array([3, 4], np.float32),
+        "b.sqmean": np.array([8, 9, 10], np.float32),
+        "a.mean": np.array([1, 2], np.float32),
+    }
+    record = wire.pack_bn_moments(moments, wire.bn_layers(state))
+    assert list(record.keys()) == ["moments"]
+    np.testing.assert_array_equal(record["moments"].numpy(), np.arange(1, 11))
+    reply = RecordDict({wire.BN_STATS_KEY: record, "metrics": MetricRecord({"bn-examples": 9})})
+    global_record = ArrayRecord({k: Array(v) for k, v in state.items()})
+    examples, back = wire.bn_moments(reply, global_record, 100)
+    assert examples == 9 and list(back) == ["a.mean", "a.sqmean", "b.mean", "b.sqmean"]
+    for name, values in moments.items():
+        np.testing.assert_array_equal(back[name], values)
+
+
+def test_batchnorm_moments_must_be_the_one_packed_array() -> None:
     reply = bn_reply()
-    reply[wire.BN_STATS_KEY]["other.mean"] = Array(np.zeros(4, np.float32))
-    refused(lambda: wire.bn_moments(reply, GLOBAL, 1000), "unexpected 'other.mean'")
-    reply = bn_reply()
-    del reply[wire.BN_STATS_KEY]["bn.sqmean"]
-    refused(lambda: wire.bn_moments(reply, GLOBAL, 1000), "missing 'bn.sqmean'")
-    reply = bn_reply()
-    reply[wire.BN_STATS_KEY]["bn.mean"] = npy_array("float32", (2**40,))
+    reply[wire.BN_STATS_KEY]["other"] = Array(np.zeros(4, np.float32))
+    refused(lambda: wire.bn_moments(reply, GLOBAL, 1000), "unexpected 'other'")
+    reply = raw_moments(Array(np.zeros(8, np.float32)), name="bn.mean")
+    refused(lambda: wire.bn_moments(reply, GLOBAL, 1000), "missing 'moments'")
+    reply = raw_moments(npy_array("float32", (2**40,)))
     refused(lambda: wire.bn_moments(reply, GLOBAL, 1000), r"shape \(1099511627776,\)")
 
 
 def test_merging_leaves_out_a_bad_reply_and_keeps_the_others() -> None:
-    good = [bn_reply(examples=100), bn_reply(np.full(4, 1.5, np.float32), np.full(4, 3.25), 300)]
-    good[1][wire.BN_STATS_KEY]["bn.sqmean"] = Array(np.full(4, 3.25, np.float32))
+    good = [bn_reply(examples=100), bn_reply(np.full(4, 1.5), np.full(4, 3.25), 300)]
     bad = bn_reply(mean=np.full(4, np.nan, np.float32), examples=10**6)
     merged = wire.merge_bn_statistics([*good, bad], GLOBAL, max_examples=1000)
     mean = 0.25 * 0.5 + 0.75 * 1.5

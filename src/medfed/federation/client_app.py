@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import torch
 from flwr.app import (
-    Array,
     ArrayRecord,
     ConfigRecord,
     Context,
@@ -208,7 +207,7 @@ def _evaluation(
     if not stats:
         return metrics, None
     metrics[wire.BN_EXAMPLES_KEY] = hospital.num_train
-    return metrics, ArrayRecord({k: Array(v) for k, v in stats.items()})
+    return metrics, wire.pack_bn_moments(stats, wire.bn_layers(round_in.global_state))
 
 
 def replying_errors(handler, msg: Message, context: Context, fixed: RunSettings | None) -> Message:

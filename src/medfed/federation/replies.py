@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
 from medfed.config import FederatedConfig, MedfedConfig, Strategy
 from medfed.federation import wire
@@ -321,6 +321,6 @@ def _check_evaluate(
             raise ReplyRejected(f"{wire.BN_STATS_KEY!r} missing: no BatchNorm statistics")
         examples, moments = wire.bn_moments(content, global_record, limits.max_examples)
         metrics[wire.BN_EXAMPLES_KEY] = examples
-        out[wire.BN_STATS_KEY] = ArrayRecord({k: Array(v) for k, v in moments.items()})
+        out[wire.BN_STATS_KEY] = wire.pack_bn_moments(moments, wire.bn_layers(global_record))
     out[METRICS_KEY] = MetricRecord(metrics)
     return out
