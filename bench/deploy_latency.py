@@ -10,8 +10,8 @@ its own folder: the images the simulated run gives that hospital (IID partition,
 Each hospital trains with its share of this machine's cores (``--threads``, default cores /
 hospitals: one here), as each simulated hospital does (one CPU, one torch thread); real
 hospitals each have their own machine. Simulated: the same configuration on Flower's
-simulation engine. A round's time is medfed's own ``duration_s``: from one round's record to
-the next, one whole train-and-evaluate cycle; the figures are the mean over rounds 2..R-1 (see
+simulation engine. A round's time is medfed's own ``duration_s``: from its start to the next
+round's, one whole train-and-evaluate cycle; the figures are the mean over rounds 2..R-1 (see
 :func:`per_round`). The fixed cost is a deployed round with ``federated.local_steps: 0`` (every
 hospital sends the model back untrained): messages, polling, the hospitals' evaluation of the
 model they receive, the central evaluation and recording. The same round simulated gives the
@@ -141,9 +141,10 @@ def deployed_rounds(
 
 
 def per_round(rounds: list[RoundRecord]) -> float:
-    """Mean seconds per round over rounds 2..R-1. A round is recorded when the next round's
-    replies bring its evaluation, so its ``duration_s`` spans one whole train-and-evaluate
-    cycle; round 1 also warms up the hospitals and round R's evaluation is a phase of its own."""
+    """Mean seconds per round over rounds 2..R-1. A round's ``duration_s`` runs from its start
+    to the next round's: its training and the evaluation of the model it received (its own
+    record runs beside the next round); round 1 also warms up the hospitals and round R's
+    evaluation is a phase of its own."""
     middle = [r.duration_s for r in rounds if 1 < r.round < len(rounds)]
     return statistics.mean(middle or [r.duration_s for r in rounds])
 

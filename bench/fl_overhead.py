@@ -22,7 +22,7 @@ The ratio compares whole runs, from the first round's start to the last round's 
 start the hospitals' Ray actors in their first round): medfed records round r when round
 r+1's training replies bring the hospitals' evaluation of its model, so its round ends fall one
 training later than the anchor's and per-round figures do not compare. medfed's own
-``duration_s`` (from the start of a round to its central evaluation) is shown too. medfed does
+``duration_s`` (from the start of a round to the next round's start) is shown too. medfed does
 more per round than the anchor (update encoding, a BatchNorm statistics pass at each hospital,
 per-hospital store writes, events, an encrypted checkpoint): the figures include all of it.
 """

@@ -84,6 +84,10 @@ def test_a_rounds_record_runs_while_the_next_round_trains(
         assert grid.train_sent[server_round + 2] < end, (server_round, grid.train_sent, start)
     finished = [e.payload["round"] for e in run.store.events(run.run_id, type="round_finished")]
     assert finished == [1, 2, 3, 4]
+    # a round lasts from its start to the next one's, whenever its record ends
+    for r in rounds[:3]:
+        pace = grid.train_sent[r.round + 1] - grid.train_sent[r.round]
+        assert r.duration_s == pytest.approx(pace, abs=0.25), (r.round, r.duration_s, pace)
 
 
 def test_a_round_that_cannot_be_recorded_fails_the_run_with_the_reason(

@@ -3,6 +3,7 @@ early."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,19 @@ class BudgetSpent(Exception):
 @dataclass
 class RoundState:
     """A round from its training to its record; its model is evaluated by the hospitals in
-    the next round's training messages (or, after the last round, an evaluate phase)."""
+    the next round's training messages (or, after the last round, an evaluate phase).
+
+    Its duration runs from its start to the next round's (or to its record, for the last):
+    rounds overlap with their records, so that is the pace of the run."""
 
     round: int
     arrays: ArrayRecord
+    started: float = field(default_factory=time.perf_counter)
+    ended: float | None = None  # when the next round started
     train: PhaseResult = field(default_factory=PhaseResult)
     train_metrics: Any = None
     bytes_down: int = 0
     recorded: bool = False
+
+    def duration_s(self) -> float:
+        return (self.ended or time.perf_counter()) - self.started

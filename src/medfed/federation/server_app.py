@@ -115,7 +115,6 @@ class FederatedRun:
         self.config = {"class-names": "\n".join(class_names)}
         self.labels_checked: set[str] = set()  # hospitals whose class counts were looked at
         self.best: dict[str, Any] = {}
-        self.last_record = time.perf_counter()
         previous: RoundState | None = None
         for server_round in range(first_round, f.rounds + 1):
             try:
@@ -181,6 +180,7 @@ class FederatedRun:
         evaluate_first = previous is not None and self.cfg.federated.fraction_evaluate > 0
         evaluation = self._train_phase(strategy, state, evaluate_first)
         if previous is not None:
+            previous.ended = state.started
             self._settle_record()
             self.recording = self.recorder_thread.submit(self._record, previous, evaluation)
         self._aggregate(strategy, state)
@@ -303,12 +303,11 @@ class FederatedRun:
         train_contents: list[RecordDict] = [m.content for m in state.train.replies]
         self._checkpoint(state.round, state.arrays, metrics)
         failed = {x.node_id for x in state.train.failures + evaluation.failures}
-        now = time.perf_counter()
         self.recorder.round_finished(
             RoundSummary(
                 round=state.round,
                 metrics=metrics,
-                duration_s=now - self.last_record,
+                duration_s=state.duration_s(),
                 bytes_up=sum(int(c["metrics"]["bytes-up"]) for c in train_contents),
                 bytes_down=state.bytes_down,
                 train_metrics=plain(state.train_metrics),
@@ -320,7 +319,6 @@ class FederatedRun:
                 num_failed=len(failed),
             )
         )
-        self.last_record = now
         state.recorded = True
         if metrics.get(Metric.ACCURACY, -1) > self.best.get(Metric.ACCURACY, -1):
             self.best = {"round": state.round, **metrics}
