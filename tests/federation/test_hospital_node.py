@@ -6,10 +6,12 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
-from medfed.federation.executor import IDLE_POLL_S, POLL_INTERVAL_S, next_wait
+from medfed.federation.executor import BUSY_WINDOW_S, IDLE_POLL_S, POLL_INTERVAL_S, next_wait
 from medfed.federation.hospital_node import HospitalLink, supernode_command
+from medfed.federation.supernode import BUSY_IDLE_S, WAIT_S, QuickSleeps
 
 
 def node_config(command: list[str]) -> str:
@@ -30,6 +32,23 @@ def test_an_idle_executor_looks_less_often_up_to_a_cap() -> None:
     assert waits == sorted(waits) and waits[1] > waits[0]
     assert waits[-1] == IDLE_POLL_S
     assert next_wait(2.0, 2.0) == 2.0  # a slower poll asked for stays as asked
+    # soon after a task the next message of the round is near: no backing off yet
+    assert next_wait(0.3, POLL_INTERVAL_S, since_task_s=2.0) == POLL_INTERVAL_S
+    assert next_wait(0.3, POLL_INTERVAL_S, since_task_s=BUSY_WINDOW_S + 1) > 0.3
+
+
+def test_the_supernode_pulls_often_only_while_messages_come() -> None:
+    sleeps = QuickSleeps(idle_s=0.4)
+
+    def slept(seconds: float) -> float:
+        start = time.monotonic()
+        sleeps.sleep(seconds)
+        return time.monotonic() - start
+
+    assert slept(3) >= 0.4  # Flower's idle 3 s, nothing answered yet: the idle wait
+    assert slept(0.5) < 0.5 and slept(0.5) >= WAIT_S  # waiting for the ClientApp's reply
+    assert BUSY_IDLE_S <= slept(3) < 0.4  # a message was just answered: the next comes soon
+    assert slept(1.0) >= 1.0  # other sleeps are left alone
 
 
 def test_a_stopped_executor_ends_even_when_stuck_in_a_look() -> None:

@@ -25,7 +25,8 @@ from medfed.federation.lifetime import die_with_parent
 
 log = logging.getLogger("medfed.executor")
 
-POLL_INTERVAL_S = 0.05  # right after a task: the next message of a round comes soon
+POLL_INTERVAL_S = 0.05  # after a task: the next message of a round comes soon
+BUSY_WINDOW_S = 30.0  # how long after a task the executor keeps looking that often
 IDLE_POLL_S = 0.5  # the longest wait between looks when no task came for a while
 STOP_GRACE_S = 5.0  # after a stop signal, the longest the executor takes to end
 MEDFED_APP = "medfed/medfed-app"  # publisher/name of the app `medfed run --deploy` submits
@@ -88,21 +89,29 @@ def run_task(address: str, token: str, app: Callable) -> None:
             client.close()
 
 
-def next_wait(wait_s: float, poll_s: float) -> float:
-    """The wait after an empty look: half as long again, up to :data:`IDLE_POLL_S`."""
+def next_wait(wait_s: float, poll_s: float, since_task_s: float = BUSY_WINDOW_S) -> float:
+    """The wait after an empty look: ``poll_s`` within :data:`BUSY_WINDOW_S` of the last task,
+    then half as long again each time, up to :data:`IDLE_POLL_S`."""
+    if since_task_s < BUSY_WINDOW_S:
+        return poll_s
     return min(max(wait_s * 1.5, poll_s), max(IDLE_POLL_S, poll_s))
 
 
 def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVAL_S) -> None:
     """Take ClientApp tasks from the SuperNode at ``127.0.0.1:runtime_port`` until ``stop``:
-    every ``poll_s`` after a task, backing off to :data:`IDLE_POLL_S` while none comes."""
+    every ``poll_s`` after a task (see :func:`next_wait`), backing off to :data:`IDLE_POLL_S`
+    while none comes."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.constant import TaskType
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
     from flwr.supercore.retry import make_simple_http_retry_invoker
     from flwr.supercore.runtime import RuntimeHttpClient
+    from flwr.supernode.runtime import run_clientapp
 
     from medfed.federation.client_app import app
+    from medfed.federation.flower_pulls import quicken_pulls
+
+    quicken_pulls(run_clientapp, "pull_and_inflate_object_from_tree")
 
     address = f"127.0.0.1:{runtime_port}"
     tasks = RuntimeHttpClient.from_server_address(
@@ -113,7 +122,7 @@ def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVA
         retry_invoker=make_simple_http_retry_invoker(),
     )
     log.info("taking tasks from the SuperNode at %s", address)
-    wait_s = poll_s
+    wait_s, last_task = poll_s, -BUSY_WINDOW_S
     try:
         while not stop.is_set():
             reply = tasks.AcquireTask(
@@ -121,10 +130,10 @@ def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVA
             )
             if reply.HasField("task") and reply.token:
                 run_task(address, reply.token, app)
-                wait_s = poll_s
+                wait_s, last_task = poll_s, time.monotonic()
             else:
                 stop.wait(wait_s)
-                wait_s = next_wait(wait_s, poll_s)
+                wait_s = next_wait(wait_s, poll_s, time.monotonic() - last_task)
     finally:
         tasks.close()
 

@@ -33,6 +33,7 @@ from medfed.data.transforms import eval_transform
 from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
 from medfed.federation.downlink import DownlinkSender
+from medfed.federation.flower_pulls import quicken_pulls
 from medfed.federation.hospital import build_run_model
 from medfed.federation.label_skew import single_class_note
 from medfed.federation.phases import (
@@ -384,6 +385,10 @@ def make_server_app(fixed: RunSettings | None = None) -> ServerApp:
 
     @server_app.main()
     def _main(grid: Grid, context: Context) -> None:
+        if fixed is None:  # deployed: replies come through the SuperLink
+            from flwr.superlink.grid import http_grid
+
+            quicken_pulls(http_grid, "pull_objects")
         settings = fixed or RunSettings.from_run_config(dict(context.run_config))
         status = FederatedRun(settings, grid).execute()
         context.state["medfed"] = ConfigRecord({"status": status.value})
