@@ -9,7 +9,8 @@ Deployed: a real SuperLink on loopback behind medfed's gateway, TLS and hospital
 its own folder: the images the simulated run gives that hospital (IID partition, same seed).
 Each hospital trains with its share of this machine's cores (``--threads``, default cores /
 hospitals: one here), as each simulated hospital does (one CPU, one torch thread); real
-hospitals each have their own machine. Simulated: the same configuration on Flower's
+hospitals each have their own machine. The platform's processes get the cores left (at least
+one: here one), as a simulated run's server does. Simulated: the same configuration on Flower's
 simulation engine. A round's time is medfed's own ``duration_s``: from its start to the next
 round's, one whole train-and-evaluate cycle; the figures are the mean over rounds 2..R-1 (see
 :func:`per_round`). The fixed cost is a deployed round with ``federated.local_steps: 0`` (every
@@ -109,7 +110,16 @@ def deployed_rounds(
                 cfg.federated.server_address, cfg.certs_dir / "ca.pem", home / f"{name}.key"
             )
         )
-    platform = start_platform_link(cfg, store.url)
+    # The platform's processes get the cores the hospitals leave, at least one, as a simulated
+    # run's server does (its round records run beside the hospitals' training).
+    inherited = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) - len(HOSPITALS) * threads))
+    try:
+        platform = start_platform_link(cfg, store.url)
+    finally:
+        os.environ.pop("OMP_NUM_THREADS")
+        if inherited is not None:
+            os.environ["OMP_NUM_THREADS"] = inherited
     processes = list(platform.processes)
     try:
         sync_registrations(cfg, store)

@@ -55,14 +55,16 @@ def test_a_rounds_record_runs_while_the_next_round_trains(
 ) -> None:
     run, grid = federated_run(kaggle_dataset, tmp_path / "home", rounds=4)
     evaluated: dict[int, tuple[float, float]] = {}  # round: central evaluation's start, end
+    exactly: dict[int, bool] = {}  # round: evaluated in float32
     central = FederatedRun._central_evaluation
     recording = FederatedRun._record
 
-    def slow_central(self: FederatedRun, arrays: Any) -> dict[str, Any]:
+    def slow_central(self: FederatedRun, arrays: Any, exact: bool) -> dict[str, Any]:
         start = time.time()
         time.sleep(1.0)
         evaluated[self.evaluating] = (start, time.time())
-        return central(self, arrays)
+        exactly[self.evaluating] = exact
+        return central(self, arrays, exact)
 
     def noting_round(self: FederatedRun, state: Any, evaluation: Any) -> None:
         self.evaluating = state.round
@@ -84,6 +86,7 @@ def test_a_rounds_record_runs_while_the_next_round_trains(
         assert grid.train_sent[server_round + 2] < end, (server_round, grid.train_sent, start)
     finished = [e.payload["round"] for e in run.store.events(run.run_id, type="round_finished")]
     assert finished == [1, 2, 3, 4]
+    assert exactly == {1: False, 2: False, 3: False, 4: True}  # the final metrics in float32
     # a round lasts from its start to the next one's, whenever its record ends
     for r in rounds[:3]:
         pace = grid.train_sent[r.round + 1] - grid.train_sent[r.round]

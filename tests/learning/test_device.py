@@ -30,7 +30,12 @@ from medfed.federation.hospital import (
 from medfed.federation.recorder import RunRecorder, reply_device
 from medfed.federation.replies import ReplyLimits, check_evaluate_reply
 from medfed.federation.runner import absolute_paths
-from medfed.federation.simulation import gpu_share, ray_init_args, simulated_gpus
+from medfed.federation.simulation import (
+    gpu_share,
+    ray_init_args,
+    server_threads,
+    simulated_gpus,
+)
 from medfed.learning import device as device_module
 from medfed.learning.device import measuring_pass, resolve_device, training_device, uses_amp
 from medfed.learning.trainer import evaluate, make_optimizer, set_seed, train
@@ -335,6 +340,13 @@ def test_simulated_hospitals_share_the_gpus_of_a_cuda_run() -> None:
     assert gpu_share(cfg, 2, cpus=8, gpus=3) == 1.0  # Ray takes whole GPUs above one
     half = load_config(None, {"federated.fraction_train": 0.5, "federated.min_train_clients": 2})
     assert gpu_share(half, 8, cpus=8, gpus=2) == 0.5  # four hospitals a round
+
+
+def test_the_simulated_server_evaluates_on_the_cores_its_hospitals_leave() -> None:
+    assert server_threads(cpus=2, hospitals=4) == 1  # the demo: every core trains a hospital
+    assert server_threads(cpus=16, hospitals=4) == 12
+    assert server_threads(cpus=8, hospitals=8) == 1
+    assert server_threads(cpus=1, hospitals=1) == 1
 
 
 def test_simulated_gpus_are_used_only_when_the_device_can_be_cuda(

@@ -36,6 +36,7 @@ class RoundState:
     train_metrics: Any = None
     bytes_down: int = 0
     recorded: bool = False
+    last: bool = False  # the run's last round: its record gives the run's final metrics
 
     def duration_s(self) -> float:
         return (self.ended or time.perf_counter()) - self.started

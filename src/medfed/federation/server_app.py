@@ -14,6 +14,7 @@ once its checkpoint is written, as before.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -50,6 +51,7 @@ from medfed.federation.round_state import BudgetSpent, RoundState, RunStopped
 from medfed.federation.run_paths import stop_flag
 from medfed.federation.runtime import RunSettings
 from medfed.federation.strategies import aggregate_metrics, build_strategy, round_epsilon
+from medfed.learning.device import measuring_pass
 from medfed.learning.trainer import evaluate, set_seed
 from medfed.models.scatter import ScatterHead, ScatterNet
 from medfed.privacy.dp import budget_exhausted
@@ -126,6 +128,7 @@ class FederatedRun:
             arrays = previous.arrays
         self._settle_record()
         if previous is not None and not previous.recorded:
+            previous.last = True
             self._record(previous, self._evaluate_phase(strategy, previous))
         try:  # calibration, operating points and heat maps of the final model, stored once
             from medfed.reports.clinical import record_final_evaluation
@@ -300,7 +303,7 @@ class FederatedRun:
             max_examples = self.limits.max_examples
             state.arrays = wire.merge_bn_statistics(contents, state.arrays, max_examples)
             evaluate_metrics = aggregate_metrics(contents, "num-examples")
-        metrics = self._central_evaluation(state.arrays)
+        metrics = self._central_evaluation(state.arrays, exact=state.last)
         train_contents: list[RecordDict] = [m.content for m in state.train.replies]
         self._checkpoint(state.round, state.arrays, metrics)
         failed = {x.node_id for x in state.train.failures + evaluation.failures}
@@ -324,7 +327,10 @@ class FederatedRun:
         if metrics.get(Metric.ACCURACY, -1) > self.best.get(Metric.ACCURACY, -1):
             self.best = {"round": state.round, **metrics}
 
-    def _central_evaluation(self, arrays: ArrayRecord) -> dict[str, Any]:
+    def _central_evaluation(self, arrays: ArrayRecord, exact: bool) -> dict[str, Any]:
+        """The model's metrics on the platform's test set: in float32 when ``exact`` (the last
+        round's, which become the run's final metrics), else as the hospitals measure (see
+        :func:`measuring_pass`: bfloat16 where native, within one image of 600 of float32)."""
         if self.test_set is None:
             return {}
         self.model.load_state_dict(arrays.to_torch_state_dict())
@@ -335,7 +341,8 @@ class FederatedRun:
             transform=eval_transform(self.cfg.data),
         )
         if not isinstance(self.model, ScatterNet):
-            return plain(evaluate(self.model, loader))
+            with contextlib.nullcontext() if exact else measuring_pass(self.model):
+                return plain(evaluate(self.model, loader))
         if self.test_features is None:  # fixed: computed in the first round, kept for the run
             self.test_features = TensorDataset(
                 self.model.features_of(loader), torch.as_tensor(self.test_set.labels)
