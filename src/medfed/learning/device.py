@@ -87,12 +87,12 @@ def native_bf16(device: torch.device) -> bool:
 @contextlib.contextmanager
 def measuring_pass(model: nn.Module) -> Iterator[None]:
     """A forward pass of ``model`` that only measures (BatchNorm moments, a hospital's
-    validation metrics) runs in bfloat16 with channels-last tensors where the model's device
-    computes bfloat16 natively (:func:`native_bf16`): ResNet-18 at 64 px then takes 0.4 of the
-    float32 time on this machine's CPU. Its metrics match float32 ones (on the demo's test
-    set, within one image of 600 in accuracy and 0.0002 in AUC); the model's layout is
-    restored after. Elsewhere nothing changes. Training and the platform's test metrics stay
-    in float32."""
+    validation metrics, a round's test metrics) runs in bfloat16 with channels-last tensors
+    where the model's device computes bfloat16 natively (:func:`native_bf16`): ResNet-18 at
+    64 px then takes 0.4 of the float32 time on this machine's CPU. Its metrics match float32
+    ones (on the demo's test set, within one image of 600 in accuracy and 0.0002 in AUC); the
+    model's layout is restored after. Elsewhere nothing changes. Training, and the test
+    metrics of a run's last round (its final metrics), stay in float32."""
     device = model_device(model)
     if not native_bf16(device):
         yield
