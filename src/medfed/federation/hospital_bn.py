@@ -34,23 +34,33 @@ def bn_statistics(
     hospital's own running statistics does not give that, and skews predictions). The pass
     runs the model in training mode: its own running statistics change, so use it last.
     It runs where the model is, in bfloat16 where that device computes it natively (the
-    moments, summed in float32, then match float32 ones: the same validation accuracy on the
-    demo images); the moments come back as CPU arrays.
+    layers' own batch statistics, in float32, then match float32 moments: the same validation
+    accuracy on the demo images); the moments come back as CPU arrays.
     """
-    layers = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    layers = {
+        name: m
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.BatchNorm2d) and m.track_running_stats
+    }
     if not layers or cfg.federated.bn == "local":
         return {}
     sums: dict[str, list[torch.Tensor]] = {name: [] for name in layers}
 
     def hook(name: str):
-        def record(_module, inputs, _output) -> None:
-            x = inputs[0].detach().float()  # moments in fp32, whatever the pass ran in
-            sums[name].append(
-                torch.stack([x.mean(dim=(0, 2, 3)), (x * x).mean(dim=(0, 2, 3))]) * x.shape[0]
-            )
+        def record(module: torch.nn.BatchNorm2d, inputs, _output) -> None:
+            # With momentum 1 the layer's running statistics are this batch's own, computed in
+            # float32 by the layer as it normalises (no second pass over the activations).
+            x = inputs[0]
+            n = x.numel() // x.shape[1]  # values per channel
+            mean = module.running_mean.detach().clone()
+            variance = module.running_var.detach() * ((n - 1) / n)  # unbiased to biased
+            sums[name].append(torch.stack([mean, variance + mean * mean]) * x.shape[0])
 
         return record
 
+    momenta = {name: m.momentum for name, m in layers.items()}
+    for m in layers.values():
+        m.momentum = 1.0
     handles = [m.register_forward_hook(hook(name)) for name, m in layers.items()]
     device = model_device(model)
     loader = ArrayLoader(
@@ -62,11 +72,15 @@ def bn_statistics(
         device=device,
     )
     model.train()
-    with torch.no_grad(), measuring_pass(model):
-        for x, _ in loader:
-            model(x)
-    for handle in handles:
-        handle.remove()
+    try:
+        with torch.no_grad(), measuring_pass(model):
+            for x, _ in loader:
+                model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for name, m in layers.items():
+            m.momentum = momenta[name]
     n = float(loader.num_examples)
     out = {}
     for name, parts in sums.items():
