@@ -25,7 +25,7 @@ from medfed.federation.lifetime import die_with_parent
 
 log = logging.getLogger("medfed.executor")
 
-POLL_INTERVAL_S = 0.05  # after a task: the next message of a round comes soon
+POLL_INTERVAL_S = 0.1  # after a task: the next message of a round comes soon
 BUSY_WINDOW_S = 30.0  # how long after a task the executor keeps looking that often
 IDLE_POLL_S = 0.5  # the longest wait between looks when no task came for a while
 STOP_GRACE_S = 5.0  # after a stop signal, the longest the executor takes to end

@@ -22,7 +22,7 @@ from medfed.federation.lifetime import die_with_parent
 
 IDLE_S = 0.5
 WAIT_S = 0.05
-BUSY_IDLE_S = 0.1
+BUSY_IDLE_S = 0.25
 BUSY_WINDOW_S = 30.0
 FLOWER_IDLE_S, FLOWER_WAIT_S = 3, 0.5
 
