@@ -16,6 +16,7 @@ from medfed.data.loader import ArrayLoader
 from medfed.data.transforms import eval_transform
 from medfed.federation.hospital import (
     build_run_model,
+    fresh_model,
     open_hospital,
     round_learning_rate,
     train_locally,
@@ -153,3 +154,17 @@ def test_batchnorm_moments_are_those_of_the_models_inputs_in_training_mode(
         mean, sqmean = inputs.mean(dim=(0, 2, 3)), (inputs * inputs).mean(dim=(0, 2, 3))
         np.testing.assert_allclose(moments[f"{name}.mean"], mean.numpy(), rtol=0.02, atol=0.02)
         np.testing.assert_allclose(moments[f"{name}.sqmean"], sqmean.numpy(), rtol=0.02)
+
+
+def test_each_message_gets_a_model_of_its_own_copied_from_one_built_once() -> None:
+    cfg = load_config(None, {"model.name": "cancer_cnn", "data.channels": 1})
+    first = fresh_model(cfg, 2)
+    with torch.no_grad():
+        for param in first.parameters():
+            param.fill_(7.0)  # what one message did to its model
+    second = fresh_model(cfg, 2)
+    assert second is not first
+    assert all(not torch.equal(p, torch.full_like(p, 7.0)) for p in second.parameters())
+    assert [p.shape for p in second.parameters()] == [p.shape for p in first.parameters()]
+    three = fresh_model(cfg, 3)  # another architecture: built anew
+    assert list(three.state_dict().values())[-1].shape[0] == 3

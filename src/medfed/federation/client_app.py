@@ -22,8 +22,8 @@ from medfed.federation import downlink, wire
 from medfed.federation.codec import CodecSpec
 from medfed.federation.hospital import (
     Hospital,
-    build_run_model,
     evaluate_locally,
+    fresh_model,
     hash_name,
     open_hospital,
     round_learning_rate,
@@ -66,7 +66,7 @@ def _round_inputs(msg: Message, context: Context, fixed: RunSettings | None) -> 
         torch.set_num_threads(threads)
     config = msg.content[wire.CONFIG_KEY]
     class_names = str(config["class-names"]).split("\n")
-    model = build_run_model(cfg, len(class_names))
+    model = fresh_model(cfg, len(class_names))
     record = msg.content[wire.ARRAYS_KEY]
     copy_file = downlink.copy_path(cfg, dict(context.node_config), settings.run_id)
     layout = wire.state_layout(model.state_dict())
