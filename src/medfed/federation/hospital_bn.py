@@ -50,10 +50,12 @@ def bn_statistics(
         def record(module: torch.nn.BatchNorm2d, inputs, _output) -> None:
             # With momentum 1 the layer's running statistics are this batch's own, computed in
             # float32 by the layer as it normalises (no second pass over the activations).
-            x = inputs[0]
+            x, running_mean, running_var = inputs[0], module.running_mean, module.running_var
+            if running_mean is None or running_var is None:  # not tracked: not in `layers`
+                return
             n = x.numel() // x.shape[1]  # values per channel
-            mean = module.running_mean.detach().clone()
-            variance = module.running_var.detach() * ((n - 1) / n)  # unbiased to biased
+            mean = running_mean.detach().clone()
+            variance = running_var.detach() * ((n - 1) / n)  # unbiased to biased
             sums[name].append(torch.stack([mean, variance + mean * mean]) * x.shape[0])
 
         return record
