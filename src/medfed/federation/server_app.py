@@ -14,7 +14,6 @@ once its checkpoint is written, as before.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,15 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, RecordDict
 from flwr.serverapp import Grid, ServerApp
-from torch.utils.data import DataLoader, TensorDataset
 
 from medfed.config import MedfedConfig, run_definition
-from medfed.data.datasets import ImageSet, load_image_set, resolve_test_path
-from medfed.data.loader import ArrayLoader
-from medfed.data.transforms import eval_transform
 from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
 from medfed.federation.downlink import DownlinkSender
@@ -45,15 +39,14 @@ from medfed.federation.phases import (
     sort_replies,
     split_evaluations,
 )
+from medfed.federation.platform_eval import CentralEvaluation, evaluation_data
 from medfed.federation.recorder import RoundSummary, RunRecorder, plain
 from medfed.federation.replies import ReplyLimits, check_evaluate_reply, check_train_reply
 from medfed.federation.round_state import BudgetSpent, RoundState, RunStopped
 from medfed.federation.run_paths import stop_flag
 from medfed.federation.runtime import RunSettings
 from medfed.federation.strategies import aggregate_metrics, build_strategy, round_epsilon
-from medfed.learning.device import measuring_pass
-from medfed.learning.trainer import evaluate, set_seed
-from medfed.models.scatter import ScatterHead, ScatterNet
+from medfed.learning.trainer import set_seed
 from medfed.privacy.dp import budget_exhausted
 from medfed.store import Metric, Phase, RunStatus, RunStore
 from medfed.store.artifacts import ArtifactStore
@@ -105,12 +98,11 @@ class FederatedRun:
     def _execute(self) -> None:
         cfg, f = self.cfg, self.cfg.federated
         set_seed(cfg.training.seed)
-        test_set, class_names = self._evaluation_data()
+        test_set, class_names = evaluation_data(cfg, self.home)
         if not cfg.data.class_names:
             self.store.set_class_names(self.run_id, class_names)
         self.model = build_run_model(cfg, len(class_names))
-        self.test_set = test_set
-        self.test_features: TensorDataset | None = None
+        self.central = CentralEvaluation(cfg, self.model, test_set)
         self.limits = ReplyLimits.from_config(cfg, len(class_names))
         arrays, first_round = self._starting_point()
         self.recorder.started(f.rounds, f.strategy, first_round, class_names)
@@ -134,29 +126,11 @@ class FederatedRun:
             from medfed.reports.clinical import record_final_evaluation
 
             artifacts, model = self.recorder.artifacts, self.model
-            record_final_evaluation(self.store, artifacts, self.run_id, cfg, model, self.test_set)
+            test_set = self.central.test_set
+            record_final_evaluation(self.store, artifacts, self.run_id, cfg, model, test_set)
         except Exception:  # explaining the model never fails the run
             log.exception("run %s: the final model could not be explained", self.run_id)
         self.recorder.finished(self.best.get("round"))
-
-    def _evaluation_data(self) -> tuple[ImageSet | None, list[str]]:
-        """The held-out test set on the platform host (if any) and the class names."""
-        cfg = self.cfg
-        cache = cfg.data.cache_dir or self.home / "cache"
-        test_path = resolve_test_path(cfg.data)
-        test_set = None
-        if test_path is not None:
-            test_set = load_image_set(test_path, cfg.data, cache, class_names=cfg.data.class_names)
-        if cfg.data.class_names:
-            return test_set, list(cfg.data.class_names)
-        if test_set is not None:
-            return test_set, list(test_set.class_names)
-        if Path(cfg.data.path).exists():
-            return None, list(load_image_set(cfg.data.path, cfg.data, cache).class_names)
-        raise FederationError(
-            "the server has no test set to learn the classes from: "
-            "set data.class_names (e.g. [no, yes]) or data.test_path"
-        )
 
     def _starting_point(self) -> tuple[ArrayRecord, int]:
         """The initial model (checkpointed as round 0), or the last checkpoint on resume."""
@@ -328,26 +302,7 @@ class FederatedRun:
             self.best = {"round": state.round, **metrics}
 
     def _central_evaluation(self, arrays: ArrayRecord, exact: bool) -> dict[str, Any]:
-        """The model's metrics on the platform's test set: in float32 when ``exact`` (the last
-        round's, which become the run's final metrics), else as the hospitals measure (see
-        :func:`measuring_pass`: bfloat16 where native, within one image of 600 of float32)."""
-        if self.test_set is None:
-            return {}
-        self.model.load_state_dict(arrays.to_torch_state_dict())
-        loader = ArrayLoader(
-            self.test_set.images,
-            self.test_set.labels,
-            batch_size=128,
-            transform=eval_transform(self.cfg.data),
-        )
-        if not isinstance(self.model, ScatterNet):
-            with contextlib.nullcontext() if exact else measuring_pass(self.model):
-                return plain(evaluate(self.model, loader))
-        if self.test_features is None:  # fixed: computed in the first round, kept for the run
-            self.test_features = TensorDataset(
-                self.model.features_of(loader), torch.as_tensor(self.test_set.labels)
-            )
-        return plain(evaluate(ScatterHead(self.model), DataLoader(self.test_features, 128)))
+        return self.central(arrays, exact)
 
     def _checkpoint(self, server_round: int, arrays: ArrayRecord, metrics: dict) -> None:
         """Encrypted global weights: round 0 (the initial model), every few rounds, the last."""
