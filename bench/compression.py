@@ -69,7 +69,7 @@ def settings() -> list[tuple[str, CodecSpec]]:
     for name, spec in base:
         out.append((name, spec))
         lossless = dataclasses.replace(spec, lossless=True)
-        out.append(("lossless only" if name == "none" else f"{name} + zlib", lossless))
+        out.append(("lossless only" if name == "none" else f"{name} + zstd", lossless))
     return out
 
 
@@ -97,11 +97,11 @@ def both_ways_settings() -> list[tuple[str, dict[str, object]]]:
         ("top-k 1% up, 1% down, 8-bit", {**UPLOAD, **down, "compression.downlink_topk": 0.01}),
         ("top-k 1% up, 2% down, 8-bit", {**UPLOAD, **down, "compression.downlink_topk": 0.02}),
         (
-            "top-k 1% up, 2% down, 8-bit + zlib (recommended)",
+            "top-k 1% up, 2% down, 8-bit + zstd (recommended)",
             {**UPLOAD, **down, "compression.downlink_topk": 0.02, "compression.lossless": True},
         ),
         (
-            "top-k 1% up, 3% down 4-bit + zlib",
+            "top-k 1% up, 3% down 4-bit + zstd",
             {
                 **UPLOAD,
                 "compression.downlink_topk": 0.03,

@@ -19,7 +19,7 @@ with the membership-inference audit (`medfed audit`).
 - compression: 4 hospitals, the demo's ResNet-18 (GroupNorm), SGD at 0.03 with cosine decay
   over 20 rounds of 1 local epoch, on an IID split and on a Dirichlet 0.5 one: uncompressed, then
   compressed both ways (uploads top-k 1% + 8-bit with error feedback over the whole update; each
-  hospital receives the change since its copy, top-k 2% + 8-bit, after a first full copy; zlib
+  hospital receives the change since its copy, top-k 2% + 8-bit, after a first full copy; Zstandard
   over both). The compressed runs must end within 1 accuracy point of the uncompressed ones at
   equal rounds. Uploads only compressed (over the whole update, or per tensor) run with ``--only``.
 
@@ -101,7 +101,7 @@ def codec_setting(scope: str) -> dict[str, Any]:
 
 def both_ways(downlink_topk: float) -> dict[str, Any]:
     """Uploads as :func:`codec_setting` (over the whole update); each hospital receives the
-    change since its copy, top-k ``downlink_topk`` + 8-bit; zlib over both."""
+    change since its copy, top-k ``downlink_topk`` + 8-bit; Zstandard over both."""
     return {
         **codec_setting("model"),
         "compression.downlink_topk": downlink_topk,
@@ -112,7 +112,7 @@ def both_ways(downlink_topk: float) -> dict[str, Any]:
 
 UPLINK = "uploads top-k 1% + 8-bit, error feedback"
 DOWNLINK_TOPK = 0.02
-COMPRESSED = f"both ways: up top-k 1%, down top-k {DOWNLINK_TOPK:.0%}, 8-bit, zlib"
+COMPRESSED = f"both ways: up top-k 1%, down top-k {DOWNLINK_TOPK:.0%}, 8-bit, zstd"
 STUDIES = {
     "privacy": Study(
         "privacy",

@@ -27,6 +27,7 @@ from medfed.federation.codec import (
     max_payload_size,
     weights_size,
 )
+from medfed.federation.codec_format import zstd
 
 
 def model_like_update(seed: int = 0) -> list[np.ndarray]:
@@ -540,12 +541,17 @@ def test_an_oversized_shape_header_is_refused_before_allocating() -> None:
     assert_refused(with_record(0, bomb), r"'conv.weight': shape \(65536, 65536\), expected")
 
 
-def test_a_decompression_bomb_stops_at_the_largest_legitimate_body() -> None:
+@pytest.mark.parametrize("compress", ["zstd", "zlib"])
+def test_a_decompression_bomb_stops_at_the_largest_legitimate_body(compress: str) -> None:
     layout = [TensorSpec("w", (100_000,), np.float32)]  # room for a 65 KB bomb
     body = body_of([record(RAW, "<f4", (100_000,))]) + bytes(64 * 2**20)
-    bomb = MAGIC + b"\x01" + zlib.compress(body, 9)
+    if compress == "zstd":
+        window = {zstd.CompressionParameter.window_log: 21}  # as medfed's own payloads
+        bomb = MAGIC + b"\x02" + zstd.compress(body, options=window)
+    else:
+        bomb = MAGIC + b"\x01" + zlib.compress(body, 9)
     assert len(bomb) < 100_000 < max_payload_size(layout)
-    # 64 MiB if believed; zlib's output buffer grows by doubling up to the cap
+    # 64 MiB if believed; the output buffer stops one byte past the cap
     assert_refused(bomb, "inflates beyond", layout, budget=3 * max_payload_size(layout))
 
 
@@ -635,12 +641,36 @@ def test_truncated_trailing_and_foreign_bytes_are_refused() -> None:
     assert_refused(payload[:-3], "truncated payload")
     assert_refused(payload + b"\0", "1 unexpected trailing bytes")
     assert_refused(b"PK\x03\x04" + payload[4:], "bad magic")
-    assert_refused(MAGIC + b"\x02" + payload[5:], "unknown payload flags")
+    assert_refused(MAGIC + b"\x04" + payload[5:], "unknown payload flags")
+    assert_refused(MAGIC + b"\x03" + payload[5:], "unknown payload flags")
+
+
+def test_compressed_payloads_refuse_truncation_trailing_bytes_and_corruption() -> None:
     packed, _ = encode_update(model_like_update(), CodecSpec(lossless=True))
-    assert packed[4] == 1
-    assert_refused(packed[:-10], "truncated compressed payload")
-    assert_refused(packed + b"junk", "4 unexpected bytes after the zlib stream")
-    assert_refused(packed[:5] + b"\x00" + packed[6:], "corrupted compressed payload")
+    assert packed[4] == 2  # Zstandard
+    zlib_packed = MAGIC + b"\x01" + zlib.compress(decompressed_body(packed))
+    assert_equal_arrays(decode_update(zlib_packed, LAYOUT), decode_update(packed, LAYOUT))
+    for compressed, stream in ((packed, "Zstandard frame"), (zlib_packed, "zlib stream")):
+        assert_refused(compressed[:-10], "truncated compressed payload")
+        assert_refused(compressed + b"junk", f"4 unexpected bytes after the {stream}")
+        assert_refused(compressed[:5] + b"\x00" + compressed[6:], "corrupted compressed payload")
+
+
+def test_a_zstandard_frame_wider_than_medfed_s_window_is_refused() -> None:
+    layout = [TensorSpec("w", (2**21,), np.float32)]
+    body = body_of([record(RAW, "<f4", (2**21,), np.random.default_rng(3).bytes(2**23))])
+    wide = zstd.compress(body, options={zstd.CompressionParameter.window_log: 24})
+    assert_refused(MAGIC + b"\x02" + wide, "corrupted compressed payload", layout, 3 * 2**23)
+
+
+def decompressed_body(packed: bytes) -> bytes:
+    return zstd.decompress(packed[5:])
+
+
+def assert_equal_arrays(left: list[np.ndarray], right: list[np.ndarray]) -> None:
+    assert len(left) == len(right)
+    for a, b in zip(left, right, strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_random_bytes_are_refused() -> None:

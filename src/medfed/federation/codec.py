@@ -13,7 +13,7 @@ received, as one list of numpy arrays (one per ``state_dict`` tensor, in order).
 - error feedback: what was not sent (sparsified away or rounding error) is returned as a residual
   that the caller adds to the next round's update (:class:`ResidualStore` keeps it across
   processes);
-- losslessly compressed with zlib (kept only when it makes the payload smaller).
+- losslessly compressed with Zstandard (kept only when it makes the payload smaller).
 
 Non-float tensors (e.g. BatchNorm ``num_batches_tracked``) always pass through exactly.
 

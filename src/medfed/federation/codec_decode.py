@@ -22,15 +22,18 @@ import numpy as np
 from medfed.federation.codec_format import (
     _DENSE,
     _FLAG_ZLIB,
+    _FLAG_ZSTD,
     _FLOAT16_BITS,
     _FLOAT32_BITS,
     _HEADER_BYTES,
     _PLAIN_KINDS,
     _RAW,
     _SPARSE,
+    _ZSTD_WINDOW_LOG,
     MAGIC,
     CodecError,
     TensorSpec,
+    zstd,
 )
 from medfed.federation.codec_quantize import _unpack_nibbles
 from medfed.federation.codec_sparse import _varint_decode
@@ -59,9 +62,11 @@ def _unpack(payload: bytes | memoryview, cap: int | None) -> memoryview:
     if len(view) < _HEADER_BYTES or view[: len(MAGIC)] != MAGIC:
         raise CodecError("not a medfed codec payload (bad magic bytes)")
     flags = view[len(MAGIC)]
-    if flags & ~_FLAG_ZLIB:
+    if flags not in (0, _FLAG_ZLIB, _FLAG_ZSTD):
         raise CodecError(f"unknown payload flags {flags:#04x}")
     body = view[_HEADER_BYTES:]
+    if flags == _FLAG_ZSTD:
+        return _unzstd(body, cap)
     if not flags & _FLAG_ZLIB:
         return body
     inflater = zlib.decompressobj()
@@ -77,6 +82,26 @@ def _unpack(payload: bytes | memoryview, cap: int | None) -> memoryview:
         raise CodecError("truncated compressed payload: the zlib stream does not end")
     if inflater.unused_data:
         raise CodecError(f"{len(inflater.unused_data)} unexpected bytes after the zlib stream")
+    return memoryview(inflated)
+
+
+def _unzstd(body: memoryview, cap: int | None) -> memoryview:
+    """A Zstandard body inflated: one frame, no larger than ``cap``, within medfed's window."""
+    inflater = zstd.ZstdDecompressor(
+        options={zstd.DecompressionParameter.window_log_max: _ZSTD_WINDOW_LOG}
+    )
+    try:
+        inflated = inflater.decompress(body, -1 if cap is None else cap + 1)
+    except zstd.ZstdError as exc:
+        raise CodecError(f"corrupted compressed payload: {exc}") from None
+    if cap is not None and (len(inflated) > cap or not (inflater.eof or inflater.needs_input)):
+        raise CodecError(
+            f"compressed body inflates beyond {cap} bytes, more than any update of this model"
+        )
+    if not inflater.eof:
+        raise CodecError("truncated compressed payload: the Zstandard frame does not end")
+    if inflater.unused_data:
+        raise CodecError(f"{len(inflater.unused_data)} unexpected bytes after the Zstandard frame")
     return memoryview(inflated)
 
 
