@@ -333,8 +333,8 @@ def receive_global(
             )
         change = decode_update(payload, layout)
         arrays = apply_delta(held[1], change, [spec.name for spec in layout])
-    store.save(version, arrays)
-    return {spec.name: torch.from_numpy(a) for spec, a in zip(layout, arrays, strict=True)}
+    store.save(version, arrays)  # kept read-only: the model gets a copy
+    return {spec.name: torch.tensor(a) for spec, a in zip(layout, arrays, strict=True)}
 
 
 def _addressing(record: Any) -> tuple[str, str]:

@@ -1,8 +1,10 @@
 """What a hospital keeps between rounds, each in one ``.npz`` file that names its run.
 
-Each round runs in a fresh process, so this state lives on disk: the error-feedback residual
-(:class:`ResidualStore`) and the hospital's copy of the global model (:class:`CopyStore`). Writes
-are atomic (temporary file + rename), so a crash never leaves half a file.
+A round may run in a fresh process (a simulated hospital's actor), so this state lives on disk:
+the error-feedback residual (:class:`ResidualStore`) and the hospital's copy of the global model
+(:class:`CopyStore`). Writes are atomic (temporary file + rename), so a crash never leaves half a
+file. A process also keeps what it last wrote or read (:func:`load_npz`): a deployed hospital's
+long-lived trainer then reads nothing back, and never a file another process has replaced since.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import os
 import re
 import tempfile
 import zipfile
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,6 +22,11 @@ import numpy as np
 from medfed.federation.codec_format import TensorSpec
 
 VERSION_PATTERN = re.compile(r"[0-9a-f]{32}")  # a downlink version of the global model
+# Files whose content a process keeps in memory, the most recent first: one hospital's copy of
+# the model, residual and control variate. ResNet-18 takes 45 MB a file.
+KEPT_FILES = 3
+_FileIdentity = tuple[int, int, int]  # inode, modification time (ns), size
+_kept: OrderedDict[Path, tuple[_FileIdentity, dict[str, np.ndarray]]] = OrderedDict()
 
 
 class ResidualStore:
@@ -35,11 +43,11 @@ class ResidualStore:
     def load(self) -> list[np.ndarray] | None:
         """The residual saved for this run, or None (no file, another run, unreadable file)."""
         try:
-            with np.load(self.path, allow_pickle=False) as data:
-                if str(data["run_id"]) != self.run_id:
-                    return None
-                count = int(data["count"])
-                return [data[f"r{i}"] for i in range(count)]
+            data = load_npz(self.path)
+            if str(data["run_id"]) != self.run_id:
+                return None
+            count = int(data["count"])
+            return [data[f"r{i}"] for i in range(count)]
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return None
 
@@ -69,16 +77,16 @@ class CopyStore:
     def load(self, layout: Sequence[TensorSpec]) -> tuple[str, list[np.ndarray]] | None:
         """``(version, arrays)`` kept for this run if they fit ``layout``, else None."""
         try:
-            with np.load(self.path, allow_pickle=False) as data:
-                if str(data["run_id"]) != self.run_id or int(data["count"]) != len(layout):
+            data = load_npz(self.path)
+            if str(data["run_id"]) != self.run_id or int(data["count"]) != len(layout):
+                return None
+            version = str(data["version"])
+            arrays = []
+            for index, spec in enumerate(layout):
+                array = data[f"a{index}"]
+                if array.shape != spec.shape or not spec.accepts(array.dtype):
                     return None
-                version = str(data["version"])
-                arrays = []
-                for index, spec in enumerate(layout):
-                    array = data[f"a{index}"]
-                    if array.shape != spec.shape or not spec.accepts(array.dtype):
-                        return None
-                    arrays.append(array)
+                arrays.append(array)
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             return None
         return (version, arrays) if VERSION_PATTERN.fullmatch(version) else None
@@ -96,7 +104,8 @@ class CopyStore:
 
 
 def save_npz(path: Path, **entries: np.ndarray) -> None:
-    """Write ``entries`` to the ``.npz`` file ``path`` atomically, synced to disk."""
+    """Write ``entries`` to the ``.npz`` file ``path`` atomically, synced to disk, and keep
+    them in memory for :func:`load_npz`: the arrays given become read-only."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -107,4 +116,35 @@ def save_npz(path: Path, **entries: np.ndarray) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        _kept.pop(path, None)
         raise
+    _keep(path, _identity(path), entries)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """The entries of the ``.npz`` file ``path``, read-only: from memory when this process
+    wrote or read that very file last (the same inode, modification time and size)."""
+    identity = _identity(path)
+    kept = _kept.get(path)
+    if kept is not None and kept[0] == identity:
+        _kept.move_to_end(path)
+        return kept[1]
+    with np.load(path, allow_pickle=False) as data:
+        entries = {name: data[name] for name in data.files}
+    _keep(path, identity, entries)
+    return entries
+
+
+def _identity(path: Path) -> _FileIdentity:
+    status = path.stat()
+    return status.st_ino, status.st_mtime_ns, status.st_size
+
+
+def _keep(path: Path, identity: _FileIdentity, entries: dict[str, np.ndarray]) -> None:
+    entries = {name: np.asarray(value) for name, value in entries.items()}
+    for array in entries.values():
+        array.flags.writeable = False  # what a later load returns must be what the file holds
+    _kept[path] = (identity, entries)
+    _kept.move_to_end(path)
+    while len(_kept) > KEPT_FILES:
+        _kept.popitem(last=False)

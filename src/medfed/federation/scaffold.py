@@ -16,8 +16,6 @@ strategy sees it. ``c`` lives in the ServerApp's memory: a resumed run starts it
 
 from __future__ import annotations
 
-import os
-import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -34,6 +32,7 @@ from medfed.federation.codec import (
     encode_weights,
     max_payload_size,
 )
+from medfed.federation.saved_state import load_npz, save_npz
 from medfed.federation.wire import payload_record, payload_view
 
 CONTROL_KEY = "scaffold"  # the server's c in a message; a hospital's change of c_i in a reply
@@ -77,27 +76,19 @@ class ControlStore:
     def load(self, layout: Sequence[TensorSpec]) -> list[np.ndarray]:
         """This run's ``c_i`` when it fits ``layout``, else zeros (a hospital's first round)."""
         try:
-            with np.load(self.path, allow_pickle=False) as data:
-                if str(data["run_id"]) == self.run_id and int(data["count"]) == len(layout):
-                    arrays = [data[f"a{i}"] for i in range(len(layout))]
-                    if all(a.shape == s.shape for a, s in zip(arrays, layout, strict=True)):
-                        return [a.astype(np.float32) for a in arrays]
+            data = load_npz(self.path)
+            if str(data["run_id"]) == self.run_id and int(data["count"]) == len(layout):
+                arrays = [data[f"a{i}"] for i in range(len(layout))]
+                if all(a.shape == s.shape for a, s in zip(arrays, layout, strict=True)):
+                    return [a.astype(np.float32) for a in arrays]
         except (OSError, KeyError, ValueError, zipfile.BadZipFile):
             pass
         return [np.zeros(spec.shape, np.float32) for spec in layout]
 
     def save(self, arrays: Sequence[np.ndarray]) -> None:
         """Replace the kept ``c_i`` atomically."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                named = {f"a{i}": np.asarray(a, np.float32) for i, a in enumerate(arrays)}
-                np.savez(handle, run_id=np.str_(self.run_id), count=np.int64(len(arrays)), **named)
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        named = {f"a{i}": np.array(a, np.float32) for i, a in enumerate(arrays)}
+        save_npz(self.path, run_id=np.str_(self.run_id), count=np.int64(len(arrays)), **named)
 
 
 class SCAFFOLD(fl.FedAvg):
