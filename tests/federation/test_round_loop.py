@@ -3,6 +3,7 @@ own handlers: a round's record runs while the hospitals train the next round."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterable
@@ -56,6 +57,7 @@ def test_a_rounds_record_runs_while_the_next_round_trains(
     run, grid = federated_run(kaggle_dataset, tmp_path / "home", rounds=4)
     evaluated: dict[int, tuple[float, float]] = {}  # round: central evaluation's start, end
     exactly: dict[int, bool] = {}  # round: evaluated in float32
+    niceness: dict[str, int] = {}  # thread: its CPU niceness while recording
     central = FederatedRun._central_evaluation
     recording = FederatedRun._record
 
@@ -68,6 +70,8 @@ def test_a_rounds_record_runs_while_the_next_round_trains(
 
     def noting_round(self: FederatedRun, state: Any, evaluation: Any) -> None:
         self.evaluating = state.round
+        thread = threading.current_thread().name
+        niceness[thread] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
         assert threading.current_thread().name.startswith("medfed-record") or (state.round == 4), (
             f"round {state.round} recorded on the round loop's thread"
         )
@@ -76,7 +80,11 @@ def test_a_rounds_record_runs_while_the_next_round_trains(
     monkeypatch.setattr(FederatedRun, "_central_evaluation", slow_central)
     monkeypatch.setattr(FederatedRun, "_record", noting_round)
 
+    loop_niceness = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     assert run.execute() == RunStatus.FINISHED
+    # records beside a round yield the CPU to it; the last, after every round, does not
+    assert niceness.pop(threading.current_thread().name) == loop_niceness
+    assert set(niceness.values()) == {min(19, loop_niceness + 10)}, niceness
     rounds = run.store.rounds(run.run_id)
     assert [r.round for r in rounds] == [1, 2, 3, 4]
     assert [c.round for c in run.store.checkpoints(run.run_id)] == [0, 1, 2, 3, 4]
