@@ -22,6 +22,7 @@ from medfed.federation.codec import (
     decode_update,
     decode_weights,
     encode_delta,
+    encode_delta_as_sent,
     encode_update,
     encode_weights,
     max_payload_size,
@@ -284,6 +285,27 @@ def test_a_delta_rounds_to_the_nearest_level_and_always_encodes_alike(bits: int)
         elif original.size:
             half_step = (original.max() - original.min()) / (2**bits - 1) / 2
             assert np.abs(back - original).max() <= half_step * (1 + 1e-5) + 1e-12
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        CodecSpec(quant_bits=8, error_feedback=False),
+        CodecSpec(quant_bits=4, topk=0.2, dense_below=0, error_feedback=False),
+        CodecSpec(topk=0.05, dense_below=0, lossless=True, error_feedback=False),
+        CodecSpec(topk=0.5, error_feedback=False),
+        CodecSpec(),
+    ],
+)
+def test_a_delta_as_sent_is_what_the_receiver_decodes_bit_for_bit(spec: CodecSpec) -> None:
+    change = [*model_like_update(4), np.linspace(-1, 1, 50), np.arange(6, dtype=np.int32)]
+    payload, sent = encode_delta_as_sent(change, spec)
+    assert payload == encode_delta(change, spec)
+    decoded = decode_update(payload)
+    assert len(sent) == len(decoded)
+    for mine, theirs in zip(sent, decoded, strict=True):
+        assert (mine.dtype, mine.shape) == (theirs.dtype, theirs.shape)
+        assert np.ascontiguousarray(mine).tobytes() == theirs.tobytes()
 
 
 @settings(max_examples=40, deadline=None)

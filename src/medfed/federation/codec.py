@@ -68,6 +68,7 @@ __all__ = [
     "decode_update",
     "decode_weights",
     "encode_delta",
+    "encode_delta_as_sent",
     "encode_update",
     "encode_weights",
     "max_payload_size",
@@ -94,7 +95,7 @@ def encode_update(
     use_feedback = spec.error_feedback and spec.is_lossy
     if use_feedback and residual is not None:
         _check_same_shapes(arrays, residual)
-    payload, new_residual = _encode(arrays, spec, residual if use_feedback else None, rng, False)
+    payload, new_residual, _ = _encode(arrays, spec, residual if use_feedback else None, rng, False)
     return payload, (new_residual if use_feedback else None)
 
 
@@ -109,15 +110,25 @@ def encode_delta(arrays: list[np.ndarray], spec: CodecSpec) -> bytes:
     return _encode(arrays, spec, None, None, True)[0]
 
 
+def encode_delta_as_sent(
+    arrays: list[np.ndarray], spec: CodecSpec
+) -> tuple[bytes, list[np.ndarray]]:
+    """:func:`encode_delta`'s payload, and the change as :func:`decode_update` gives it back
+    (bit for bit, in each tensor's dtype): the sender need not decode its own payload."""
+    payload, _, sent = _encode(arrays, spec, None, None, True)
+    return payload, sent
+
+
 def _encode(
     arrays: list[np.ndarray],
     spec: CodecSpec,
     residual: list[np.ndarray] | None,
     rng: np.random.Generator | None,
     whole_when_cheaper: bool,
-) -> tuple[bytes, list[np.ndarray]]:
-    """The payload and what it left unsent; ``rng`` None rounds to the nearest level;
-    ``whole_when_cheaper`` sends a tensor dense when that costs no more than its kept entries."""
+) -> tuple[bytes, list[np.ndarray], list[np.ndarray]]:
+    """The payload, what it left unsent, and what it carries as decoded; ``rng`` None rounds
+    to the nearest level; ``whole_when_cheaper`` sends a tensor dense when that costs no more
+    than its kept entries."""
     arrays = [np.asarray(array) for array in arrays]
     updates: dict[int, np.ndarray] = {}
     targets: dict[int, np.ndarray] = {}
@@ -137,10 +148,12 @@ def _encode(
     bits = spec.quant_bits or _FLOAT32_BITS
     records: list[bytes] = []
     unsent: list[np.ndarray] = []
+    decoded: list[np.ndarray] = []
     for index, array in enumerate(arrays):
         if index not in targets:
             records.append(_raw_record(array))
             unsent.append(np.zeros(array.shape, np.float32))
+            decoded.append(array)
             continue
         target = targets[index]
         indices = kept.get(index)
@@ -149,7 +162,8 @@ def _encode(
         record, sent = _lossy_record(target, array.dtype, bits, indices, rng)
         records.append(record)
         unsent.append(target - sent)
-    return _pack(records, spec.lossless), unsent
+        decoded.append(sent.astype(array.dtype, copy=False))
+    return _pack(records, spec.lossless), unsent, decoded
 
 
 def decode_update(

@@ -55,7 +55,7 @@ from medfed.federation.codec import (
     TensorSpec,
     decode_update,
     decode_weights,
-    encode_delta,
+    encode_delta_as_sent,
     encode_weights,
     max_payload_size,
     weights_size,
@@ -250,11 +250,11 @@ class DownlinkSender:
         if base != FULL:
             copy = self.copies[base]
             change = [g - c.astype(g.dtype, copy=False) for g, c in zip(arrays, copy, strict=True)]
-            payload = encode_delta(change, self._spec(fraction))
+            payload, sent = encode_delta_as_sent(change, self._spec(fraction))
             if len(payload) < weights_size(arrays, self.cfg.downlink):
                 version = version_of(base, payload)
                 if version not in self.copies:
-                    self.copies[version] = apply_delta(copy, decode_update(payload))
+                    self.copies[version] = apply_delta(copy, sent)
                 return Packed(payload, base, version)
         payload = encode_weights(arrays, self.cfg.downlink)
         version = version_of(FULL, payload)
