@@ -477,8 +477,14 @@ def test_a_measuring_pass_gives_float32_metrics_and_leaves_the_model_as_it_was(
     model.conv1.register_forward_hook(note)
     with measuring_pass(model):
         result = evaluate(model, [(x, y)])
-    assert seen == [(torch.bfloat16, True) if native else (torch.float32, False)]
+    measured = (torch.bfloat16, True) if native else (torch.float32, False)
+    assert seen == [measured]
     assert result["loss"] == pytest.approx(reference["loss"], abs=0.02)
+    with measuring_pass(model):  # a pass within a pass keeps the outer one's layout
+        with measuring_pass(model):
+            evaluate(model, [(x, y)])
+        evaluate(model, [(x, y)])
+    assert seen == [measured] * 3
     for name, tensor in model.state_dict().items():
         assert tensor.is_contiguous(), name
         assert torch.equal(tensor, before[name]), name

@@ -364,18 +364,18 @@ def evaluate_locally(
     if isinstance(model, ScatterNet):  # fixed features, computed once per hospital and run
         dataset = scatter_dataset(hospital, cfg, model, device, "val" if held_out else "train")
         result = evaluate(ScatterHead(model), DataLoader(dataset, batch_size))
-    else:
-        loader = ArrayLoader(
-            hospital.data.images,
-            hospital.data.labels,
-            indices=hospital.val_idx if held_out else hospital.train_idx,
-            batch_size=batch_size,
-            transform=eval_transform(cfg.data),
-            device=device,
-        )
-        with measuring_pass(model):
-            result = evaluate(model, loader, amp=uses_amp(cfg.training, device))
-    return result, bn_statistics(hospital, cfg, model)
+        return result, bn_statistics(hospital, cfg, model)
+    loader = ArrayLoader(
+        hospital.data.images,
+        hospital.data.labels,
+        indices=hospital.val_idx if held_out else hospital.train_idx,
+        batch_size=batch_size,
+        transform=eval_transform(cfg.data),
+        device=device,
+    )
+    with measuring_pass(model):  # one change of the model's layout for both passes
+        result = evaluate(model, loader, amp=uses_amp(cfg.training, device))
+        return result, bn_statistics(hospital, cfg, model)
 
 
 def hash_name(name: str) -> int:

@@ -8,6 +8,7 @@ float16 autocast with gradient scaling; MPS (Apple) trains in float32.
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Iterator
 
 import torch
@@ -84,6 +85,9 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+_MEASURING: weakref.WeakSet[nn.Module] = weakref.WeakSet()  # models within a measuring pass
+
+
 @contextlib.contextmanager
 def measuring_pass(model: nn.Module) -> Iterator[None]:
     """A forward pass of ``model`` that only measures (BatchNorm moments, a hospital's
@@ -92,16 +96,19 @@ def measuring_pass(model: nn.Module) -> Iterator[None]:
     64 px then takes 0.4 of the float32 time on this machine's CPU. Its metrics match float32
     ones (on the demo's test set, within one image of 600 in accuracy and 0.0002 in AUC); the
     model's layout is restored after. Elsewhere nothing changes. Training, and the test
-    metrics of a run's last round (its final metrics), stay in float32."""
+    metrics of a run's last round (its final metrics), stay in float32. Passes within a pass
+    (a hospital's validation, then its moments) share the outer one's layout."""
     device = model_device(model)
-    if not native_bf16(device):
+    if not native_bf16(device) or model in _MEASURING:  # within a pass already: as it is
         yield
         return
     model.to(memory_format=torch.channels_last)
+    _MEASURING.add(model)
     try:
         with torch.autocast(device.type, dtype=torch.bfloat16):
             yield
     finally:
+        _MEASURING.discard(model)
         model.to(memory_format=torch.contiguous_format)
 
 
