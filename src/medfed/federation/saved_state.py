@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import threading
 import zipfile
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ VERSION_PATTERN = re.compile(r"[0-9a-f]{32}")  # a downlink version of the globa
 KEPT_FILES = 3
 _FileIdentity = tuple[int, int, int]  # inode, modification time (ns), size
 _kept: OrderedDict[Path, tuple[_FileIdentity, dict[str, np.ndarray]]] = OrderedDict()
+_kept_lock = threading.Lock()
 
 
 class ResidualStore:
@@ -116,7 +118,8 @@ def save_npz(path: Path, **entries: np.ndarray) -> None:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
-        _kept.pop(path, None)
+        with _kept_lock:
+            _kept.pop(path, None)
         raise
     _keep(path, _identity(path), entries)
 
@@ -125,10 +128,11 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     """The entries of the ``.npz`` file ``path``, read-only: from memory when this process
     wrote or read that very file last (the same inode, modification time and size)."""
     identity = _identity(path)
-    kept = _kept.get(path)
-    if kept is not None and kept[0] == identity:
-        _kept.move_to_end(path)
-        return kept[1]
+    with _kept_lock:
+        kept = _kept.get(path)
+        if kept is not None and kept[0] == identity:
+            _kept.move_to_end(path)
+            return kept[1]
     with np.load(path, allow_pickle=False) as data:
         entries = {name: data[name] for name in data.files}
     _keep(path, identity, entries)
@@ -144,7 +148,8 @@ def _keep(path: Path, identity: _FileIdentity, entries: dict[str, np.ndarray]) -
     entries = {name: np.asarray(value) for name, value in entries.items()}
     for array in entries.values():
         array.flags.writeable = False  # what a later load returns must be what the file holds
-    _kept[path] = (identity, entries)
-    _kept.move_to_end(path)
-    while len(_kept) > KEPT_FILES:
-        _kept.popitem(last=False)
+    with _kept_lock:
+        _kept[path] = (identity, entries)
+        _kept.move_to_end(path)
+        while len(_kept) > KEPT_FILES:
+            _kept.popitem(last=False)
