@@ -16,6 +16,7 @@ import math
 import struct
 import zlib
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,43 +66,38 @@ def _unpack(payload: bytes | memoryview, cap: int | None) -> memoryview:
     if flags not in (0, _FLAG_ZLIB, _FLAG_ZSTD):
         raise CodecError(f"unknown payload flags {flags:#04x}")
     body = view[_HEADER_BYTES:]
-    if flags == _FLAG_ZSTD:
-        return _unzstd(body, cap)
-    if not flags & _FLAG_ZLIB:
-        return body
-    inflater = zlib.decompressobj()
+    return body if flags == 0 else _inflate(body, cap, zstandard=flags == _FLAG_ZSTD)
+
+
+def _inflate(body: memoryview, cap: int | None, zstandard: bool) -> memoryview:
+    """A compressed body inflated: one stream, no larger than ``cap``, nothing after it; a
+    Zstandard frame within medfed's window (which bounds the decoder's memory)."""
+    inflater: Any
+    errors: type[Exception]
+    if zstandard:
+        inflater = zstd.ZstdDecompressor(
+            options={zstd.DecompressionParameter.window_log_max: _ZSTD_WINDOW_LOG}
+        )
+        stream, errors, unlimited = "Zstandard frame", zstd.ZstdError, -1
+    else:
+        inflater = zlib.decompressobj()
+        stream, errors, unlimited = "zlib stream", zlib.error, 0
     try:
-        inflated = inflater.decompress(body, 0 if cap is None else cap + 1)
-    except zlib.error as exc:
+        inflated = inflater.decompress(body, unlimited if cap is None else cap + 1)
+    except errors as exc:
         raise CodecError(f"corrupted compressed payload: {exc}") from None
-    if cap is not None and (len(inflated) > cap or inflater.unconsumed_tail):
+    if zstandard:
+        more = not (inflater.eof or inflater.needs_input)
+    else:
+        more = bool(inflater.unconsumed_tail)
+    if cap is not None and (len(inflated) > cap or more):
         raise CodecError(
             f"compressed body inflates beyond {cap} bytes, more than any update of this model"
         )
     if not inflater.eof:
-        raise CodecError("truncated compressed payload: the zlib stream does not end")
+        raise CodecError(f"truncated compressed payload: the {stream} does not end")
     if inflater.unused_data:
-        raise CodecError(f"{len(inflater.unused_data)} unexpected bytes after the zlib stream")
-    return memoryview(inflated)
-
-
-def _unzstd(body: memoryview, cap: int | None) -> memoryview:
-    """A Zstandard body inflated: one frame, no larger than ``cap``, within medfed's window."""
-    inflater = zstd.ZstdDecompressor(
-        options={zstd.DecompressionParameter.window_log_max: _ZSTD_WINDOW_LOG}
-    )
-    try:
-        inflated = inflater.decompress(body, -1 if cap is None else cap + 1)
-    except zstd.ZstdError as exc:
-        raise CodecError(f"corrupted compressed payload: {exc}") from None
-    if cap is not None and (len(inflated) > cap or not (inflater.eof or inflater.needs_input)):
-        raise CodecError(
-            f"compressed body inflates beyond {cap} bytes, more than any update of this model"
-        )
-    if not inflater.eof:
-        raise CodecError("truncated compressed payload: the Zstandard frame does not end")
-    if inflater.unused_data:
-        raise CodecError(f"{len(inflater.unused_data)} unexpected bytes after the Zstandard frame")
+        raise CodecError(f"{len(inflater.unused_data)} unexpected bytes after the {stream}")
     return memoryview(inflated)
 
 
