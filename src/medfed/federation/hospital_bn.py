@@ -51,8 +51,7 @@ def bn_statistics(
             # With momentum 1 the layer's running statistics are this batch's own, computed in
             # float32 by the layer as it normalises (no second pass over the activations).
             x, running_mean, running_var = inputs[0], module.running_mean, module.running_var
-            if running_mean is None or running_var is None:  # not tracked: not in `layers`
-                return
+            assert running_mean is not None and running_var is not None  # only tracked layers
             n = x.numel() // x.shape[1]  # values per channel
             mean = running_mean.detach().clone()
             variance = running_var.detach() * ((n - 1) / n)  # unbiased to biased

@@ -23,8 +23,8 @@ import numpy as np
 from medfed.federation.codec_format import TensorSpec
 
 VERSION_PATTERN = re.compile(r"[0-9a-f]{32}")  # a downlink version of the global model
-# Files whose content a process keeps in memory, the most recent first: one hospital's copy of
-# the model, residual and control variate. ResNet-18 takes 45 MB a file.
+# How many files a process keeps in memory, the most recently used: one hospital's copy of the
+# model, residual and control variate. ResNet-18 takes 45 MB a file.
 KEPT_FILES = 3
 _FileIdentity = tuple[int, int, int]  # inode, modification time (ns), size
 _kept: OrderedDict[Path, tuple[_FileIdentity, dict[str, np.ndarray]]] = OrderedDict()
