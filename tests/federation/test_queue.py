@@ -18,6 +18,7 @@ from medfed.cli import main
 from medfed.config import MedfedConfig, config_from_dict
 from medfed.errors import FederationError
 from medfed.federation import queue as queue_module
+from medfed.federation.processes import wait_for_exec
 from medfed.federation.queue import Limits, RunQueue, default_max_concurrent_runs, worker_alive
 from medfed.federation.run_paths import worker_pid_file
 from medfed.federation.simulation import ray_init_args
@@ -176,6 +177,7 @@ def test_a_recycled_pid_is_not_taken_for_the_worker(cfg: MedfedConfig, store: Ru
     run_id = new_run(store, cfg, "old")
     other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
+        wait_for_exec(other.pid)  # its command line is empty while it execs
         path = worker_pid_file(cfg.home, run_id)
         path.parent.mkdir(parents=True)
         path.write_text(str(other.pid))
