@@ -295,6 +295,20 @@ def test_a_payload_record_is_one_uint8_array_read_back_without_copying() -> None
         wire.payload_view(record, 7)
 
 
+@pytest.mark.parametrize("size", [0, 8, 70_001])
+def test_a_payload_record_is_what_flower_makes_of_the_uint8_array(size: int) -> None:
+    payload = np.random.default_rng(size).bytes(size)
+    made = wire.payload_record(payload)[wire.PAYLOAD_KEY]
+    flowers = Array(np.frombuffer(payload, np.uint8))
+    assert (made.dtype, made.shape, made.stype, made.data) == (
+        flowers.dtype,
+        flowers.shape,
+        flowers.stype,
+        flowers.data,
+    )
+    assert made.numpy().tobytes() == payload
+
+
 def test_a_broadcast_with_other_names_is_refused_at_the_hospital() -> None:
     state = model_state()
     renamed = ArrayRecord({("head.bias" if k == "fc.bias" else k): v for k, v in state.items()})
