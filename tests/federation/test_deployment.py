@@ -9,6 +9,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import httpx
@@ -22,7 +23,12 @@ from medfed.config import load_config
 from medfed.data.synthetic import write_synthetic_dataset
 from medfed.federation.certs import CertPaths, init_certs, write_private
 from medfed.federation.hospital_node import HospitalLink, start_hospital
-from medfed.federation.hospitals import add_hospital, remove_hospital, sync_registrations
+from medfed.federation.hospitals import (
+    add_hospital,
+    control_client,
+    remove_hospital,
+    sync_registrations,
+)
 from medfed.federation.keys import new_key_pair
 from medfed.federation.superlink import (
     start_platform_link,
@@ -77,6 +83,14 @@ def write_config(tmp_path: Path, **federated) -> Path:
         )
     )
     return config
+
+
+def test_the_control_client_trusts_the_platform_ca_as_httpx_recommends(tmp_path: Path) -> None:
+    init_certs(tmp_path, ["localhost"], force=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", category=DeprecationWarning, module="httpx")
+        client = control_client(free_port(), tmp_path / "ca.pem")
+    client.close()
 
 
 def test_registered_hospitals_train_over_tls_and_the_control_port_stays_closed(

@@ -74,7 +74,9 @@ def control_client(port: int, ca_path: Path | None):  # -> flwr's ControlHttpCli
     address = f"127.0.0.1:{port}"
     if ca_path is None:
         return ControlHttpClient.from_server_address(address, True, None, interceptors=[])
-    return ControlHttpClient.from_server_address(address, False, str(ca_path), interceptors=[])
+    # The CA's bytes, not its path: httpx deprecates a path as ``verify``.
+    ca = ca_path.read_bytes()
+    return ControlHttpClient.from_server_address(address, False, ca, interceptors=[])
 
 
 def _platform_client(cfg: MedfedConfig):  # -> flwr's ControlHttpClient
