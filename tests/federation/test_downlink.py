@@ -405,19 +405,19 @@ def test_a_change_is_checked_against_the_hospitals_layout_before_it_is_applied(t
     base = held(tmp_path, 1)[0]
     spec = CodecSpec(topk=0.05, quant_bits=8, error_feedback=False, dense_below=100)
     wrong_shape = [np.zeros((64, 32, 3, 2), np.float32), np.zeros(64, np.float32), np.array(0)]
-    content = with_payload_content(encode_delta(wrong_shape, spec), base)
+    content = with_payload_content(encode_delta(wrong_shape, spec)[0], base)
     with pytest.raises(CodecError, match=r"'conv.weight': shape \(64, 32, 3, 2\)"):
         receive_global(content, LAYOUT, tmp_path / "h1" / "downlink.npz", RUN)
     complex_counter = [np.zeros((64, 32, 3, 3), np.float32), np.zeros(64, np.float32), 1j]
-    content = with_payload_content(encode_delta(complex_counter, spec), base)
+    content = with_payload_content(encode_delta(complex_counter, spec)[0], base)
     with pytest.raises(CodecError, match="'bn.num_batches_tracked': dtype complex128, expected a"):
         receive_global(content, LAYOUT, tmp_path / "h1" / "downlink.npz", RUN)
     missing = [np.zeros((64, 32, 3, 3), np.float32), np.zeros(64, np.float32)]
-    content = with_payload_content(encode_delta(missing, spec), base)
+    content = with_payload_content(encode_delta(missing, spec)[0], base)
     with pytest.raises(CodecError, match="payload carries 2 tensors, the model has 3"):
         receive_global(content, LAYOUT, tmp_path / "h1" / "downlink.npz", RUN)
     nan = [np.full((64, 32, 3, 3), np.nan, np.float32), np.zeros(64, np.float32), np.array(0)]
-    content = with_payload_content(encode_delta(nan, CodecSpec(error_feedback=False)), base)
+    content = with_payload_content(encode_delta(nan, CodecSpec(error_feedback=False))[0], base)
     with pytest.raises(CodecError, match="'conv.weight': holds NaN or infinite values"):
         receive_global(content, LAYOUT, tmp_path / "h1" / "downlink.npz", RUN)
     assert held(tmp_path, 1)[0] == base  # none of them touched the copy

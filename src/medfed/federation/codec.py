@@ -68,7 +68,6 @@ __all__ = [
     "decode_update",
     "decode_weights",
     "encode_delta",
-    "encode_delta_as_sent",
     "encode_update",
     "encode_weights",
     "max_payload_size",
@@ -99,22 +98,16 @@ def encode_update(
     return payload, (new_residual if use_feedback else None)
 
 
-def encode_delta(arrays: list[np.ndarray], spec: CodecSpec) -> bytes:
-    """Encode a change deterministically (the downlink's delta against a hospital's copy).
+def encode_delta(arrays: list[np.ndarray], spec: CodecSpec) -> tuple[bytes, list[np.ndarray]]:
+    """Encode a change deterministically (the downlink's delta against a hospital's copy);
+    return ``(payload, sent)``, ``sent`` being the change as :func:`decode_update` gives it
+    back (bit for bit, in each tensor's dtype): the sender need not decode its own payload.
 
     As :func:`encode_update` without a residual, but quantized values are rounded to the nearest
     level: the same change always gives the same payload, and the sender keeps what was not
     sent in its own copy of the receiver's model instead of a residual. A tensor whose kept
     entries would cost at least as much as all of them goes whole (dense).
     """
-    return _encode(arrays, spec, None, None, True)[0]
-
-
-def encode_delta_as_sent(
-    arrays: list[np.ndarray], spec: CodecSpec
-) -> tuple[bytes, list[np.ndarray]]:
-    """:func:`encode_delta`'s payload, and the change as :func:`decode_update` gives it back
-    (bit for bit, in each tensor's dtype): the sender need not decode its own payload."""
     payload, _, sent = _encode(arrays, spec, None, None, True)
     return payload, sent
 

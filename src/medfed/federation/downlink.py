@@ -55,7 +55,7 @@ from medfed.federation.codec import (
     TensorSpec,
     decode_update,
     decode_weights,
-    encode_delta_as_sent,
+    encode_delta,
     encode_weights,
     max_payload_size,
     weights_size,
@@ -250,7 +250,7 @@ class DownlinkSender:
         if base != FULL:
             copy = self.copies[base]
             change = [g - c.astype(g.dtype, copy=False) for g, c in zip(arrays, copy, strict=True)]
-            payload, sent = encode_delta_as_sent(change, self._spec(fraction))
+            payload, sent = encode_delta(change, self._spec(fraction))
             if len(payload) < weights_size(arrays, self.cfg.downlink):
                 version = version_of(base, payload)
                 if version not in self.copies:
