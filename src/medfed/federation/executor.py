@@ -7,7 +7,11 @@ process that keeps torch, the model and the decoded images loaded, takes each ta
 SuperNode's local Runtime API and runs medfed's own ClientApp in-process. It never installs or
 runs the code of the app the platform submits: a hospital runs the medfed it installed.
 
-``python -m medfed.federation.executor --runtime-port PORT``
+Payloads of at least ``blobs.min_bytes`` travel beside the messages, from and to the platform's
+gateway (see ``blobs.py``): the executor fetches the ones a message names and uploads its
+reply's.
+
+``python -m medfed.federation.executor --runtime-port PORT --server HOST:PORT --ca CA --key KEY``
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from medfed.federation.hospital_node import HospitalLink, add_link_arguments, parsed_link
 from medfed.federation.lifetime import die_with_parent
 
 log = logging.getLogger("medfed.executor")
@@ -97,10 +102,15 @@ def next_wait(wait_s: float, poll_s: float, since_task_s: float = BUSY_WINDOW_S)
     return min(max(wait_s * 1.5, poll_s), max(IDLE_POLL_S, poll_s))
 
 
-def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVAL_S) -> None:
+def serve(
+    runtime_port: int,
+    stop: threading.Event,
+    link: HospitalLink,
+    poll_s: float = POLL_INTERVAL_S,
+) -> None:
     """Take ClientApp tasks from the SuperNode at ``127.0.0.1:runtime_port`` until ``stop``:
     every ``poll_s`` after a task (see :func:`next_wait`), backing off to :data:`IDLE_POLL_S`
-    while none comes."""
+    while none comes. Blobs come from and go to the platform at ``link``."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest
     from flwr.supercore.constant import TaskType
     from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor
@@ -108,6 +118,7 @@ def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVA
     from flwr.supercore.runtime import RuntimeHttpClient
     from flwr.supernode.runtime import run_clientapp
 
+    from medfed.federation.blobs import HospitalBlobs
     from medfed.federation.client_app import app
     from medfed.federation.flower_pulls import quicken_pulls
 
@@ -121,6 +132,9 @@ def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVA
         interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
         retry_invoker=make_simple_http_retry_invoker(),
     )
+    ca_pem = None if link.ca_path is None else link.ca_path.read_bytes()
+    blobs = HospitalBlobs(link.server_address, ca_pem, link.key_path)
+    answer = blobs.around(app)
     log.info("taking tasks from the SuperNode at %s", address)
     wait_s, last_task = poll_s, -BUSY_WINDOW_S
     try:
@@ -129,13 +143,14 @@ def serve(runtime_port: int, stop: threading.Event, poll_s: float = POLL_INTERVA
                 AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
             )
             if reply.HasField("task") and reply.token:
-                run_task(address, reply.token, app)
+                run_task(address, reply.token, answer)
                 wait_s, last_task = poll_s, time.monotonic()
             else:
                 stop.wait(wait_s)
                 wait_s = next_wait(wait_s, poll_s, time.monotonic() - last_task)
     finally:
         tasks.close()
+        blobs.close()
 
 
 def stop_soon(stop: threading.Event, grace_s: float = STOP_GRACE_S) -> None:
@@ -154,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runtime-port", type=int, required=True)
     parser.add_argument("--poll", type=float, default=POLL_INTERVAL_S, help="seconds")
+    add_link_arguments(parser)
     args = parser.parse_args(argv)
     die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
@@ -162,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop_soon(stop))
     started = time.perf_counter()
-    serve(args.runtime_port, stop, args.poll)
+    serve(args.runtime_port, stop, parsed_link(args), args.poll)
     log.info("stopped after %.0f s", time.perf_counter() - started)
     return 0
 

@@ -6,7 +6,9 @@ listens on loopback only, and this gateway, listening at ``federated.server_addr
 the Fleet calls a SuperNode makes and nothing else. A request whose public key is not a
 registered hospital's is refused here, before the SuperLink sees it (which checks the signature
 again). ``POST /medfed/v1/hello`` lets a hospital check, before it starts, that the platform
-knows its key and under which name.
+knows its key and under which name. ``GET`` and ``PUT`` under ``BLOB_PATH`` serve the model to
+hospitals and take their updates beside Flower's messages (see ``blobs.py``); those requests are
+signed, and checked here, like ``hello``.
 
 Run as ``python -m medfed.federation.gateway``; the store URL comes from ``MEDFED_STORE_URL``.
 """
@@ -17,8 +19,10 @@ import argparse
 import base64
 import binascii
 import contextlib
+import hashlib
 import logging
 import os
+import secrets
 import ssl
 import sys
 import time
@@ -29,10 +33,20 @@ import httpx
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from medfed.federation.blob_files import (
+    BLOB_PATH,
+    MAX_BLOB_BYTES,
+    OPEN_UPLOADER,
+    SHA_HEX,
+    blob_root,
+    prune_uploads,
+    uploads_of,
+)
 from medfed.federation.keys import ssh_public_key, verify_signed_timestamp
+from medfed.federation.runtime import HOME_ENV
 from medfed.store import HospitalRecord, RunStore
 
 log = logging.getLogger("medfed.gateway")
@@ -102,16 +116,22 @@ def _refusal(status: int, detail: str) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status)
 
 
+class BlobFile(FileResponse):
+    chunk_size = 1 << 20  # a model of tens of MB in fewer, larger TLS writes
+
+
 def create_gateway(
     upstream: str,
     ca_path: Path | None,
     store: RunStore | None,
     node_status: Callable[[int], str | None] = lambda _node_id: None,
+    blobs: Path | None = None,
 ) -> Starlette:
     """The gateway app forwarding Fleet calls to ``upstream`` (``https://127.0.0.1:PORT``).
 
     ``store`` None (``--insecure``): no hospital keys, every SuperNode is let through.
     ``node_status`` gives Flower's status of a node id (``online`` refuses a second client).
+    ``blobs``: the platform's blob folder (``blobs.blob_root``); None answers no blob request.
     """
     verify: ssl.SSLContext | bool = False
     if ca_path is not None:
@@ -155,10 +175,11 @@ def create_gateway(
             headers={k: v for k, v in reply.headers.items() if k.lower() not in HOP_BY_HOP},
         )
 
-    async def hello(request: Request) -> Response:
-        key = _claimed_key(request)
+    async def identified(request: Request) -> HospitalRecord | Response | None:
+        """The registered hospital that signed ``request``, a refusal, or None (insecure)."""
         if store is None:
-            return JSONResponse({"hospital": None, "authentication": False})
+            return None
+        key = _claimed_key(request)
         if key is None or not verify_signed_timestamp(
             request.headers.get(PUBLIC_KEY_HEADER, ""),
             request.headers.get(TIMESTAMP_HEADER, ""),
@@ -169,6 +190,15 @@ def create_gateway(
         if refused is not None:
             return refused
         registered, _ = await run_in_threadpool(registry.lookup, key)
+        assert registered is not None
+        return registered
+
+    async def hello(request: Request) -> Response:
+        if store is None:
+            return JSONResponse({"hospital": None, "authentication": False})
+        registered = await identified(request)
+        if isinstance(registered, Response):
+            return registered
         assert registered is not None
         if registered.node_id is not None and (
             await run_in_threadpool(node_status, registered.node_id) == "online"
@@ -181,6 +211,36 @@ def create_gateway(
             )
         return JSONResponse({"hospital": registered.name, "authentication": True})
 
+    async def get_blob(request: Request) -> Response:
+        hospital = await identified(request)
+        if isinstance(hospital, Response):
+            return hospital
+        sha = request.path_params["sha"]
+        path = None if blobs is None else blobs / "down" / sha
+        if path is None or not SHA_HEX.fullmatch(sha) or not path.is_file():
+            return _refusal(404, "no such blob: a model is kept only while its round lasts")
+        log.info("blob %s to %s", sha[:12], _who(hospital))
+        return BlobFile(path, media_type="application/octet-stream")
+
+    async def put_blob(request: Request) -> Response:
+        hospital = await identified(request)
+        if isinstance(hospital, Response):
+            return hospital
+        sha, length = request.path_params["sha"], request.headers.get("content-length", "")
+        if blobs is None or not SHA_HEX.fullmatch(sha):
+            return _refusal(404, "blobs are named by the SHA-256 of their bytes, in hex")
+        if not length.isdigit() or int(length) > MAX_BLOB_BYTES:
+            return _refusal(
+                413, f"a blob upload needs a Content-Length of at most {MAX_BLOB_BYTES}"
+            )
+        folder = uploads_of(blobs, OPEN_UPLOADER if hospital is None else hospital.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        if not await _receive(request, folder, sha, int(length)):
+            return _refusal(400, "the body is not the blob its name and Content-Length say")
+        prune_uploads(folder)
+        log.info("blob %s (%s bytes) from %s", sha[:12], length, _who(hospital))
+        return JSONResponse({"sha256": sha, "size": int(length)}, status_code=201)
+
     async def not_fleet(request: Request) -> Response:
         return _refusal(404, "this port answers Flower's Fleet API only")
 
@@ -192,11 +252,37 @@ def create_gateway(
     return Starlette(
         routes=[
             Route(HELLO_PATH, hello, methods=["POST"]),
+            Route(BLOB_PATH + "/{sha:str}", get_blob, methods=["GET"]),
+            Route(BLOB_PATH + "/{sha:str}", put_blob, methods=["PUT"]),
             Route("/v1/fleet/{name:str}", fleet, methods=["POST"]),
             Route("/{path:path}", not_fleet, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),
         ],
         lifespan=lifespan,
     )
+
+
+def _who(hospital: HospitalRecord | None) -> str:
+    return "a hospital (insecure platform)" if hospital is None else repr(hospital.name)
+
+
+async def _receive(request: Request, folder: Path, sha: str, length: int) -> bool:
+    """Store the request's body as ``folder/sha`` if it is ``length`` bytes hashing to ``sha``."""
+    part = folder / f".{sha}.{secrets.token_hex(4)}.part"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with part.open("wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > length:
+                    return False
+                digest.update(chunk)
+                out.write(chunk)
+        if size != length or digest.hexdigest() != sha:
+            return False
+        os.replace(part, folder / sha)
+        return True
+    finally:
+        part.unlink(missing_ok=True)
 
 
 async def _relay(reply: httpx.Response) -> AsyncIterator[bytes]:
@@ -220,7 +306,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.insecure:
-        app = create_gateway(f"http://127.0.0.1:{args.upstream_port}", None, None)
+        upstream = f"http://127.0.0.1:{args.upstream_port}"
+        app = create_gateway(upstream, None, None, blobs=blob_root(Path(os.environ[HOME_ENV])))
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         return 0
     from medfed.federation.hospitals import control_client, node_statuses
@@ -235,7 +322,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             client.close()
 
-    app = create_gateway(f"https://127.0.0.1:{args.upstream_port}", ca_path, store, node_status)
+    blobs = blob_root(Path(os.environ[HOME_ENV]))
+    app = create_gateway(
+        f"https://127.0.0.1:{args.upstream_port}", ca_path, store, node_status, blobs
+    )
     uvicorn.run(
         app,
         host=args.host,

@@ -84,8 +84,36 @@ def supernode_command(
     ]
 
 
-def executor_command(port: int) -> list[str]:
-    return [sys.executable, "-m", "medfed.federation.executor", "--runtime-port", str(port)]
+def link_arguments(link: HospitalLink) -> list[str]:
+    """``--server`` and ``--ca``/``--key`` (or ``--insecure``) naming ``link``."""
+    if link.ca_path is None:
+        return ["--server", link.server_address, "--insecure"]
+    return ["--server", link.server_address, "--ca", str(link.ca_path), "--key", str(link.key_path)]
+
+
+def add_link_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", required=True, help="the platform's HOST:PORT")
+    parser.add_argument("--ca", type=Path, help="the platform's CA certificate")
+    parser.add_argument("--key", type=Path, help="this hospital's private key")
+    parser.add_argument("--insecure", action="store_true", help="plain HTTP, no key")
+
+
+def parsed_link(args: argparse.Namespace) -> HospitalLink:
+    if args.insecure:
+        return HospitalLink(args.server, None, None)
+    return HospitalLink(args.server, args.ca, args.key)
+
+
+def executor_command(port: int, link: HospitalLink) -> list[str]:
+    """The executor, taking tasks at ``port`` and blobs from the platform at ``link``."""
+    return [
+        sys.executable,
+        "-m",
+        "medfed.federation.executor",
+        "--runtime-port",
+        str(port),
+        *link_arguments(link),
+    ]
 
 
 def run_hospital(
@@ -108,7 +136,7 @@ def run_hospital(
         env=env,
         start_new_session=True,
     )
-    executor = subprocess.Popen(executor_command(port), env=env, start_new_session=True)
+    executor = subprocess.Popen(executor_command(port, link), env=env, start_new_session=True)
 
     def interrupt(_signum: int, _frame: object) -> None:
         raise KeyboardInterrupt
@@ -122,7 +150,9 @@ def run_hospital(
                     executor.returncode,
                 )
                 time.sleep(RESTART_PAUSE_S)
-                executor = subprocess.Popen(executor_command(port), env=env, start_new_session=True)
+                executor = subprocess.Popen(
+                    executor_command(port, link), env=env, start_new_session=True
+                )
             time.sleep(WATCH_INTERVAL_S)
         return code
     except KeyboardInterrupt:
@@ -149,8 +179,7 @@ def start_hospital(
         sys.executable,
         "-m",
         "medfed.federation.hospital_node",
-        "--server",
-        link.server_address,
+        *link_arguments(link),
         "--data",
         str(data_path),
         "--port",
@@ -162,10 +191,6 @@ def start_hospital(
         "--threads",
         str(threads),
     ]
-    if link.ca_path is None:
-        command.append("--insecure")
-    else:
-        command += ["--ca", str(link.ca_path), "--key", str(link.key_path)]
     out = open(log_file, "ab") if log_file else subprocess.DEVNULL  # noqa: SIM115 - the process owns it
     return subprocess.Popen(
         command,
@@ -180,22 +205,23 @@ def main(argv: list[str] | None = None) -> int:
     from medfed.config import load_config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--server", required=True)
+    add_link_arguments(parser)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--home", type=Path, required=True)
     parser.add_argument("--name", default="hospital")
-    parser.add_argument("--ca", type=Path)
-    parser.add_argument("--key", type=Path)
-    parser.add_argument("--insecure", action="store_true")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: the run's)")
     args = parser.parse_args(argv)
     die_with_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     cfg = load_config(None, {"home": args.home})
-    link = HospitalLink(args.server, None if args.insecure else args.ca, args.key)
     return run_hospital(
-        cfg, link, data_path=args.data, port=args.port, name=args.name, threads=args.threads
+        cfg,
+        parsed_link(args),
+        data_path=args.data,
+        port=args.port,
+        name=args.name,
+        threads=args.threads,
     )
 
 

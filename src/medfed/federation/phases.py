@@ -120,9 +120,11 @@ def sort_replies(
     names: HospitalNames,
     check: Callable[[RecordDict], RecordDict],
     timeout: float,
+    fetch: Callable[[int, RecordDict], RecordDict] | None = None,
 ) -> PhaseResult:
     """Checked replies and failures (errors, refused replies, silent hospitals); ``replies``
-    pairs each reply with the node its message was sent to."""
+    pairs each reply with the node its message was sent to. ``fetch`` first replaces the blobs
+    a reply names with what that node uploaded (see ``blobs.py``)."""
     result = PhaseResult()
     for node, reply in replies:
         if reply.has_error():
@@ -131,7 +133,8 @@ def sort_replies(
             continue
         claimed = _claimed_name(reply.content)
         try:
-            reply.content = check(reply.content)
+            content = reply.content if fetch is None else fetch(node, reply.content)
+            reply.content = check(content)
         except ReplyRejected as exc:
             reason = f"reply refused: {exc}"
             result.failures.append(HospitalFailure(node, names(node, claimed), reason))

@@ -30,6 +30,7 @@ from flwr.serverapp import Grid, ServerApp
 from medfed.config import MedfedConfig, run_definition
 from medfed.errors import FederationError, MedfedError
 from medfed.federation import wire
+from medfed.federation.blobs import PlatformBlobs
 from medfed.federation.downlink import DownlinkSender
 from medfed.federation.flower_pulls import quicken_pulls
 from medfed.federation.hospital import build_run_model
@@ -114,6 +115,12 @@ class FederatedRun:
         self.central = CentralEvaluation(cfg, self.model, test_set)
         self.limits = ReplyLimits.from_config(cfg, len(class_names))
         arrays, first_round = self._starting_point()
+        self.blobs: PlatformBlobs | None = (
+            None  # deployed: large payloads travel beside Flower's messages
+        )
+        if self.settings.deployed:
+            max_bytes = wire.max_payload_size(wire.record_layout(arrays))
+            self.blobs = PlatformBlobs(self.home, self.store, max_bytes)
         self.recorder.started(f.rounds, f.strategy, first_round, class_names)
         strategy = build_strategy(cfg)
         self.config = {"class-names": "\n".join(class_names)}
@@ -268,10 +275,17 @@ class FederatedRun:
         hospitals that failed."""
         messages = list(messages)
         state.bytes_down += self.downlink.pack(messages, state.round)
+        if self.blobs is not None:
+            self.blobs.offload(messages)
         timeout = self.cfg.federated.round_timeout
-        replies, silent = exchange(self.grid, messages, timeout, self._check_stop)
+        try:
+            replies, silent = exchange(self.grid, messages, timeout, self._check_stop)
+        finally:
+            if self.blobs is not None:
+                self.blobs.clear_sent()
         self.downlink.settle(replies)  # a reply confirms the copy sent; a failure forgets it
-        return sort_replies(replies, silent, self.names, check, timeout)
+        fetch = None if self.blobs is None else self.blobs.fetch
+        return sort_replies(replies, silent, self.names, check, timeout, fetch)
 
     def _record(self, state: RoundState, evaluation: Evaluation) -> None:
         """The hospitals' evaluation, the central evaluation, the checkpoint and the round's
