@@ -41,12 +41,10 @@ from medfed.federation.blob_files import (
     MAX_BLOB_BYTES,
     OPEN_UPLOADER,
     SHA_HEX,
-    blob_root,
     prune_uploads,
     uploads_of,
 )
 from medfed.federation.keys import ssh_public_key, verify_signed_timestamp
-from medfed.federation.runtime import HOME_ENV
 from medfed.store import HospitalRecord, RunStore
 
 log = logging.getLogger("medfed.gateway")
@@ -300,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream-port", type=int, required=True, help="SuperLink on loopback")
     parser.add_argument("--certs", type=Path, help="folder of ca.pem, server.pem, server.key")
     parser.add_argument("--insecure", action="store_true", help="plain HTTP, no hospital keys")
+    parser.add_argument("--blobs", type=Path, help="the platform's blob folder (none: no blobs)")
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -307,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     if args.insecure:
         upstream = f"http://127.0.0.1:{args.upstream_port}"
-        app = create_gateway(upstream, None, None, blobs=blob_root(Path(os.environ[HOME_ENV])))
+        app = create_gateway(upstream, None, None, blobs=args.blobs)
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
         return 0
     from medfed.federation.hospitals import control_client, node_statuses
@@ -322,9 +321,8 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             client.close()
 
-    blobs = blob_root(Path(os.environ[HOME_ENV]))
     app = create_gateway(
-        f"https://127.0.0.1:{args.upstream_port}", ca_path, store, node_status, blobs
+        f"https://127.0.0.1:{args.upstream_port}", ca_path, store, node_status, args.blobs
     )
     uvicorn.run(
         app,

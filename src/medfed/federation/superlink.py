@@ -25,6 +25,7 @@ from pathlib import Path
 
 from medfed.config import MedfedConfig
 from medfed.errors import FederationError
+from medfed.federation.blob_files import blob_root
 from medfed.federation.certs import CertPaths
 from medfed.federation.lifetime import child_env
 from medfed.federation.runtime import HOME_ENV, RunSettings, platform_env, quiet_flower_env
@@ -139,6 +140,8 @@ def start_platform_link(cfg: MedfedConfig, store_url: str) -> PlatformLink:
             str(port),
             "--upstream-port",
             str(cfg.deployment.superlink_port),
+            "--blobs",
+            str(blob_root(home)),
         ]
         gateway_command += ["--insecure"] if certs is None else ["--certs", str(certs.folder)]
         gateway = _background(gateway_command, env, flwr_dir / "gateway.log")
