@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import re
 import socket
 import ssl
 import subprocess
@@ -99,7 +98,7 @@ def test_the_control_client_trusts_the_platform_ca_as_httpx_recommends(tmp_path:
 def test_registered_hospitals_train_over_tls_and_the_control_port_stays_closed(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    monkeypatch.setenv(MIN_BYTES_ENV, "1")  # every payload travels as a blob
+    monkeypatch.setenv(MIN_BYTES_ENV, str(2**40))  # payloads inside Flower's messages
     config = write_config(tmp_path)
     assert main(["certs", "init", "--host", "localhost", "--config", str(config)]) == 0
     cfg = load_config(config)
@@ -153,12 +152,8 @@ def test_registered_hospitals_train_over_tls_and_the_control_port_stays_closed(
         "north": True,
         "south": True,
     }
-    gateway_log = (cfg.home / "flwr" / "gateway.log").read_text()
-    for name in ("north", "south"):  # the model to each hospital, its update back
-        assert re.search(rf"blob [0-9a-f]{{12}} to '{name}'", gateway_log), gateway_log
-        assert re.search(rf"blob [0-9a-f]{{12}} \(\d+ bytes\) from '{name}'", gateway_log)
-    blobs = blob_root(cfg.home)
-    assert [p for p in blobs.rglob("*") if p.is_file()] == []  # all read and removed
+    assert "blob" not in (cfg.home / "flwr" / "gateway.log").read_text()
+    assert not blob_root(cfg.home).exists()
 
 
 @pytest.fixture(scope="module")

@@ -116,6 +116,9 @@ with httpx.Client(base_url=base, verify=context, trust_env=False, timeout=10) as
                        for p in paths}
     found["unsigned"] = {p: client.post(p, content=b"").status_code for p in paths}
     found["unsigned_fleet"] = client.post("/v1/fleet/pull-messages", content=b"").status_code
+    blob = "/medfed/v1/blobs/" + "0" * 64
+    found["blob_unsigned"] = [client.get(blob).status_code, client.put(blob).status_code]
+    found["blob_unknown"] = client.get(blob, headers=signed_headers(key)).status_code
 print(json.dumps(found))
 """
 
@@ -551,6 +554,12 @@ def test_platform_and_hospitals_on_separate_network_namespaces(
         registered = {store.get_hospital(name).node_id % 2**64 for name in hospitals}
     assert flower_list(lab, platform, "supernode", "ls", key="nodes") == registered
     assert flower_list(lab, platform, "ls", key="runs") == {int(run["flower_run_id"]) % 2**64}
+    # The models and updates (over 1 MiB each) went through the gateway as blobs, none is left.
+    gateway_log = (platform.home / "flwr" / "gateway.log").read_text(errors="replace")
+    for name in hospitals:
+        assert f"to '{name}'" in gateway_log and f"from '{name}'" in gateway_log, gateway_log
+    blobs = platform.home / "flwr" / "blobs"
+    assert [p for p in blobs.rglob("*") if p.is_file()] == [], list(blobs.rglob("*"))
     timings("results checked")
 
     # Nothing is left behind: no process the test started, no namespace.
@@ -599,6 +608,7 @@ def check_control_port_closed(lab: Lab, platform: Platform) -> None:
         answered = {path: code for path, code in statuses.items() if not 400 <= code < 500}
         assert answered == {}, (signed, answered)
     assert found["unsigned_fleet"] == 401
+    assert found["blob_unsigned"] == [401, 401] and found["blob_unknown"] == 404, found
 
     # Flower's own CLI, pointed at the gateway with the platform's CA.
     flwr_home = workdir / "south-flwr"
