@@ -18,9 +18,16 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
 from medfed.federation import gateway
-from medfed.federation.blob_files import BLOB_PATH, MAX_PENDING_UPLOADS, blob_root, uploads_of
+from medfed.federation.blob_files import (
+    BLOB_PATH,
+    MAX_PENDING_UPLOADS,
+    blob_root,
+    run_folder,
+    uploads_of,
+)
 from medfed.federation.blobs import (
     MIN_BYTES_KEY,
+    REF_RUN,
     REF_SHA,
     REF_SIZE,
     HospitalBlobs,
@@ -35,6 +42,7 @@ from medfed.federation.wire_records import payload_record, payload_view
 from medfed.store import RunStore
 
 NODES = {"north": 11, "south": 22}
+RUN = run_folder("run-1")
 THRESHOLD = 1000
 
 
@@ -98,10 +106,11 @@ def test_the_model_and_the_update_travel_as_blobs_and_arrive_unchanged(platform:
     rng = np.random.default_rng(0)
     model, update = rng.bytes(50_000), rng.bytes(30_000)
     sent = message(model)
-    server = PlatformBlobs(platform["home"], platform["store"], 10**6, threshold=THRESHOLD)
+    server = PlatformBlobs(platform["home"], platform["store"], "run-1", 10**6, threshold=THRESHOLD)
     server.offload([sent])
     ref = sent.content[ARRAYS_KEY]
-    assert dict(ref) == {REF_SHA: hashlib.sha256(model).hexdigest(), REF_SIZE: len(model)}
+    sha = hashlib.sha256(model).hexdigest()
+    assert dict(ref) == {REF_SHA: sha, REF_SIZE: len(model), REF_RUN: run_folder("run-1")}
     assert sent.content[CONFIG_KEY][MIN_BYTES_KEY] == THRESHOLD
 
     north = hospital(platform, "north")
@@ -119,9 +128,24 @@ def test_the_model_and_the_update_travel_as_blobs_and_arrive_unchanged(platform:
     assert stored_files(blob_root(platform["home"])) == []  # read once, then gone
 
 
+def test_runs_sending_the_same_model_keep_their_own_copies(platform: dict) -> None:
+    first, second = message(b"w" * 5000), message(b"w" * 5000)
+    runs = [
+        PlatformBlobs(platform["home"], platform["store"], run, 10**6, threshold=THRESHOLD)
+        for run in ("run-1", "run-2")
+    ]
+    runs[0].offload([first])
+    runs[1].offload([second])
+    runs[0].clear_sent()  # run 1's phase is over; run 2's hospitals still fetch theirs
+    hospital(platform, "north").fetch(second.content)
+    assert bytes(payload_view(second.content[ARRAYS_KEY], 10**6)) == b"w" * 5000
+    with pytest.raises(CodecError, match="answered 404"):
+        hospital(platform, "north").fetch(first.content)
+
+
 def test_small_payloads_and_replies_not_asked_for_stay_in_the_message(platform: dict) -> None:
     sent = message(b"x" * (THRESHOLD - 1))
-    PlatformBlobs(platform["home"], platform["store"], 10**6, THRESHOLD).offload([sent])
+    PlatformBlobs(platform["home"], platform["store"], "run-1", 10**6, THRESHOLD).offload([sent])
     assert bytes(payload_view(sent.content[ARRAYS_KEY], 10**6)) == b"x" * (THRESHOLD - 1)
     unasked = message(b"y" * 5000)  # the platform did not say it takes uploads
     reply = Message(RecordDict({ARRAYS_KEY: payload_record(b"z" * 5000)}), reply_to=unasked)
@@ -149,11 +173,12 @@ def test_the_gateway_serves_and_takes_blobs_only_from_registered_signing_hospita
         (signed["gone"], 403),
     ):
         assert httpx.put(url(platform, sha), content=body, headers=headers).status_code == status
-        assert httpx.get(url(platform, sha), headers=headers).status_code == status
+        assert httpx.get(url(platform, f"{RUN}/{sha}"), headers=headers).status_code == status
     assert stored_files(blob_root(platform["home"])) == []
 
     north = signed["north"]
-    assert httpx.get(url(platform, sha), headers=north).status_code == 404  # never sent
+    for name in (f"{RUN}/{sha}", sha, f"{RUN.upper()}/{sha}", f"up/{sha}"):
+        assert httpx.get(url(platform, name), headers=north).status_code == 404  # never sent
     assert httpx.put(url(platform, "../" + sha), content=body, headers=north).status_code == 404
     assert httpx.put(url(platform, sha.upper()), content=body, headers=north).status_code == 404
     wrong = httpx.put(url(platform, sha), content=body[:-1] + b"!", headers=north)
@@ -193,7 +218,7 @@ def test_a_hospital_keeps_only_its_newest_uploads_waiting(platform: dict) -> Non
 def test_the_platform_refuses_a_blob_another_hospital_uploaded_or_that_changed(
     platform: dict,
 ) -> None:
-    server = PlatformBlobs(platform["home"], platform["store"], 5000, threshold=1)
+    server = PlatformBlobs(platform["home"], platform["store"], "run-1", 5000, threshold=1)
     asked = message(b"")
     asked.content[CONFIG_KEY][MIN_BYTES_KEY] = 1
     reply = Message(RecordDict({ARRAYS_KEY: payload_record(b"u" * 3000)}), reply_to=asked)
@@ -215,8 +240,8 @@ def test_the_platform_refuses_a_blob_another_hospital_uploaded_or_that_changed(
 
 def test_a_hospital_refuses_a_blob_that_does_not_match_its_reference(platform: dict) -> None:
     sent = message(b"m" * 2000)
-    PlatformBlobs(platform["home"], platform["store"], 10**6, threshold=1).offload([sent])
-    (path,) = stored_files(blob_root(platform["home"]) / "down")
+    PlatformBlobs(platform["home"], platform["store"], "run-1", 10**6, threshold=1).offload([sent])
+    (path,) = stored_files(blob_root(platform["home"]) / "down" / run_folder("run-1"))
     path.write_bytes(b"n" * 2000)
     with pytest.raises(CodecError, match="do not match its reference"):
         hospital(platform, "north").fetch(sent.content)

@@ -116,9 +116,9 @@ with httpx.Client(base_url=base, verify=context, trust_env=False, timeout=10) as
                        for p in paths}
     found["unsigned"] = {p: client.post(p, content=b"").status_code for p in paths}
     found["unsigned_fleet"] = client.post("/v1/fleet/pull-messages", content=b"").status_code
-    blob = "/medfed/v1/blobs/" + "0" * 64
-    found["blob_unsigned"] = [client.get(blob).status_code, client.put(blob).status_code]
-    found["blob_unknown"] = client.get(blob, headers=signed_headers(key)).status_code
+    blob, sent = "/medfed/v1/blobs/" + "0" * 64, "/medfed/v1/blobs/" + "0" * 16 + "/" + "0" * 64
+    found["blob_unsigned"] = [client.get(sent).status_code, client.put(blob).status_code]
+    found["blob_unknown"] = client.get(sent, headers=signed_headers(key)).status_code
 print(json.dumps(found))
 """
 

@@ -1,9 +1,10 @@
 """The platform's blob folder: model payloads kept as files named by their SHA-256.
 
-``down/SHA`` holds what the ServerApp sends in a phase (it removes them once the phase's replies
-are in); ``up/HOSPITAL/SHA`` what a hospital uploaded through the gateway, until the ServerApp
-reads it, at most :data:`MAX_PENDING_UPLOADS` of them and none older than
-:data:`STALE_UPLOAD_S`. See ``blobs.py`` for why payloads travel this way.
+``down/RUN/SHA`` holds what a run's ServerApp sends in a phase, until the phase's replies are in
+(``RUN`` is :func:`run_folder`: runs may send the same model). ``up/HOSPITAL/SHA`` holds what a
+hospital uploaded through the gateway, until the ServerApp reads it: at most
+:data:`MAX_PENDING_UPLOADS` of them and none older than :data:`STALE_UPLOAD_S`. See ``blobs.py``
+for why payloads travel this way.
 """
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ import re
 import time
 from pathlib import Path
 
-BLOB_PATH = "/medfed/v1/blobs"  # on the gateway: GET BLOB_PATH/SHA, PUT BLOB_PATH/SHA
+BLOB_PATH = "/medfed/v1/blobs"  # on the gateway: GET BLOB_PATH/RUN/SHA, PUT BLOB_PATH/SHA
 MAX_BLOB_BYTES = 1 << 30  # what the gateway accepts at most; readers check their own limits
 OPEN_UPLOADER = "_open"  # a platform started with --insecure knows no hospital
 MAX_PENDING_UPLOADS = 4
 STALE_UPLOAD_S = 3600.0
 SHA_HEX = re.compile(r"[0-9a-f]{64}")
+RUN_HEX = re.compile(r"[0-9a-f]{16}")
 
 
 def blob_root(home: Path) -> Path:
     """The platform's blob folder (the gateway and the ServerApp share it)."""
     return Path(home).resolve() / "flwr" / "blobs"
+
+
+def run_folder(run_id: str) -> str:
+    """The name of a run's ``down/`` folder: a hash of its id (ids may hold any character)."""
+    return hashlib.sha256(run_id.encode()).hexdigest()[:16]
 
 
 def write_blob(folder: Path, payload: bytes | memoryview) -> str:

@@ -4,12 +4,12 @@ Flower 1.41 carries a message's arrays through four Python HTTP hops each way (S
 SuperLink, gateway, SuperNode, executor), each one decrypting, re-encrypting and hashing them:
 an uncompressed ResNet-18 round moves 180 MB that way. In a deployed run a payload of at least
 :func:`min_bytes` travels instead as a file: the ServerApp writes the model it sends to
-``down/``, each hospital's executor fetches it from the gateway (``GET BLOB_PATH/SHA``) and
-uploads its reply's payload there (``PUT``), which keeps it in ``up/HOSPITAL/``. Both requests
-are signed with the hospital's key like its Fleet calls, and over the same TLS port. The
-message itself carries a reference (:func:`blob_ref`): the hash and the size. Whoever reads a
-blob checks both before using a byte of it, and the platform reads a hospital's blob only from
-that hospital's own folder.
+``down/RUN/``; each hospital's executor fetches it from the gateway (``GET BLOB_PATH/RUN/SHA``)
+and uploads its reply's payload there (``PUT BLOB_PATH/SHA``), which keeps it in
+``up/HOSPITAL/``. Both requests are signed with the hospital's key like its Fleet calls, over
+the same TLS port. The message carries a reference instead (:func:`blob_ref`): the hash and the
+size. Whoever reads a blob checks both before using a byte of it, and the platform reads a
+hospital's blob only from that hospital's own folder.
 """
 
 from __future__ import annotations
@@ -28,8 +28,10 @@ from medfed.federation.blob_files import (
     BLOB_PATH,
     MAX_BLOB_BYTES,
     OPEN_UPLOADER,
+    RUN_HEX,
     SHA_HEX,
     blob_root,
+    run_folder,
     uploads_of,
     write_blob,
 )
@@ -41,7 +43,7 @@ from medfed.store import RunStore
 
 log = logging.getLogger("medfed.blobs")
 
-REF_SHA, REF_SIZE = "blob-sha256", "blob-size"
+REF_SHA, REF_SIZE, REF_RUN = "blob-sha256", "blob-size", "blob-run"
 MIN_BYTES_KEY = "blob-min-bytes"  # message config: upload reply payloads at least this large
 MIN_BYTES_ENV = "MEDFED_BLOB_MIN_BYTES"
 DEFAULT_MIN_BYTES = 1 << 20  # below this a payload's hops cost less than a request of its own
@@ -58,20 +60,24 @@ def min_bytes() -> int:
     return DEFAULT_MIN_BYTES
 
 
-def blob_ref(sha: str, size: int) -> ConfigRecord:
-    return ConfigRecord({REF_SHA: sha, REF_SIZE: size})
+def blob_ref(sha: str, size: int, run: str = "") -> ConfigRecord:
+    """A reference to a blob: its hash and size, and the run's folder for one the platform sent."""
+    return ConfigRecord({REF_SHA: sha, REF_SIZE: size, **({REF_RUN: run} if run else {})})
 
 
-def read_ref(record: object) -> tuple[str, int] | None:
-    """``(sha, size)`` of a blob reference, None for any other record; CodecError if garbled."""
+def read_ref(record: object) -> tuple[str, int, str] | None:
+    """``(sha, size, run)`` of a blob reference (``run`` empty for a hospital's upload), None
+    for any other record; CodecError if garbled."""
     if not isinstance(record, ConfigRecord) or REF_SHA not in record:
         return None
-    sha, size = record.get(REF_SHA), record.get(REF_SIZE)
-    if set(record.keys()) != {REF_SHA, REF_SIZE} or not isinstance(sha, str):
-        raise CodecError(f"blob reference: expected {REF_SHA} and {REF_SIZE}")
+    sha, size, run = record.get(REF_SHA), record.get(REF_SIZE), record.get(REF_RUN, "")
+    if not set(record.keys()) <= {REF_SHA, REF_SIZE, REF_RUN} or not isinstance(sha, str):
+        raise CodecError(f"blob reference: expected {REF_SHA}, {REF_SIZE} and {REF_RUN}")
     if not SHA_HEX.fullmatch(sha) or not isinstance(size, int) or not 0 <= size <= MAX_BLOB_BYTES:
         raise CodecError(f"blob reference: not a SHA-256 and a size ({sha[:70]!r}, {size!r})")
-    return sha, size
+    if not isinstance(run, str) or (run and not RUN_HEX.fullmatch(run)):
+        raise CodecError(f"blob reference: not a run folder ({str(run)[:70]!r})")
+    return sha, size, run
 
 
 def checked(data: bytes, sha: str, size: int) -> bytes:
@@ -95,8 +101,11 @@ class PlatformBlobs:
     references in replies read from the replying hospital's ``up/`` folder, each at most
     ``max_bytes`` (the largest payload of the run's model)."""
 
-    def __init__(self, home: Path, store: RunStore, max_bytes: int, threshold: int | None = None):
+    def __init__(
+        self, home: Path, store: RunStore, run_id: str, max_bytes: int, threshold: int | None = None
+    ):
         self.root = blob_root(home)
+        self.run = run_folder(run_id)
         self.store = store
         self.max_bytes = max_bytes
         self.threshold = min_bytes() if threshold is None else threshold
@@ -108,9 +117,9 @@ class PlatformBlobs:
         for message in messages:
             content = message.content
             for key, payload in large_payloads(content, self.threshold):
-                sha = write_blob(self.root / "down", payload)
+                sha = write_blob(self.root / "down" / self.run, payload)
                 self.sent.add(sha)
-                content[key] = blob_ref(sha, len(payload))
+                content[key] = blob_ref(sha, len(payload), self.run)
             config = content.get(CONFIG_KEY)
             if isinstance(config, ConfigRecord):
                 config[MIN_BYTES_KEY] = self.threshold
@@ -118,7 +127,7 @@ class PlatformBlobs:
     def clear_sent(self) -> None:
         """Remove what :meth:`offload` wrote (once a phase's replies are in)."""
         for sha in self.sent:
-            (self.root / "down" / sha).unlink(missing_ok=True)
+            (self.root / "down" / self.run / sha).unlink(missing_ok=True)
         self.sent.clear()
 
     def fetch(self, node_id: int, content: RecordDict) -> RecordDict:
@@ -129,7 +138,7 @@ class PlatformBlobs:
             try:
                 ref = read_ref(record)
                 if ref is not None:
-                    content[key] = payload_record(self._read_upload(node_id, *ref))
+                    content[key] = payload_record(self._read_upload(node_id, *ref[:2]))
             except CodecError as exc:
                 raise ReplyRejected(str(exc)) from None
         return content
@@ -180,9 +189,9 @@ class HospitalBlobs:
             if ref is not None:
                 content[key] = payload_record(self._download(*ref))
 
-    def _download(self, sha: str, size: int) -> bytes:
+    def _download(self, sha: str, size: int, run: str) -> bytes:
         data = bytearray()
-        with self.client.stream("GET", sha, headers=self._headers()) as reply:
+        with self.client.stream("GET", f"{run}/{sha}", headers=self._headers()) as reply:
             _raise_for(reply, f"fetching blob {sha[:12]}")
             for chunk in reply.iter_bytes():
                 data += chunk

@@ -40,6 +40,7 @@ from medfed.federation.blob_files import (
     BLOB_PATH,
     MAX_BLOB_BYTES,
     OPEN_UPLOADER,
+    RUN_HEX,
     SHA_HEX,
     prune_uploads,
     uploads_of,
@@ -213,9 +214,10 @@ def create_gateway(
         hospital = await identified(request)
         if isinstance(hospital, Response):
             return hospital
-        sha = request.path_params["sha"]
-        path = None if blobs is None else blobs / "down" / sha
-        if path is None or not SHA_HEX.fullmatch(sha) or not path.is_file():
+        run, sha = request.path_params["run"], request.path_params["sha"]
+        named = RUN_HEX.fullmatch(run) and SHA_HEX.fullmatch(sha)
+        path = None if blobs is None or not named else blobs / "down" / run / sha
+        if path is None or not path.is_file():
             return _refusal(404, "no such blob: a model is kept only while its round lasts")
         log.info("blob %s to %s", sha[:12], _who(hospital))
         return BlobFile(path, media_type="application/octet-stream")
@@ -250,7 +252,7 @@ def create_gateway(
     return Starlette(
         routes=[
             Route(HELLO_PATH, hello, methods=["POST"]),
-            Route(BLOB_PATH + "/{sha:str}", get_blob, methods=["GET"]),
+            Route(BLOB_PATH + "/{run:str}/{sha:str}", get_blob, methods=["GET"]),
             Route(BLOB_PATH + "/{sha:str}", put_blob, methods=["PUT"]),
             Route("/v1/fleet/{name:str}", fleet, methods=["POST"]),
             Route("/{path:path}", not_fleet, methods=["GET", "POST", "PUT", "DELETE", "PATCH"]),

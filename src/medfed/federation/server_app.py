@@ -120,7 +120,7 @@ class FederatedRun:
         )
         if self.settings.deployed:
             max_bytes = wire.max_payload_size(wire.record_layout(arrays))
-            self.blobs = PlatformBlobs(self.home, self.store, max_bytes)
+            self.blobs = PlatformBlobs(self.home, self.store, self.run_id, max_bytes)
         self.recorder.started(f.rounds, f.strategy, first_round, class_names)
         strategy = build_strategy(cfg)
         self.config = {"class-names": "\n".join(class_names)}
