@@ -17,8 +17,10 @@ round's, one whole train-and-evaluate cycle; the figures are the mean over round
 hospital sends the model back untrained): messages, polling, the hospitals' evaluation of the
 model they receive, the central evaluation and recording. The same round simulated gives the
 part of it that is work rather than transport; the difference is the deployment's own cost.
-The last column is the fixed cost again with the demo's compression both ways (``medfed
-demo``: an int8 first copy, then top-k 10% 8-bit changes down; top-k 10% 8-bit updates up).
+The next column is the fixed cost again with every payload inside Flower's messages, as before
+payloads of 1 MiB and more travelled beside them (``blobs.py``): the baseline, in the same run.
+The last column is the fixed cost with the demo's compression both ways (``medfed demo``: an
+int8 first copy, then top-k 10% 8-bit changes down; top-k 10% 8-bit updates up).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from rich.table import Table
 from _common import add_run_flags, check_data, quiet_logs, run_config, simulate, warm_cache
 from medfed.commands.federated import DEMO_SETTINGS
 from medfed.config import MedfedConfig
+from medfed.federation.blobs import MIN_BYTES_ENV
 from medfed.federation.certs import init_certs, write_private
 from medfed.federation.hospital import open_hospital
 from medfed.federation.hospital_node import HospitalLink, start_hospital
@@ -150,6 +153,15 @@ def deployed_rounds(
             stop_process_group(process)
 
 
+def rounds_inside_flower(cfg: MedfedConfig, sites: list[Path], args: argparse.Namespace) -> float:
+    """Seconds per round with every payload inside Flower's messages (no blobs)."""
+    os.environ[MIN_BYTES_ENV] = str(2**62)
+    try:
+        return per_round(deployed_rounds(cfg, sites, args.timeout, args.threads))
+    finally:
+        os.environ.pop(MIN_BYTES_ENV)
+
+
 def per_round(rounds: list[RoundRecord]) -> float:
     """Mean seconds per round over rounds 2..R-1. A round's ``duration_s`` runs from its start
     to the next round's: its training and the evaluation of the model it received (its own
@@ -174,7 +186,7 @@ def main() -> None:
     args.hospitals = len(HOSPITALS)
     check_data(args.data)
     quiet_logs()
-    console = Console()
+    console = Console(width=160)
     table = Table(title="seconds per round: 2 hospitals on loopback (TLS, hospital keys)")
     for column in (
         "model",
@@ -183,6 +195,7 @@ def main() -> None:
         "deployed / simulated",
         "fixed cost",
         "fixed cost simulated",
+        "fixed cost inside Flower's messages",
         "fixed cost compressed",
     ):
         table.add_column(column, justify="right")
@@ -216,6 +229,8 @@ def main() -> None:
             fixed_simulated = per_round(
                 simulate(run_config(args, home / model / "fixed-sim", **fixed_extra))
             )
+            inside_cfg = run_config(args, home / model / "fixed-inside", **fixed_extra)
+            inside = rounds_inside_flower(inside_cfg, sites, args)
             compressed_cfg = run_config(
                 args, home / model / "fixed-compressed", **fixed_extra, **DEMO_COMPRESSION
             )
@@ -224,7 +239,8 @@ def main() -> None:
             )
             console.print(
                 f"{model}: fixed cost {fixed:.1f} s per round ({fixed_simulated:.1f} s "
-                f"simulated, {compressed:.1f} s compressed both ways)"
+                f"simulated, {inside:.1f} s inside Flower's messages, {compressed:.1f} s "
+                "compressed both ways)"
             )
         ratio = deployed / simulated
         table.add_row(
@@ -234,12 +250,14 @@ def main() -> None:
             f"{ratio:.2f}x",
             f"{fixed:.1f}",
             f"{fixed_simulated:.1f}",
+            f"{inside:.1f}",
             f"{compressed:.1f}",
         )
         verdicts.append(
             f"{model}: deployed {ratio:.2f}x simulated (goal <= {GOAL_RATIO}x), fixed cost "
             f"{fixed:.1f} s per round (goal <= {GOAL_FIXED_S:g} s), of which "
             f"{max(0.0, fixed - fixed_simulated):.1f} s transport (the rest: evaluation); "
+            f"{inside:.1f} s with payloads inside Flower's messages ({fixed / inside:.2f}x); "
             f"{compressed:.1f} s compressed both ways"
         )
     console.print(table)
