@@ -137,6 +137,11 @@ def test_runs_sending_the_same_model_keep_their_own_copies(platform: dict) -> No
     runs[0].offload([first])
     runs[1].offload([second])
     runs[0].clear_sent()  # run 1's phase is over; run 2's hospitals still fetch theirs
+    resumed = message(b"w" * 5000)
+    PlatformBlobs(platform["home"], platform["store"], "run-3", 10**6, THRESHOLD).offload([resumed])
+    PlatformBlobs(platform["home"], platform["store"], "run-3", 10**6, THRESHOLD)  # run 3 resumed
+    run_3 = blob_root(platform["home"]) / "down" / run_folder("run-3")
+    assert stored_files(run_3) == []  # what the stopped attempt left is gone
     hospital(platform, "north").fetch(second.content)
     assert bytes(payload_view(second.content[ARRAYS_KEY], 10**6)) == b"w" * 5000
     with pytest.raises(CodecError, match="answered 404"):

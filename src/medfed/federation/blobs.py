@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import ssl
 import sys
 from collections.abc import Callable, Iterable
@@ -110,6 +111,7 @@ class PlatformBlobs:
         self.max_bytes = max_bytes
         self.threshold = min_bytes() if threshold is None else threshold
         self.sent: set[str] = set()
+        shutil.rmtree(self.root / "down" / self.run, ignore_errors=True)  # a stopped attempt's
 
     def offload(self, messages: Iterable[Message]) -> None:
         """Put each message's large payloads in ``down/`` and a reference in their place; tell
