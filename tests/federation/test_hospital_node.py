@@ -2,16 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 
+from medfed.config import load_config
+from medfed.federation.certs import init_certs
 from medfed.federation.executor import BUSY_WINDOW_S, IDLE_POLL_S, POLL_INTERVAL_S, next_wait
-from medfed.federation.hospital_node import HospitalLink, supernode_command
+from medfed.federation.hospital_node import (
+    CANNOT_START,
+    HospitalLink,
+    run_hospital,
+    supernode_command,
+)
+from medfed.federation.keys import new_key_pair
 from medfed.federation.supernode import BUSY_IDLE_S, WAIT_S, QuickSleeps
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def node_config(command: list[str]) -> str:
@@ -71,3 +87,29 @@ def test_a_stopped_executor_ends_even_when_stuck_in_a_look() -> None:
         assert process.wait(timeout=10) == 0
     finally:
         process.kill()
+
+
+def test_a_trainer_its_configuration_stops_stops_the_hospital_instead_of_restarting(
+    tmp_path: Path, caplog
+) -> None:
+    init_certs(tmp_path / "certs", ["localhost"])
+    private, _ = new_key_pair()
+    key = tmp_path / "north.key"
+    key.write_bytes(private)
+    key.chmod(0o644)  # a downloaded key nobody made private (`medfed client` refuses it first)
+    link = HospitalLink(f"127.0.0.1:{free_port()}", tmp_path / "certs" / "ca.pem", key)
+    cfg = load_config(None, {"home": tmp_path / "home"})
+
+    def too_long(_signum: int, _frame: object) -> None:
+        raise TimeoutError("the hospital kept restarting its trainer")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(60)
+    try:
+        with caplog.at_level(logging.ERROR, logger="medfed.hospital"):
+            code = run_hospital(cfg, link, data_path=tmp_path, port=free_port(), name="north")
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert code == CANNOT_START
+    assert "cannot start" in caplog.text

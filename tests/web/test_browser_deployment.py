@@ -77,6 +77,7 @@ def add_in_dashboard(tab: Page, name: str, folder: Path) -> Path:
     with tab.expect_download() as key:
         tab.get_by_test_id("download-key").click()
     key.value.save_as(folder / f"{name}.key")
+    (folder / f"{name}.key").chmod(0o600)  # as `medfed client` asks of a downloaded key
     with tab.expect_download() as ca:
         tab.get_by_test_id("download-ca").click()
     ca.value.save_as(folder / "ca.pem")

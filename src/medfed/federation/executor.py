@@ -25,7 +25,13 @@ import threading
 import time
 from collections.abc import Callable
 
-from medfed.federation.hospital_node import HospitalLink, add_link_arguments, parsed_link
+from medfed.errors import MedfedError
+from medfed.federation.hospital_node import (
+    CANNOT_START,
+    HospitalLink,
+    add_link_arguments,
+    parsed_link,
+)
 from medfed.federation.lifetime import die_with_parent
 
 log = logging.getLogger("medfed.executor")
@@ -178,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop_soon(stop))
     started = time.perf_counter()
-    serve(args.runtime_port, stop, parsed_link(args), args.poll)
+    try:
+        serve(args.runtime_port, stop, parsed_link(args), args.poll)
+    except MedfedError as exc:  # e.g. a hospital key others can read: restarting won't help
+        log.error("%s", exc)
+        return CANNOT_START
     log.info("stopped after %.0f s", time.perf_counter() - started)
     return 0
 

@@ -26,6 +26,7 @@ log = logging.getLogger("medfed.hospital")
 
 WATCH_INTERVAL_S = 0.5
 RESTART_PAUSE_S = 2.0
+CANNOT_START = 2  # the executor's exit code when its configuration stops it (restarting won't)
 
 
 @dataclass(frozen=True)
@@ -126,7 +127,8 @@ def run_hospital(
     threads: int = 0,
 ) -> int:
     """Run the SuperNode and the executor until the SuperNode ends (its exit code) or this
-    process is stopped (Ctrl-C, SIGTERM: 0); a dead executor is restarted."""
+    process is stopped (Ctrl-C, SIGTERM: 0); a dead executor is restarted, unless its
+    configuration stopped it (:data:`CANNOT_START`, returned)."""
     home = Path(cfg.home).resolve()
     env = child_env(flower_env(cfg))
     supernode = subprocess.Popen(
@@ -144,6 +146,9 @@ def run_hospital(
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:
         while (code := supernode.poll()) is None:
+            if executor.poll() == CANNOT_START:
+                log.error("the hospital's trainer cannot start (see above): stopping")
+                return CANNOT_START
             if executor.poll() is not None:
                 log.warning(
                     "the hospital's trainer stopped (exit %s): starting it again",
