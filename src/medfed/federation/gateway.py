@@ -130,7 +130,7 @@ def create_gateway(
 
     ``store`` None (``--insecure``): no hospital keys, every SuperNode is let through.
     ``node_status`` gives Flower's status of a node id (``online`` refuses a second client).
-    ``blobs``: the platform's blob folder (``blobs.blob_root``); None answers no blob request.
+    ``blobs``: the platform's blob folder (``blob_files.blob_root``); None answers no blob request.
     """
     verify: ssl.SSLContext | bool = False
     if ca_path is not None:

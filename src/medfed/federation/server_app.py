@@ -115,9 +115,8 @@ class FederatedRun:
         self.central = CentralEvaluation(cfg, self.model, test_set)
         self.limits = ReplyLimits.from_config(cfg, len(class_names))
         arrays, first_round = self._starting_point()
-        self.blobs: PlatformBlobs | None = (
-            None  # deployed: large payloads travel beside Flower's messages
-        )
+        # Deployed: payloads of 1 MiB and more travel beside Flower's messages.
+        self.blobs: PlatformBlobs | None = None
         if self.settings.deployed:
             max_bytes = wire.max_payload_size(wire.record_layout(arrays))
             self.blobs = PlatformBlobs(self.home, self.store, self.run_id, max_bytes)
