@@ -13,14 +13,7 @@ from sqlalchemy import update
 from api_support import ADMIN, VIEWER, login, seed_run, server_config
 from medfed.store import RunStore
 from medfed.store import models as m
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from serving import free_port
 
 
 @pytest.fixture

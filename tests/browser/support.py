@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import math
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
 from medfed.api import create_app
 from medfed.config import MedfedConfig, config_from_dict
 from medfed.store import ArtifactStore, RunStore
+from serving import serving
 
 ADMIN = ("admin", "admin-password")
 SECRET_KEY = "browser-tests-" + "0" * 32  # the API asks for at least 32 bytes
@@ -40,12 +36,6 @@ class Server:
     cfg: MedfedConfig
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def server_config(home: Path, **values: Any) -> MedfedConfig:
     """The server's config: its home (database, artifacts) in ``home``, a fixed secret."""
     return config_from_dict({"home": str(home), "api": {"secret_key": SECRET_KEY}, **values})
@@ -59,23 +49,10 @@ def running_server(home: Path, **values: Any) -> Iterator[Server]:
     store = RunStore(cfg.database_url)
     store.add_user(*ADMIN, role="admin")
     store.add_user(*VIEWER, role="viewer")
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(cfg, store), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError(f"the medfed server did not start on port {port}")
-        time.sleep(0.05)
     try:
-        yield Server(url=f"http://127.0.0.1:{port}", store=store, cfg=cfg)
+        with serving(create_app(cfg, store), lifespan="on") as address:
+            yield Server(url=f"http://{address}", store=store, cfg=cfg)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
         store.close()
 
 

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
-import threading
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import uvicorn
 from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -40,16 +37,11 @@ from medfed.federation.keys import fingerprint, load_private_key, new_key_pair, 
 from medfed.federation.wire import ARRAYS_KEY, CONFIG_KEY, ReplyRejected
 from medfed.federation.wire_records import payload_record, payload_view
 from medfed.store import RunStore
+from serving import serving
 
 NODES = {"north": 11, "south": 22}
 RUN = run_folder("run-1")
 THRESHOLD = 1000
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(autouse=True)
@@ -74,15 +66,8 @@ def platform(tmp_path: Path):
     store.remove_hospital("gone")
     home = tmp_path / "home"
     app = gateway.create_gateway("http://127.0.0.1:1", None, store, blobs=blob_root(home))
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    yield {"address": f"127.0.0.1:{port}", "store": store, "home": home, "keys": keys}
-    server.should_exit = True
-    thread.join(10)
+    with serving(app) as address:
+        yield {"address": address, "store": store, "home": home, "keys": keys}
 
 
 def hospital(platform: dict, name: str) -> HospitalBlobs:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from medfed.federation.superlink import (
     wait_for_port,
 )
 from medfed.store import RunStore
+from serving import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -53,12 +53,6 @@ CONTROL_CALLS = [
     "/v1/fleet/../control/list-runs",
     "/docs",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_config(tmp_path: Path, **federated) -> Path:

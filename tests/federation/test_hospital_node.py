@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -22,12 +21,7 @@ from medfed.federation.hospital_node import (
 )
 from medfed.federation.keys import new_key_pair
 from medfed.federation.supernode import BUSY_IDLE_S, WAIT_S, QuickSleeps
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from serving import free_port
 
 
 def node_config(command: list[str]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -17,17 +16,12 @@ import pytest
 from medfed.config import load_config
 from medfed.data.synthetic import write_synthetic_dataset
 from medfed.federation.hospital_node import HospitalLink, start_hospital
+from serving import free_port
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="parent-death signal: Linux"),
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def processes_holding(text: str) -> list[int]:

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from browser.pages import choose, login, screenshot, set_number
-from browser.support import STATIC_INDEX, Server, free_port, running_server
+from browser.support import STATIC_INDEX, Server, running_server
 from medfed.config import config_from_dict
 from medfed.data.synthetic import write_synthetic_dataset
 from medfed.federation.certs import init_certs
@@ -22,6 +22,7 @@ from medfed.federation.superlink import (
     start_platform_link,
     stop_process_group,
 )
+from serving import free_port
 
 pytest_plugins = ["browser.fixtures"]
 

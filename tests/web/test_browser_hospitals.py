@@ -12,8 +12,9 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from browser.pages import login, screenshot, set_number
-from browser.support import STATIC_INDEX, VIEWER, Server, free_port, running_server, seed_run
+from browser.support import STATIC_INDEX, VIEWER, Server, running_server, seed_run
 from medfed.federation.hospitals import add_hospital
+from serving import free_port
 
 pytest_plugins = ["browser.fixtures"]
 

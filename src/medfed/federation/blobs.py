@@ -23,6 +23,7 @@ import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+import httpx
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict
 
 from medfed.federation.blob_files import (
@@ -38,6 +39,7 @@ from medfed.federation.blob_files import (
 )
 from medfed.federation.codec import CodecError
 from medfed.federation.hospitals import hospital_name
+from medfed.federation.keys import load_private_key, signed_headers
 from medfed.federation.wire import CONFIG_KEY, ReplyRejected
 from medfed.federation.wire_records import is_payload, payload_record, payload_view
 from medfed.store import RunStore
@@ -81,7 +83,8 @@ def read_ref(record: object) -> tuple[str, int, str] | None:
     return sha, size, run
 
 
-def checked(data: bytes, sha: str, size: int) -> bytes:
+def checked(data: bytes | bytearray, sha: str, size: int) -> bytes | bytearray:
+    """``data``, if it is the blob ``sha`` of ``size`` bytes; CodecError otherwise."""
     if len(data) != size or hashlib.sha256(data).hexdigest() != sha:
         raise CodecError(f"blob {sha[:12]}: {len(data)} bytes that do not match its reference")
     return data
@@ -145,7 +148,7 @@ class PlatformBlobs:
                 raise ReplyRejected(str(exc)) from None
         return content
 
-    def _read_upload(self, node_id: int, sha: str, size: int) -> bytes:
+    def _read_upload(self, node_id: int, sha: str, size: int) -> bytes | bytearray:
         if size > self.max_bytes:
             raise CodecError(f"blob {sha[:12]} of {size} bytes: {self.max_bytes} at most")
         uploader = hospital_name(self.store, node_id) or OPEN_UPLOADER
@@ -162,16 +165,12 @@ class PlatformBlobs:
 class HospitalBlobs:
     """A hospital executor's side: fetch the blobs a message names, upload a reply's."""
 
-    def __init__(self, server_address: str, ca_pem: bytes | None, key_path: Path | None):
-        import httpx
-
-        from medfed.federation.keys import load_private_key
-
+    def __init__(self, server_address: str, ca_path: Path | None, key_path: Path | None):
         self.key = None if key_path is None else load_private_key(key_path)
         verify: ssl.SSLContext | bool = False
-        if ca_pem is not None:
-            verify = ssl.create_default_context(cadata=ca_pem.decode("ascii"))
-        scheme = "http" if ca_pem is None else "https"
+        if ca_path is not None:
+            verify = ssl.create_default_context(cafile=str(ca_path))
+        scheme = "http" if ca_path is None else "https"
         self.client = httpx.Client(
             base_url=f"{scheme}://{server_address}{BLOB_PATH}/",
             verify=verify,
@@ -180,8 +179,6 @@ class HospitalBlobs:
         )
 
     def _headers(self) -> dict[str, str]:
-        from medfed.federation.keys import signed_headers
-
         return {} if self.key is None else signed_headers(self.key)
 
     def fetch(self, content: RecordDict) -> None:
@@ -191,7 +188,7 @@ class HospitalBlobs:
             if ref is not None:
                 content[key] = payload_record(self._download(*ref))
 
-    def _download(self, sha: str, size: int, run: str) -> bytes:
+    def _download(self, sha: str, size: int, run: str) -> bytes | bytearray:
         data = bytearray()
         with self.client.stream("GET", f"{run}/{sha}", headers=self._headers()) as reply:
             _raise_for(reply, f"fetching blob {sha[:12]}")
@@ -199,7 +196,7 @@ class HospitalBlobs:
                 data += chunk
                 if len(data) > size:
                     break
-        return checked(bytes(data), sha, size)
+        return checked(data, sha, size)
 
     def upload(self, message: Message, reply: Message) -> None:
         """Upload a reply's large payloads and put references in their place, when the message
@@ -230,7 +227,7 @@ class HospitalBlobs:
         self.client.close()
 
 
-def _raise_for(reply, doing: str) -> None:  # noqa: ANN001 - an httpx.Response
+def _raise_for(reply: httpx.Response, doing: str) -> None:
     if reply.status_code >= 400:
         reply.read()
         try:

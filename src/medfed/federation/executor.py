@@ -138,8 +138,7 @@ def serve(
         interceptors=[RuntimeVersionHttpInterceptor(component_name="SuperExec")],
         retry_invoker=make_simple_http_retry_invoker(),
     )
-    ca_pem = None if link.ca_path is None else link.ca_path.read_bytes()
-    blobs = HospitalBlobs(link.server_address, ca_pem, link.key_path)
+    blobs = HospitalBlobs(link.server_address, link.ca_path, link.key_path)
     answer = blobs.around(app)
     log.info("taking tasks from the SuperNode at %s", address)
     wait_s, last_task = poll_s, -BUSY_WINDOW_S

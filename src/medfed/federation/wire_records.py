@@ -27,7 +27,7 @@ def record_nbytes(record: ArrayRecord) -> int:
     return sum(len(array.data) for array in record.values())
 
 
-def payload_record(payload: bytes) -> ArrayRecord:
+def payload_record(payload: bytes | bytearray) -> ArrayRecord:
     """One encoded payload as a record of one uint8 array (what travels either way): the
     ``.npy`` form ``np.save`` writes, made with one copy of the payload instead of three."""
     header = io.BytesIO()
